@@ -1,0 +1,35 @@
+# Two entry points: `make reproduce` (the embedded reproduction) and `make test`.
+# Both create .venv on first use with the Python 3.11 found on PATH.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+CORES ?= all
+
+.PHONY: setup reproduce test test-fast bench lint clean-results
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+reproduce: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: $(STAMP)
+	$(BIN)/python -m ambient.bench
+
+lint: $(STAMP)
+	$(BIN)/snakemake --lint
+
+clean-results:
+	rm -rf results logs benchmarks .snakemake

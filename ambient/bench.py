@@ -1,0 +1,110 @@
+"""Benchmark: training img/s and time for 256 samples on the embedded default.
+
+    python -m ambient.bench [--steps 60] [--threads 2] [--variants fp32,bf16,...]
+
+Each training variant runs the real `ambient.training` step code path (loss, clipping, EMA)
+for a few warm-up steps and then `--steps` timed steps; `plain` is a bare PyTorch loop of
+the same network and loss (no EMA, clipping or seeded draws), the reference the issue
+asks to compare with. Numbers go to stdout as a table and, with --json, to a file.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+
+import torch
+
+from .corruption import Corruption
+from .data import embedded_faces
+from .losses import AmbientLoss
+from .networks import UNetConfig, build_model
+from .sampling import generate
+from .training import _BatchSampler, _ema_update
+from .utils import generator
+
+
+def _setup(variant: str):
+    images, _ = embedded_faces()
+    x = torch.from_numpy(images).float().div(127.5).sub(1)
+    corr = Corruption("dust", p=0.5, delta=0.1)
+    _, a, at = corr.apply(x)
+    torch.manual_seed(0)
+    model = build_model(1, 24, masked=True, config=UNetConfig())
+    if "cl" in variant:
+        model = model.to(memory_format=torch.channels_last)
+    return x, a, at, model
+
+
+def bench_train(variant: str, steps: int, warmup: int = 10, batch: int = 32) -> float:
+    x, a, at, model = _setup(variant)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = AmbientLoss("split")
+    sampler = _BatchSampler(len(x), batch, 0)
+    bf16 = "bf16" in variant
+    step_model = torch.compile(model) if "compile" in variant else model
+
+    def step(i):
+        idx = sampler.indices(i)
+        xb = x[idx]
+        if "cl" in variant:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        if variant == "plain":
+            sigma = (torch.randn(batch, 1, 1, 1) * 1.2 - 1.2).exp()
+            n = torch.randn_like(xb) * sigma
+            w = (sigma**2 + 0.25) / (sigma * 0.5) ** 2
+            d = model(at[idx] * (xb * a[idx] + n), sigma, at[idx])
+            loss = (w * (a[idx] * (d - xb)) ** 2).sum() / batch
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            return
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_fn(step_model, xb, generator(0, i), mask=a[idx], further_mask=at[idx]).sum() / batch
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        _ema_update(ema, model, i, 0.999)
+        loss.item()
+
+    for i in range(warmup):
+        step(i)
+    t0 = time.perf_counter()
+    for i in range(warmup, warmup + steps):
+        step(i)
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def bench_sample(num: int = 256) -> float:
+    x, a, at, model = _setup("fp32")
+    corr = Corruption("dust", p=0.5, delta=0.1)
+    t0 = time.perf_counter()
+    generate(model, corr, num, 24, seed=0, batch_size=num, progress=False)
+    return time.perf_counter() - t0
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--variants", default="plain,fp32,bf16,fp32-cl,bf16-cl")
+    p.add_argument("--samples", type=int, default=256)
+    p.add_argument("--json", default=None)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    rows = {}
+    for v in a.variants.split(","):
+        rows[f"train[{v}] img/s"] = bench_train(v, a.steps)
+        print(f"train[{v}]: {rows[f'train[{v}] img/s']:.0f} img/s", flush=True)
+    rows[f"sample {a.samples} s"] = bench_sample(a.samples)
+    print(f"sample {a.samples}: {rows[f'sample {a.samples} s']:.1f} s", flush=True)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"threads": a.threads, **rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

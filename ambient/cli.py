@@ -1,0 +1,155 @@
+"""Command line: `python -m ambient <command>`. Each command reads and writes files only."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+
+
+def cmd_prepare(a) -> None:
+    from . import data
+
+    if a.source == "embedded":
+        images, ids = data.embedded_faces(a.num_images or 100, a.resolution or 24)
+        info = {"source": "embedded:skimage.lfw_subset", "recipe": f"first {len(images)} faces, center crop to {images.shape[-1]}"}
+    else:
+        if not a.folder:
+            raise SystemExit("prepare --source folder needs --folder PATH")
+        images, ids = data.image_folder(a.folder, a.resolution or 64, a.channels, a.num_images)
+        info = {"source": f"folder:{Path(a.folder).name}",
+                "recipe": f"center crop to square, Lanczos resize to {images.shape[-1]}, {'RGB' if a.channels == 3 else 'grayscale'}"}
+    m = data.write_image_zip(a.out, images, ids, info)
+    print(f"wrote {a.out}: {m['num_images']} images, {m['channels']}x{m['resolution']}x{m['resolution']}")
+
+
+def cmd_train(a) -> None:
+    from .corruption import Corruption
+    from .networks import UNetConfig
+    from .training import TrainConfig, train
+
+    corr = Corruption.from_name(a.corruption, delta=a.delta, seed=a.corruption_seed)
+    net = UNetConfig(base_channels=a.base_channels, channel_mult=a.channel_mult, num_blocks=a.num_blocks,
+                     attn_resolutions=a.attn_resolutions, dropout=a.dropout)
+    cfg = TrainConfig(dataset=a.dataset, corruption=corr.to_dict(), network=net.to_dict(), formulation=a.formulation,
+                      steps=a.steps, batch_size=a.batch_size, lr=a.lr, warmup_steps=a.warmup_steps,
+                      ema_decay=a.ema_decay, grad_clip=a.grad_clip, xflip=a.xflip, seed=a.seed,
+                      checkpoint_every=a.checkpoint_every, log_every=a.log_every, precision=a.precision,
+                      channels_last=a.channels_last)
+    out = train(cfg, a.run_dir, a.out, device=a.device, threads=a.threads, progress=not a.quiet)
+    print(f"wrote {out}")
+
+
+def cmd_sample(a) -> None:
+    import torch
+
+    from .data import write_image_zip
+    from .sampling import generate
+    from .training import load_checkpoint, model_from_checkpoint
+    from .utils import resolve_device, sha256_file
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    dev = resolve_device(a.device)
+    model, cfg, info = model_from_checkpoint(load_checkpoint(a.checkpoint, map_location="cpu"), device=dev)
+    images = generate(model, cfg.corruption_spec, a.num, info["resolution"], seed=a.seed, batch_size=a.batch_size,
+                      num_steps=a.steps, device=dev, progress=not a.quiet)
+    write_image_zip(a.out, images, [f"sample:{i}" for i in range(len(images))],
+                    {"checkpoint": str(a.checkpoint), "checkpoint_sha256": sha256_file(a.checkpoint),
+                     "corruption": cfg.corruption_spec.name, "seed": a.seed, "num_steps": a.steps,
+                     "train_steps": cfg.steps})
+    print(f"wrote {a.out}: {len(images)} samples")
+
+
+def cmd_similarity(a) -> None:
+    from .data import read_image_zip
+    from .memorization import pixel_features, similarity_summary, top_k_similarity
+    from .utils import write_json
+
+    samples, train = read_image_zip(a.samples), read_image_zip(a.train)
+    top1, idx = top_k_similarity(pixel_features(samples.images), pixel_features(train.images), k=1)
+    summary = {"extractor": "pixel", "samples": str(a.samples), "train": str(a.train),
+               **similarity_summary(top1[:, 0]),
+               "top1": [round(float(v), 6) for v in top1[:, 0]], "top1_index": [int(i) for i in idx[:, 0]]}
+    write_json(a.out, summary)
+    print(json.dumps({k: v for k, v in summary.items() if not k.startswith("top1")}))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ambient", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="make a prepared dataset zip from the embedded faces or an image folder")
+    p.add_argument("--source", choices=["embedded", "folder"], default="embedded")
+    p.add_argument("--folder", help="image folder (with --source folder)")
+    p.add_argument("--resolution", type=int, default=None, help="output size (embedded: crop, default 24; folder: default 64)")
+    p.add_argument("--channels", type=int, choices=[1, 3], default=3, help="folder source: 1 grayscale or 3 RGB")
+    p.add_argument("--num-images", type=int, default=None)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train", help="train a clean or ambient diffusion model")
+    p.add_argument("--dataset", required=True, help="prepared dataset zip")
+    p.add_argument("--corruption", default="clean", help="clean, dust-p0.50, box-p0.25, noise-s0.20")
+    p.add_argument("--delta", type=float, default=0.1, help="further corruption probability (masked kinds)")
+    p.add_argument("--corruption-seed", type=int, default=0, help="seed of the per-image masks / noise")
+    p.add_argument("--formulation", choices=["split", "official"], default="split")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup-steps", type=int, default=200)
+    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--xflip", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--base-channels", type=int, default=32)
+    p.add_argument("--channel-mult", type=int, nargs="+", default=[1, 2, 2])
+    p.add_argument("--num-blocks", type=int, default=1)
+    p.add_argument("--attn-resolutions", type=int, nargs="*", default=[6])
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--run-dir", required=True, help="checkpoints and train_log.jsonl; resumes from here")
+    p.add_argument("--out", default=None, help="final checkpoint (default RUN_DIR/model.pt)")
+    p.add_argument("--quiet", action="store_true")
+    _add_device(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="draw samples from a checkpoint into a zip of PNGs")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--num", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=18)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--out", required=True)
+    p.add_argument("--quiet", action="store_true")
+    _add_device(p)
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("similarity", help="top-1 pixel-space similarity of samples to the training set")
+    p.add_argument("--samples", required=True)
+    p.add_argument("--train", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_similarity)
+
+    from .cli_eval import add_eval_commands
+
+    add_eval_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"ambient {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0

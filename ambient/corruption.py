@@ -1,0 +1,136 @@
+"""Corruptions of the training data, each fixed per image.
+
+Every random draw for image i comes from a generator seeded by (seed, i, stream), so a
+dataset's masks and noise are identical across epochs, runs, processes and machines.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .utils import generator
+
+KINDS = ("clean", "dust", "box", "noise")
+# Independent random streams per image: observation mask A, further corruption B, noise.
+_STREAM_A, _STREAM_B, _STREAM_NOISE = 0, 1, 2
+_NAME = re.compile(r"^(clean|dust-p(?P<dp>[0-9.]+)|box-p(?P<bp>[0-9.]+)|noise-s(?P<s>[0-9.]+))$")
+
+
+@dataclass(frozen=True)
+class Corruption:
+    """What a model's training data went through.
+
+    kind: clean | dust (pixels erased with probability p) | box (a square of side ceil(p*H)
+    erased) | noise (additive Gaussian noise of std sigma_n on [-1, 1] images).
+    delta: further corruption, each observed pixel erased again with probability delta
+    (dust and box only; the official code's default is 0.1).
+    """
+
+    kind: str = "clean"
+    p: float = 0.0
+    delta: float = 0.0
+    sigma_n: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"corruption kind {self.kind!r} is unknown: use one of {', '.join(KINDS)}")
+        if not 0.0 <= self.p < 1.0:
+            raise ValueError(f"corruption p={self.p} must lie in [0, 1)")
+        if not 0.0 <= self.delta < 1.0:
+            raise ValueError(f"corruption delta={self.delta} must lie in [0, 1)")
+        if self.sigma_n < 0:
+            raise ValueError(f"corruption sigma_n={self.sigma_n} must be >= 0")
+        if self.kind in ("dust", "box") and self.p <= 0:
+            raise ValueError(f"corruption {self.kind} needs p > 0 (p={self.p}); use kind=clean for clean data")
+        if self.kind == "noise" and self.sigma_n <= 0:
+            raise ValueError("corruption noise needs sigma_n > 0")
+
+    @property
+    def masked(self) -> bool:
+        """Whether models trained on this data see masks (ambient inpainting models)."""
+        return self.kind in ("dust", "box")
+
+    @property
+    def name(self) -> str:
+        if self.kind == "clean":
+            return "clean"
+        if self.kind == "noise":
+            return f"noise-s{self.sigma_n:.2f}"
+        return f"{self.kind}-p{self.p:.2f}"
+
+    @property
+    def level(self) -> float:
+        return {"clean": 0.0, "dust": self.p, "box": self.p, "noise": self.sigma_n}[self.kind]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_name(cls, name: str, delta: float = 0.0, seed: int = 0) -> "Corruption":
+        m = _NAME.match(name)
+        if not m:
+            raise ValueError(f"corruption name {name!r} is not one of clean, dust-pP, box-pP, noise-sS")
+        if name == "clean":
+            return cls(seed=seed)
+        if m["dp"]:
+            return cls("dust", p=float(m["dp"]), delta=delta, seed=seed)
+        if m["bp"]:
+            return cls("box", p=float(m["bp"]), delta=delta, seed=seed)
+        return cls("noise", sigma_n=float(m["s"]), seed=seed)
+
+    # ------------------------------------------------------------ per-image draws
+
+    def observation_mask(self, index: int, resolution: int, seed: int | None = None) -> torch.Tensor:
+        """A for one image, shape (1, H, W), 1 = observed; shared across channels."""
+        seed = self.seed if seed is None else seed
+        g = generator(seed, index, _STREAM_A)
+        if self.kind == "dust":
+            return (torch.rand(1, resolution, resolution, generator=g) >= self.p).float()
+        mask = torch.ones(1, resolution, resolution)
+        if self.kind == "box":
+            side = min(resolution, math.ceil(self.p * resolution))
+            top, left = (int(v) for v in torch.randint(0, resolution - side + 1, (2,), generator=g))
+            mask[:, top : top + side, left : left + side] = 0
+        return mask
+
+    def further_mask(self, index: int, resolution: int, seed: int | None = None) -> torch.Tensor:
+        """B for one image: each pixel kept with probability 1 - delta."""
+        seed = self.seed if seed is None else seed
+        if not self.masked or self.delta == 0:
+            return torch.ones(1, resolution, resolution)
+        g = generator(seed, index, _STREAM_B)
+        return (torch.rand(1, resolution, resolution, generator=g) >= self.delta).float()
+
+    def noise(self, index: int, shape: tuple[int, ...], seed: int | None = None) -> torch.Tensor:
+        seed = self.seed if seed is None else seed
+        return torch.randn(shape, generator=generator(seed, index, _STREAM_NOISE))
+
+    def dataset_masks(self, num_images: int, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A, A~) for every training image, each (N, 1, H, W); A~ = A * B."""
+        a = torch.stack([self.observation_mask(i, resolution) for i in range(num_images)])
+        b = torch.stack([self.further_mask(i, resolution) for i in range(num_images)])
+        return a, a * b
+
+    def sampling_masks(self, indices, resolution: int, seed: int) -> torch.Tensor:
+        """A~ for samples: drawn from the training distribution of A * B with its own seed."""
+        return torch.stack([self.observation_mask(i, resolution, seed) * self.further_mask(i, resolution, seed)
+                            for i in indices])
+
+    def apply(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Corrupt a dataset in [-1, 1]: returns (observed images, A, A~).
+
+        Masked kinds zero the erased pixels; noise adds its fixed realisation; clean is unchanged.
+        """
+        n, c, h, _ = images.shape
+        if self.masked:
+            a, a_tilde = self.dataset_masks(n, h)
+            return images * a, a, a_tilde
+        ones = torch.ones(n, 1, h, h)
+        if self.kind == "noise":
+            eps = torch.stack([self.noise(i, (c, h, h)) for i in range(n)])
+            return images + self.sigma_n * eps, ones, ones
+        return images.clone(), ones, ones

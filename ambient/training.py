@@ -1,0 +1,276 @@
+"""Training loop: Adam with LR warm-up, EMA, gradient clipping, atomic checkpoints, resume.
+
+A step is a pure function of (state, step index, seed): the batch indices and every random
+draw of the loss come from generators seeded by (seed, step). Resuming from a checkpoint
+therefore continues bit for bit as if the run had never stopped (on the same device and
+thread count).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .corruption import Corruption
+from .data import read_image_zip
+from .losses import AmbientLoss, EDMLoss
+from .networks import EDMPrecond, UNetConfig, build_model
+from .utils import atomic_path, generator, resolve_device, sha256_file
+
+CHECKPOINT_FORMAT = "ambient-checkpoint/1"
+_CKPT_NAME = re.compile(r"^checkpoint-(\d{7})\.pt$")
+_STREAM_BATCH, _STREAM_LOSS = 11, 12
+
+
+@dataclass
+class TrainConfig:
+    dataset: str
+    corruption: dict = field(default_factory=lambda: Corruption().to_dict())
+    network: dict = field(default_factory=lambda: UNetConfig().to_dict())
+    formulation: str = "split"
+    steps: int = 3000
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 200
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    xflip: bool = False
+    seed: int = 0
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 50
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    channels_last: bool = False
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps={self.steps} and batch_size={self.batch_size} must be >= 1")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision {self.precision!r} is unknown: use fp32 or bf16")
+        if self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every={self.checkpoint_every} must be >= 1")
+        Corruption(**self.corruption)  # validates
+
+    @property
+    def corruption_spec(self) -> Corruption:
+        return Corruption(**self.corruption)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# The settings a resumed run must share with the checkpoint it resumes.
+_RESUME_KEYS = ("corruption", "network", "formulation", "batch_size", "lr", "warmup_steps", "ema_decay",
+                "grad_clip", "xflip", "seed", "precision")
+
+
+def make_loss(cfg: TrainConfig):
+    corr = cfg.corruption_spec
+    if corr.masked:
+        return AmbientLoss(cfg.formulation)
+    if corr.kind == "noise":
+        from .noisy import TweedieLoss  # noqa: F401  (issue 6)
+
+        raise NotImplementedError("training on noisy data is not implemented yet")
+    return EDMLoss()
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def save_checkpoint(path: str | Path, model: EDMPrecond, ema: EDMPrecond, optimizer, step: int,
+                    cfg: TrainConfig, info: dict) -> None:
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "step": step,
+        "config": cfg.to_dict(),
+        "info": info,
+        "model": model.state_dict(),
+        "ema": ema.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else {},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Load a checkpoint with weights_only=True: a pickle carrying code is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated zip, foreign pickle, ...
+        raise ValueError(f"{path}: not a loadable checkpoint ({e.__class__.__name__}: {str(e).splitlines()[0][:200]}). "
+                         "It may be truncated or not made by ambient; delete it to resume from the previous one.") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not an ambient checkpoint (format {state.get('format') if isinstance(state, dict) else type(state)})")
+    return state
+
+
+def model_from_checkpoint(state: dict, use_ema: bool = True, device="cpu") -> tuple[EDMPrecond, TrainConfig, dict]:
+    cfg = TrainConfig(**state["config"])
+    info = state["info"]
+    model = build_model(info["channels"], info["resolution"], masked=cfg.corruption_spec.masked,
+                        formulation=cfg.formulation, config=UNetConfig(**cfg.network))
+    model.load_state_dict(state["ema" if use_ema else "model"])
+    return model.to(device).eval(), cfg, info
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    return sorted(p for p in run_dir.iterdir() if _CKPT_NAME.match(p.name))
+
+
+# ---------------------------------------------------------------- training
+
+class _BatchSampler:
+    """Epoch-wise random permutations of the dataset, seeded by (seed, epoch)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._cache:
+            self._cache = {epoch: torch.randperm(self.n, generator=generator(self.seed, epoch, _STREAM_BATCH)),
+                           **{k: v for k, v in self._cache.items() if k == epoch - 1}}
+        return self._cache[epoch]
+
+    def indices(self, step: int) -> torch.Tensor:
+        pos = torch.arange(step * self.batch_size, (step + 1) * self.batch_size)
+        epochs = pos // self.n
+        return torch.stack([self._perm(int(e))[int(k)] for e, k in zip(epochs, pos % self.n)])
+
+
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: float) -> None:
+    beta = min(decay, (1 + step) / (10 + step))  # short warm-up so early EMA is not stuck at init
+    with torch.no_grad():
+        for pe, pm in zip(ema.parameters(), model.parameters()):
+            pe.lerp_(pm, 1 - beta)
+
+
+def train(cfg: TrainConfig, run_dir: str | Path, out: str | Path | None = None, device: str = "auto",
+          threads: int | None = None, progress: bool = True) -> Path:
+    """Train (or resume) a model; writes checkpoints into `run_dir` and the final one to `out`."""
+    run_dir = Path(run_dir)
+    out = Path(out) if out else run_dir / "model.pt"
+    dev = resolve_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(cfg.seed)  # network initialisation
+
+    data = read_image_zip(cfg.dataset)
+    corr = cfg.corruption_spec
+    images = data.as_float()
+    _, a, a_tilde = corr.apply(images)
+    n, c, h, _ = images.shape
+    info = {"channels": c, "resolution": h, "num_images": n, "dataset_sha256": sha256_file(cfg.dataset),
+            "corruption_name": corr.name}
+    if corr.kind == "noise":
+        images = corr.apply(images)[0]  # the model only ever sees the noisy observations
+
+    model = build_model(c, h, masked=corr.masked, formulation=cfg.formulation, config=UNetConfig(**cfg.network))
+    model.to(dev)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+    start = 0
+
+    ckpts = list_checkpoints(run_dir)
+    if ckpts:
+        state = load_checkpoint(ckpts[-1], map_location=dev)
+        _check_resumable(ckpts[-1], state, cfg, info)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = state["step"]
+        if progress:
+            tqdm.write(f"resuming from {ckpts[-1]} at step {start}")
+    if start >= cfg.steps and out.exists():
+        return out
+
+    images, a, a_tilde = images.to(dev), a.to(dev), a_tilde.to(dev)
+    sampler = _BatchSampler(n, cfg.batch_size, cfg.seed)
+    loss_fn = make_loss(cfg)
+    log_path = run_dir / "train_log.jsonl"
+    _truncate_log(log_path, start)
+    kill_at = int(os.environ.get("AMBIENT_KILL_AT_STEP", "-1"))  # tests: a real SIGKILL mid-run
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+
+    model.train()
+    running, t0, seen = 0.0, time.perf_counter(), 0
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train {corr.name}",
+               unit="step", disable=not progress)
+    for step in bar:
+        idx = sampler.indices(step)
+        x, m, mt = images[idx], a[idx], a_tilde[idx]
+        if cfg.xflip:  # flip the observation with its masks, so no hidden pixel is revealed
+            flip = torch.rand(len(idx), generator=generator(cfg.seed, step, _STREAM_LOSS + 1)) < 0.5
+            flip = flip.to(dev)[:, None, None, None]
+            x, m, mt = (torch.where(flip, t.flip(-1), t) for t in (x, m, mt))
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        g = generator(cfg.seed, step, _STREAM_LOSS)
+        with autocast:
+            loss = loss_fn(model, x, g, mask=m, further_mask=mt).sum() / len(idx)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+        optimizer.step()
+        _ema_update(ema, model, step, cfg.ema_decay)
+
+        running += loss.item()
+        seen += 1
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            elapsed = time.perf_counter() - t0
+            rec = {"step": done, "loss": running / seen, "lr": optimizer.param_groups[0]["lr"],
+                   "img_per_s": seen * cfg.batch_size / max(elapsed, 1e-9)}
+            with open(log_path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['img_per_s']:.0f}")
+            running, seen, t0 = 0.0, 0, time.perf_counter()
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            save_checkpoint(run_dir / f"checkpoint-{done:07d}.pt", model, ema, optimizer, done, cfg, info)
+            for old in list_checkpoints(run_dir)[: -cfg.keep_checkpoints]:
+                old.unlink()
+        if done == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+    bar.close()
+    save_checkpoint(out, model, ema, None, cfg.steps, cfg, info)
+    return out
+
+
+def _check_resumable(path: Path, state: dict, cfg: TrainConfig, info: dict) -> None:
+    old = state["config"]
+    for key in _RESUME_KEYS:
+        if old.get(key) != getattr(cfg, key):
+            raise ValueError(f"{path}: was trained with {key}={old.get(key)!r} but this run asks for "
+                             f"{key}={getattr(cfg, key)!r}; use another run directory or delete {path.parent}")
+    if state["info"].get("dataset_sha256") != info["dataset_sha256"]:
+        raise ValueError(f"{path}: was trained on another dataset file than {cfg.dataset}; "
+                         f"use another run directory or delete {path.parent}")
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines past the resumed step (they belong to work the kill threw away)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in keep))
