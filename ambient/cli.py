@@ -37,6 +37,7 @@ def cmd_train(a) -> None:
     net = UNetConfig(base_channels=a.base_channels, channel_mult=a.channel_mult, num_blocks=a.num_blocks,
                      attn_resolutions=a.attn_resolutions, dropout=a.dropout)
     cfg = TrainConfig(dataset=a.dataset, corruption=corr.to_dict(), network=net.to_dict(), formulation=a.formulation,
+                      loss=a.loss, consistency_weight=a.consistency_weight,
                       steps=a.steps, batch_size=a.batch_size, lr=a.lr, warmup_steps=a.warmup_steps,
                       ema_decay=a.ema_decay, grad_clip=a.grad_clip, xflip=a.xflip, seed=a.seed,
                       checkpoint_every=a.checkpoint_every, log_every=a.log_every, precision=a.precision,
@@ -58,10 +59,11 @@ def cmd_sample(a) -> None:
     dev = resolve_device(a.device)
     model, cfg, info = model_from_checkpoint(load_checkpoint(a.checkpoint, map_location="cpu"), device=dev)
     images = generate(model, cfg.corruption_spec, a.num, info["resolution"], seed=a.seed, batch_size=a.batch_size,
-                      num_steps=a.steps, device=dev, progress=not a.quiet)
+                      num_steps=a.steps, device=dev, stop_sigma=cfg.sampling_stop_sigma, progress=not a.quiet)
     write_image_zip(a.out, images, [f"sample:{i}" for i in range(len(images))],
                     {"checkpoint": str(a.checkpoint), "checkpoint_sha256": sha256_file(a.checkpoint),
-                     "corruption": cfg.corruption_spec.name, "seed": a.seed, "num_steps": a.steps,
+                     "corruption": cfg.corruption_spec.name, "loss": cfg.effective_loss,
+                     "stop_sigma": cfg.sampling_stop_sigma, "seed": a.seed, "num_steps": a.steps,
                      "train_steps": cfg.steps})
     print(f"wrote {a.out}: {len(images)} samples")
 
@@ -99,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delta", type=float, default=0.1, help="further corruption probability (masked kinds)")
     p.add_argument("--corruption-seed", type=int, default=0, help="seed of the per-image masks / noise")
     p.add_argument("--formulation", choices=["split", "official"], default="split")
+    p.add_argument("--loss", choices=["auto", "edm", "ambient", "tweedie"], default="auto",
+                   help="auto picks by corruption; edm on noise-sX data is the naive baseline")
+    p.add_argument("--consistency-weight", type=float, default=0.1, help="tweedie: weight of the consistency loss")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)

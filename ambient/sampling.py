@@ -67,19 +67,19 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 def generate(model: EDMPrecond, corruption: Corruption, num_samples: int, resolution: int,
              seed: int = 0, batch_size: int = 256, num_steps: int = 18, sigma_min: float = 0.002,
              sigma_max: float = 80.0, rho: float = 7.0, device: str | torch.device = "cpu",
-             progress: bool = True) -> np.ndarray:
+             stop_sigma: float | None = None, progress: bool = True) -> np.ndarray:
     """Draw `num_samples` images as uint8 (N, C, H, W).
 
     Ambient models: one mask A~ per sample from the training distribution of A * B, used at
     every step, outputs clipped to [-1, 1] (as in the official sampler).
-    Noise-trained models: stop at sigma_n and return the model's x0 estimate there
-    (early stopping), so samples never carry the training noise.
+    stop_sigma (Tweedie models trained on noisy data: sigma_n): integrate only down to it and
+    return the model's x0 estimate there (early stopping), so samples never carry the noise.
     """
     model.eval()
     c = model.img_channels
     sigmas = edm_sigmas(num_steps, sigma_min, sigma_max, rho)
-    if corruption.kind == "noise":
-        sigmas = edm_sigmas(num_steps, max(sigma_min, corruption.sigma_n), sigma_max, rho)[:-1]
+    if stop_sigma:
+        sigmas = edm_sigmas(num_steps, max(sigma_min, stop_sigma), sigma_max, rho)[:-1]
     out = []
     for start in tqdm(range(0, num_samples, batch_size), desc="sampling", unit="batch", disable=not progress):
         idx = list(range(start, min(start + batch_size, num_samples)))
@@ -89,7 +89,7 @@ def generate(model: EDMPrecond, corruption: Corruption, num_samples: int, resolu
             mask = corruption.sampling_masks(idx, resolution, seed).to(device)
         denoise = model_denoiser(model, mask, clip=model.masked)
         x = heun_sample(denoise, latents.to(device, torch.float64) * sigmas[0], sigmas.to(device))
-        if corruption.kind == "noise":
+        if stop_sigma:
             x = denoise(x, sigmas[-1])
         out.append(to_uint8(x.float()))
     return np.concatenate(out)

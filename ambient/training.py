@@ -22,10 +22,12 @@ from tqdm.auto import tqdm
 from .corruption import Corruption
 from .data import read_image_zip
 from .losses import AmbientLoss, EDMLoss
+from .noisy import TweedieLoss
 from .networks import EDMPrecond, UNetConfig, build_model
 from .utils import atomic_path, generator, resolve_device, sha256_file
 
 CHECKPOINT_FORMAT = "ambient-checkpoint/1"
+LOSSES = ("auto", "edm", "ambient", "tweedie")
 _CKPT_NAME = re.compile(r"^checkpoint-(\d{7})\.pt$")
 _STREAM_BATCH, _STREAM_LOSS = 11, 12
 
@@ -36,6 +38,8 @@ class TrainConfig:
     corruption: dict = field(default_factory=lambda: Corruption().to_dict())
     network: dict = field(default_factory=lambda: UNetConfig().to_dict())
     formulation: str = "split"
+    loss: str = "auto"  # auto | edm | ambient | tweedie; edm on noisy data is the naive baseline
+    consistency_weight: float = 0.1  # tweedie: weight of the consistency loss below sigma_n
     steps: int = 3000
     batch_size: int = 32
     lr: float = 1e-3
@@ -57,29 +61,44 @@ class TrainConfig:
             raise ValueError(f"precision {self.precision!r} is unknown: use fp32 or bf16")
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every={self.checkpoint_every} must be >= 1")
-        Corruption(**self.corruption)  # validates
+        corr = Corruption(**self.corruption)  # validates
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss {self.loss!r} is unknown: use one of {', '.join(LOSSES)}")
+        allowed = {"clean": ("edm",), "dust": ("ambient",), "box": ("ambient",), "noise": ("tweedie", "edm")}
+        if self.loss != "auto" and self.loss not in allowed[corr.kind]:
+            raise ValueError(f"loss {self.loss!r} does not fit corruption {corr.kind!r}: use one of "
+                             f"{', '.join(allowed[corr.kind])} (or auto)")
 
     @property
     def corruption_spec(self) -> Corruption:
         return Corruption(**self.corruption)
+
+    @property
+    def effective_loss(self) -> str:
+        if self.loss != "auto":
+            return self.loss
+        return {"clean": "edm", "dust": "ambient", "box": "ambient", "noise": "tweedie"}[self.corruption["kind"]]
+
+    @property
+    def sampling_stop_sigma(self) -> float | None:
+        """Tweedie models are sampled down to sigma_n and end with one x0 step (early stopping)."""
+        return self.corruption["sigma_n"] if self.effective_loss == "tweedie" else None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 # The settings a resumed run must share with the checkpoint it resumes.
-_RESUME_KEYS = ("corruption", "network", "formulation", "batch_size", "lr", "warmup_steps", "ema_decay",
+_RESUME_KEYS = ("corruption", "network", "formulation", "loss", "consistency_weight", "batch_size", "lr", "warmup_steps", "ema_decay",
                 "grad_clip", "xflip", "seed", "precision")
 
 
 def make_loss(cfg: TrainConfig):
-    corr = cfg.corruption_spec
-    if corr.masked:
+    kind = cfg.effective_loss
+    if kind == "ambient":
         return AmbientLoss(cfg.formulation)
-    if corr.kind == "noise":
-        from .noisy import TweedieLoss  # noqa: F401  (issue 6)
-
-        raise NotImplementedError("training on noisy data is not implemented yet")
+    if kind == "tweedie":
+        return TweedieLoss(cfg.corruption["sigma_n"], cfg.consistency_weight)
     return EDMLoss()
 
 

@@ -1,0 +1,65 @@
+"""Training on Gaussian-noisy data ("Consistent Diffusion Meets Tweedie", Daras et al. 2024), EDM/VE form.
+
+The model only sees observations x_n = x0 + sigma_n * eps (the noise fixed per image).
+
+* sigma > sigma_n, Tweedie loss: noise x_n further to x_t = x_n + sqrt(sigma^2 - sigma_n^2) eta.
+  Since E[x_n | x_t] = r x_t + (1 - r) E[x0 | x_t] with r = sigma_n^2 / sigma^2, the loss
+  || (1 - r) h(x_t, sigma) + r x_t - x_n ||^2 is minimised by h = E[x0 | x_t]: the clean
+  denoiser, learned from noisy data only.
+* sigma <= sigma_n, consistency loss: from x_n take a stochastic step down to sigma with the
+  model's own x0 estimate at sigma_n (the VE posterior step), then ask that the model's
+  expected x0 estimate there equal its estimate at sigma_n (a martingale property of
+  E[x0 | x_t]). The squared norm of an expectation is estimated without bias by the product
+  of two independent draws; the sigma_n estimate is the (stop-gradient) target.
+
+Weights: the Tweedie residual gets the EDM weight; the consistency residual, whose size does
+not shrink with sigma, gets `consistency_weight / sigma_data^2`.
+"""
+from __future__ import annotations
+
+import torch
+
+from .losses import EDMLoss, _randn
+
+
+class TweedieLoss(EDMLoss):
+    def __init__(self, sigma_n: float, consistency_weight: float = 0.1, **kwargs):
+        super().__init__(**kwargs)
+        if sigma_n <= 0:
+            raise ValueError(f"TweedieLoss needs sigma_n > 0, got {sigma_n}")
+        self.sigma_n, self.consistency_weight = sigma_n, consistency_weight
+
+    def tweedie_term(self, net, noisy: torch.Tensor, sigma: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Per-pixel Tweedie residual^2 (unweighted) at noise levels sigma > sigma_n."""
+        r = self.sigma_n**2 / sigma**2
+        eta = _randn(noisy.shape, generator, noisy.device)
+        x_t = noisy + (sigma**2 - self.sigma_n**2).clamp_min(0).sqrt() * eta
+        return ((1 - r) * net(x_t, sigma) + r * x_t - noisy) ** 2
+
+    def consistency_term(self, net, noisy: torch.Tensor, sigma: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Per-pixel unbiased estimate of || E[h(x_s, s)] - h(x_n, sigma_n) ||^2 for s = sigma <= sigma_n."""
+        sn = torch.full_like(sigma, self.sigma_n)
+        with torch.no_grad():
+            target = net(noisy, sn)
+        # VE posterior of x_s given x_n and x0, with x0 replaced by the model's estimate
+        ratio = sigma**2 / self.sigma_n**2
+        mean = target + ratio * (noisy - target)
+        std = (sigma**2 * (1 - ratio)).clamp_min(0).sqrt()
+        x1 = mean + std * _randn(noisy.shape, generator, noisy.device)
+        x2 = mean + std * _randn(noisy.shape, generator, noisy.device)
+        pred = net(torch.cat([x1, x2]), torch.cat([sigma, sigma]))
+        p1, p2 = pred.chunk(2)
+        return (p1 - target) * (p2 - target)
+
+    def __call__(self, net, images: torch.Tensor, generator: torch.Generator, **_) -> torch.Tensor:
+        """`images` are the noisy observations x_n."""
+        sigma, weight = self.sigma_and_weight(len(images), generator, images.device)
+        high = (sigma > self.sigma_n).flatten()
+        loss = torch.zeros_like(images)
+        if high.any():
+            loss[high] = weight[high] * self.tweedie_term(net, images[high], sigma[high], generator)
+        if (~high).any() and self.consistency_weight > 0:
+            low = ~high
+            loss[low] = (self.consistency_weight / self.sigma_data**2) * self.consistency_term(
+                net, images[low], sigma[low], generator)
+        return loss
