@@ -1,8 +1,9 @@
 """Training losses (EDM form). Each returns a per-pixel loss; the trainer sums it and
 divides by the batch size, as the official code does.
 
-Random draws come from an explicit CPU generator so a step is a pure function of
-(weights, batch, generator seed): this makes resume bitwise exact and CPU/GPU alike.
+Random draws come from an explicit source (a utils.SampleRNG in training: one CPU stream per
+sample, or a torch.Generator) so a step is a pure function of (weights, batch, seed): resume
+is bitwise exact and data-parallel ranks draw what a single process would.
 """
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import torch
 from .networks import EDMPrecond
 
 
-def _randn(shape, generator: torch.Generator, device) -> torch.Tensor:
-    return torch.randn(shape, generator=generator).to(device)
+def _randn(shape, rng, device) -> torch.Tensor:
+    if isinstance(rng, torch.Generator):
+        return torch.randn(tuple(shape), generator=rng).to(device)
+    return rng.randn(tuple(shape)).to(device)
 
 
 class EDMLoss:
@@ -21,12 +24,12 @@ class EDMLoss:
     def __init__(self, P_mean: float = -1.2, P_std: float = 1.2, sigma_data: float = 0.5):
         self.P_mean, self.P_std, self.sigma_data = P_mean, P_std, sigma_data
 
-    def sigma_and_weight(self, n: int, generator: torch.Generator, device) -> tuple[torch.Tensor, torch.Tensor]:
+    def sigma_and_weight(self, n: int, generator, device) -> tuple[torch.Tensor, torch.Tensor]:
         sigma = (_randn((n, 1, 1, 1), generator, device) * self.P_std + self.P_mean).exp()
         weight = (sigma**2 + self.sigma_data**2) / (sigma * self.sigma_data) ** 2
         return sigma, weight
 
-    def __call__(self, net: EDMPrecond, images: torch.Tensor, generator: torch.Generator, **_) -> torch.Tensor:
+    def __call__(self, net: EDMPrecond, images: torch.Tensor, generator, **_) -> torch.Tensor:
         sigma, weight = self.sigma_and_weight(len(images), generator, images.device)
         noise = _randn(images.shape, generator, images.device) * sigma
         denoised = net(images + noise, sigma)
@@ -52,7 +55,7 @@ class AmbientLoss(EDMLoss):
             raise ValueError(f"formulation {formulation!r} is unknown: use official or split")
         self.formulation = formulation
 
-    def __call__(self, net: EDMPrecond, images: torch.Tensor, generator: torch.Generator,
+    def __call__(self, net: EDMPrecond, images: torch.Tensor, generator,
                  mask: torch.Tensor = None, further_mask: torch.Tensor = None, **_) -> torch.Tensor:
         if mask is None or further_mask is None:
             raise ValueError("AmbientLoss needs mask (A) and further_mask (A~)")

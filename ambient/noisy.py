@@ -29,15 +29,16 @@ class TweedieLoss(EDMLoss):
             raise ValueError(f"TweedieLoss needs sigma_n > 0, got {sigma_n}")
         self.sigma_n, self.consistency_weight = sigma_n, consistency_weight
 
-    def tweedie_term(self, net, noisy: torch.Tensor, sigma: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Per-pixel Tweedie residual^2 (unweighted) at noise levels sigma > sigma_n."""
+    def tweedie_term(self, net, noisy: torch.Tensor, sigma: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
+        """Per-pixel Tweedie residual^2 (unweighted) at noise levels sigma > sigma_n; eta ~ N(0, I)."""
         r = self.sigma_n**2 / sigma**2
-        eta = _randn(noisy.shape, generator, noisy.device)
         x_t = noisy + (sigma**2 - self.sigma_n**2).clamp_min(0).sqrt() * eta
         return ((1 - r) * net(x_t, sigma) + r * x_t - noisy) ** 2
 
-    def consistency_term(self, net, noisy: torch.Tensor, sigma: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Per-pixel unbiased estimate of || E[h(x_s, s)] - h(x_n, sigma_n) ||^2 for s = sigma <= sigma_n."""
+    def consistency_term(self, net, noisy: torch.Tensor, sigma: torch.Tensor, z1: torch.Tensor,
+                         z2: torch.Tensor) -> torch.Tensor:
+        """Per-pixel unbiased estimate of || E[h(x_s, s)] - h(x_n, sigma_n) ||^2 for s = sigma <= sigma_n;
+        z1, z2 ~ N(0, I) are the two independent draws."""
         sn = torch.full_like(sigma, self.sigma_n)
         with torch.no_grad():
             target = net(noisy, sn)
@@ -45,21 +46,20 @@ class TweedieLoss(EDMLoss):
         ratio = sigma**2 / self.sigma_n**2
         mean = target + ratio * (noisy - target)
         std = (sigma**2 * (1 - ratio)).clamp_min(0).sqrt()
-        x1 = mean + std * _randn(noisy.shape, generator, noisy.device)
-        x2 = mean + std * _randn(noisy.shape, generator, noisy.device)
-        pred = net(torch.cat([x1, x2]), torch.cat([sigma, sigma]))
+        pred = net(torch.cat([mean + std * z1, mean + std * z2]), torch.cat([sigma, sigma]))
         p1, p2 = pred.chunk(2)
         return (p1 - target) * (p2 - target)
 
-    def __call__(self, net, images: torch.Tensor, generator: torch.Generator, **_) -> torch.Tensor:
+    def __call__(self, net, images: torch.Tensor, generator, **_) -> torch.Tensor:
         """`images` are the noisy observations x_n."""
         sigma, weight = self.sigma_and_weight(len(images), generator, images.device)
+        eta, z1, z2 = (_randn(images.shape, generator, images.device) for _ in range(3))
         high = (sigma > self.sigma_n).flatten()
+        low = ~high
         loss = torch.zeros_like(images)
         if high.any():
-            loss[high] = weight[high] * self.tweedie_term(net, images[high], sigma[high], generator)
-        if (~high).any() and self.consistency_weight > 0:
-            low = ~high
+            loss[high] = weight[high] * self.tweedie_term(net, images[high], sigma[high], eta[high])
+        if low.any() and self.consistency_weight > 0:
             loss[low] = (self.consistency_weight / self.sigma_data**2) * self.consistency_term(
-                net, images[low], sigma[low], generator)
+                net, images[low], sigma[low], z1[low], z2[low])
         return loss

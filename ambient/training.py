@@ -1,7 +1,7 @@
 """Training loop: Adam with LR warm-up, EMA, gradient clipping, atomic checkpoints, resume.
 
 A step is a pure function of (state, step index, seed): the batch indices and every random
-draw of the loss come from generators seeded by (seed, step). Resuming from a checkpoint
+draw of the loss come from generators seeded by (seed, step, sample position). Resuming from a checkpoint
 therefore continues bit for bit as if the run had never stopped (on the same device and
 thread count).
 """
@@ -24,7 +24,7 @@ from .data import read_image_zip
 from .losses import AmbientLoss, EDMLoss
 from .noisy import TweedieLoss
 from .networks import EDMPrecond, UNetConfig, build_model
-from .utils import atomic_path, generator, resolve_device, sha256_file
+from .utils import SampleRNG, atomic_path, generator, resolve_device, sha256_file
 
 CHECKPOINT_FORMAT = "ambient-checkpoint/1"
 LOSSES = ("auto", "edm", "ambient", "tweedie")
@@ -240,7 +240,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, out: str | Path | None = None, 
             x, m, mt = (torch.where(flip, t.flip(-1), t) for t in (x, m, mt))
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        g = generator(cfg.seed, step, _STREAM_LOSS)
+        g = SampleRNG(cfg.seed, step, _STREAM_LOSS, range(len(idx)), dev)
         with autocast:
             loss = loss_fn(model, x, g, mask=m, further_mask=mt).sum() / len(idx)
         optimizer.zero_grad(set_to_none=True)

@@ -82,3 +82,22 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name not in ("cpu",) and not name.startswith("cuda"):
         raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N")
     return torch.device(name)
+
+
+class SampleRNG:
+    """Gaussian draws for one training step, one independent stream per sample of the global batch.
+
+    Sample j of step t draws from a generator seeded by (seed, t, stream, j), so a data-parallel
+    rank that holds positions [r*b, (r+1)*b) draws exactly what a single process would for
+    those samples, and a resumed run draws what the uninterrupted one would have.
+    Draws happen on the CPU (identical on every device) and move to `device`.
+    """
+
+    def __init__(self, seed: int, step: int, stream: int, positions, device="cpu"):
+        self.gens = [generator(seed, step, stream, int(j)) for j in positions]
+        self.device = device
+
+    def randn(self, shape) -> torch.Tensor:
+        if shape[0] != len(self.gens):
+            raise ValueError(f"SampleRNG holds {len(self.gens)} samples, asked for a batch of {shape[0]}")
+        return torch.stack([torch.randn(tuple(shape[1:]), generator=g) for g in self.gens]).to(self.device)
