@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -43,7 +44,8 @@ def cmd_train(a) -> None:
                       checkpoint_every=a.checkpoint_every, log_every=a.log_every, precision=a.precision,
                       channels_last=a.channels_last)
     out = train(cfg, a.run_dir, a.out, device=a.device, threads=a.threads, progress=not a.quiet)
-    print(f"wrote {out}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 writes
+        print(f"wrote {out}")
 
 
 def cmd_sample(a) -> None:

@@ -180,12 +180,44 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: 
 
 def train(cfg: TrainConfig, run_dir: str | Path, out: str | Path | None = None, device: str = "auto",
           threads: int | None = None, progress: bool = True) -> Path:
-    """Train (or resume) a model; writes checkpoints into `run_dir` and the final one to `out`."""
+    """Train (or resume) a model; writes checkpoints into `run_dir` and the final one to `out`.
+
+    Under torchrun (WORLD_SIZE > 1) each process takes an equal slice of every global batch,
+    gradients are averaged by DistributedDataParallel (NCCL on GPUs, gloo on CPUs), and rank 0
+    alone writes logs and checkpoints; the result matches a single process on the same batch.
+    """
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "model.pt"
     dev = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
+    world, rank, dev = _init_distributed(dev, cfg.batch_size)
+    try:
+        return _train(cfg, run_dir, out, dev, world, rank, progress and rank == 0)
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _init_distributed(dev: torch.device, batch_size: int) -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 1, 0, dev
+    import torch.distributed as dist
+
+    if batch_size % world:
+        raise ValueError(f"batch_size={batch_size} must be divisible by the number of processes ({world})")
+    if dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
+    dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return world, dist.get_rank(), dev
+
+
+def _train(cfg: TrainConfig, run_dir: Path, out: Path, dev: torch.device, world: int, rank: int,
+           progress: bool) -> Path:
     torch.manual_seed(cfg.seed)  # network initialisation
 
     data = read_image_zip(cfg.dataset)
@@ -220,10 +252,20 @@ def train(cfg: TrainConfig, run_dir: str | Path, out: str | Path | None = None, 
         return out
 
     images, a, a_tilde = images.to(dev), a.to(dev), a_tilde.to(dev)
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # buffers are constants (the embedding's frequencies): nothing to broadcast per forward
+        net = DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None,
+                                      broadcast_buffers=False)
+    local = cfg.batch_size // world
+    positions = range(rank * local, (rank + 1) * local)  # this process's slice of every global batch
     sampler = _BatchSampler(n, cfg.batch_size, cfg.seed)
     loss_fn = make_loss(cfg)
     log_path = run_dir / "train_log.jsonl"
-    _truncate_log(log_path, start)
+    if rank == 0:
+        _truncate_log(log_path, start)
     kill_at = int(os.environ.get("AMBIENT_KILL_AT_STEP", "-1"))  # tests: a real SIGKILL mid-run
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
 
@@ -232,17 +274,17 @@ def train(cfg: TrainConfig, run_dir: str | Path, out: str | Path | None = None, 
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train {corr.name}",
                unit="step", disable=not progress)
     for step in bar:
-        idx = sampler.indices(step)
+        idx = sampler.indices(step)[positions.start : positions.stop]
         x, m, mt = images[idx], a[idx], a_tilde[idx]
         if cfg.xflip:  # flip the observation with its masks, so no hidden pixel is revealed
-            flip = torch.rand(len(idx), generator=generator(cfg.seed, step, _STREAM_LOSS + 1)) < 0.5
-            flip = flip.to(dev)[:, None, None, None]
+            flip = torch.rand(cfg.batch_size, generator=generator(cfg.seed, step, _STREAM_LOSS + 1)) < 0.5
+            flip = flip[positions.start : positions.stop].to(dev)[:, None, None, None]
             x, m, mt = (torch.where(flip, t.flip(-1), t) for t in (x, m, mt))
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        g = SampleRNG(cfg.seed, step, _STREAM_LOSS, range(len(idx)), dev)
+        g = SampleRNG(cfg.seed, step, _STREAM_LOSS, positions, dev)
         with autocast:
-            loss = loss_fn(model, x, g, mask=m, further_mask=mt).sum() / len(idx)
+            loss = loss_fn(net, x, g, mask=m, further_mask=mt).sum() / local
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -255,23 +297,39 @@ def train(cfg: TrainConfig, run_dir: str | Path, out: str | Path | None = None, 
         running += loss.item()
         seen += 1
         done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
+        if (done % cfg.log_every == 0 or done == cfg.steps) and world > 1:
+            running = _mean_over_ranks(running, dev)
+        if rank == 0 and (done % cfg.log_every == 0 or done == cfg.steps):
             elapsed = time.perf_counter() - t0
             rec = {"step": done, "loss": running / seen, "lr": optimizer.param_groups[0]["lr"],
                    "img_per_s": seen * cfg.batch_size / max(elapsed, 1e-9)}
             with open(log_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
             bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['img_per_s']:.0f}")
+        if done % cfg.log_every == 0 or done == cfg.steps:
             running, seen, t0 = 0.0, 0, time.perf_counter()
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+        if rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
             save_checkpoint(run_dir / f"checkpoint-{done:07d}.pt", model, ema, optimizer, done, cfg, info)
             for old in list_checkpoints(run_dir)[: -cfg.keep_checkpoints]:
                 old.unlink()
         if done == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
     bar.close()
-    save_checkpoint(out, model, ema, None, cfg.steps, cfg, info)
+    if rank == 0:
+        save_checkpoint(out, model, ema, None, cfg.steps, cfg, info)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
     return out
+
+
+def _mean_over_ranks(value: float, dev: torch.device) -> float:
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64, device=dev)
+    dist.all_reduce(t)
+    return t.item() / dist.get_world_size()
 
 
 def _check_resumable(path: Path, state: dict, cfg: TrainConfig, info: dict) -> None:
