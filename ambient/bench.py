@@ -22,7 +22,7 @@ from .losses import AmbientLoss
 from .networks import UNetConfig, build_model
 from .sampling import generate
 from .training import _BatchSampler, _ema_update
-from .utils import generator
+from .utils import SampleRNG
 
 
 def _setup(variant: str):
@@ -40,7 +40,7 @@ def _setup(variant: str):
 def bench_train(variant: str, steps: int, warmup: int = 10, batch: int = 32) -> float:
     x, a, at, model = _setup(variant)
     ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=variant != "plain")
     loss_fn = AmbientLoss("split")
     sampler = _BatchSampler(len(x), batch, 0)
     bf16 = "bf16" in variant
@@ -62,7 +62,7 @@ def bench_train(variant: str, steps: int, warmup: int = 10, batch: int = 32) -> 
             opt.step()
             return
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = loss_fn(step_model, xb, generator(0, i), mask=a[idx], further_mask=at[idx]).sum() / batch
+            loss = loss_fn(step_model, xb, SampleRNG(0, i, 12, range(batch)), mask=a[idx], further_mask=at[idx]).sum() / batch
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -147,8 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_similarity)
 
     from .cli_eval import add_eval_commands
+    from .summary import add_summary_command
 
     add_eval_commands(sub)
+    add_summary_command(sub)
     return parser
 
 

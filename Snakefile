@@ -1,0 +1,58 @@
+# ambient-repro: clean vs ambient diffusion models, memorization and quality (Daras et al., NeurIPS 2023).
+#
+#   snakemake --cores all                                  the embedded default (config/config.yaml)
+#   snakemake --cores all --configfile config/smoke.yaml   a tiny end-to-end run (tests)
+#   snakemake --report results/report.html                 every figure in one HTML page
+#
+# Data flow: prepare -> train (one model per corruption) -> sample -> similarity, FD/KD, attacks
+# -> summary.csv -> figure notebooks (papermill) -> PNG/PDF + executed notebooks.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+
+
+validate_config(config, "workflow/schemas/config.schema.yaml")
+
+# Jobs run `python -m ambient ...` with the interpreter named in the config (default: Snakemake's own).
+shell.prefix(f"set -euo pipefail; export AMBIENT_PYTHON={python_cmd()}; ")
+
+report: "workflow/report/workflow.rst"
+
+
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9_.-]+",
+    corruption=r"clean|dust-p[0-9.]+|box-p[0-9.]+|noise-s[0-9.]+",
+    extractor=r"[a-z0-9_]+",
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/sample.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/figures.smk"
+
+
+# Cheap rules stay on the submitting host on cluster profiles.
+localrules:
+    all,
+    summary,
+    fig1_inpainting_attack,
+    fig2_training_data,
+    fig3_nearest_neighbors,
+    fig4_noise_attack,
+    fig8_similarity_histograms,
+    tradeoff,
+    sample_grids,
+
+
+rule all:
+    default_target: True
+    input:
+        "results/metrics/summary.csv",
+        figure_outputs(),

@@ -1,0 +1,200 @@
+"""Frechet and kernel distances (FID/KID with clean-fid's Inception, fd_<x>/kd_<x> otherwise).
+
+Features: `inception` goes through clean-fid itself (`get_files_features`, mode "clean",
+num_workers=0, device given); other extractors compute their own features (clean-fid's 299x299
+resize only makes sense for Inception). Distances: `cleanfid.fid.frechet_distance` on (mu,
+sigma) and `cleanfid.fid.kernel_distance` on the features, the latter under a local numpy seed
+(its subsets come from `np.random.choice`; the global RNG state is restored afterwards).
+
+Reference statistics are our own `.npz` files (`save_ref_stats`): mu, sigma, the features (for
+KID), the extractor name, n, the image size and the source's sha256. They are never clean-fid's
+downloaded site-packages statistics.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .features import Extractor, canonical_name, metric_keys
+from .utils import atomic_path
+
+
+@contextlib.contextmanager
+def numpy_seed(seed: int):
+    """Seed numpy's global RNG inside the block and restore its previous state afterwards."""
+    state = np.random.get_state()
+    np.random.seed(seed % (2**32))
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    f = np.asarray(features, dtype=np.float64)
+    if f.ndim != 2 or len(f) < 2:
+        raise ValueError(f"need at least 2 feature vectors for mean and covariance, got shape {f.shape}")
+    return f.mean(axis=0), np.cov(f, rowvar=False)
+
+
+def frechet(mu1, sigma1, mu2, sigma2) -> float:
+    from cleanfid.fid import frechet_distance
+
+    if np.shape(mu1) != np.shape(mu2):
+        raise ValueError(f"feature dimensions differ ({np.shape(mu1)} vs {np.shape(mu2)}): the two sets were "
+                         "made with different extractors or image sizes/channels")
+    return float(frechet_distance(mu1, sigma1, mu2, sigma2))
+
+
+def kernel(features1: np.ndarray, features2: np.ndarray, seed: int = 0, num_subsets: int = 100,
+           max_subset_size: int = 1000) -> float:
+    """clean-fid's KID (unbiased polynomial-kernel MMD^2 averaged over random subsets), seeded."""
+    from cleanfid.fid import kernel_distance
+
+    f1, f2 = np.asarray(features1, np.float64), np.asarray(features2, np.float64)
+    if f1.shape[1:] != f2.shape[1:]:
+        raise ValueError(f"feature dimensions differ ({f1.shape[1:]} vs {f2.shape[1:]})")
+    if min(len(f1), len(f2)) < 2:
+        raise ValueError("KID needs at least 2 images in each set")
+    with numpy_seed(seed):
+        return float(kernel_distance(f1, f2, num_subsets=num_subsets, max_subset_size=max_subset_size))
+
+
+# ---------------------------------------------------------------- reference statistics
+
+def set_features(source: str | os.PathLike, extractor: Extractor, batch_size: int = 64,
+                 progress: bool = False) -> np.ndarray:
+    return extractor.from_path(source, batch_size=batch_size, progress=progress).astype(np.float32)
+
+
+def _source_info(source: str | os.PathLike) -> dict:
+    from .features import load_images
+    from .utils import sha256_file
+
+    source = Path(source)
+    images = load_images(source)
+    info = {"source": str(source), "resolution": int(images.shape[-1]), "channels": int(images.shape[1])}
+    if source.is_file():
+        info["source_sha256"] = sha256_file(source)
+    return info
+
+
+def save_ref_stats(path: str | os.PathLike, features: np.ndarray, extractor: Extractor, info: dict | None = None) -> dict:
+    """Write mu, sigma, features and their provenance to an .npz (atomically)."""
+    mu, sigma = feature_stats(features)
+    meta = {"extractor": extractor.name, "n": int(len(features)), **extractor.describe(), **(info or {})}
+    arrays = {"mu": mu, "sigma": sigma, "features": np.asarray(features, np.float32)}
+    for k, v in meta.items():
+        arrays[k] = np.asarray(v)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    return meta
+
+
+def load_ref_stats(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: reference statistics not found (run `ambient ref-stats`)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            out = {k: z[k] for k in z.files}
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"{path}: not a readable reference-statistics .npz ({e.__class__.__name__}: {e})") from None
+    for k in ("mu", "sigma", "features", "extractor", "n"):
+        if k not in out:
+            raise ValueError(f"{path}: reference statistics lack {k!r}; recompute them with `ambient ref-stats`")
+    for k, v in list(out.items()):
+        if v.ndim == 0:
+            out[k] = v.item()
+    return out
+
+
+def ref_stats(source: str | os.PathLike, out: str | os.PathLike, extractor: Extractor, batch_size: int = 64,
+              progress: bool = False) -> dict:
+    """Compute reference statistics of an image zip/folder with `extractor` and save them to `out`."""
+    t0 = time.perf_counter()
+    feats = set_features(source, extractor, batch_size, progress)
+    meta = save_ref_stats(out, feats, extractor, {**_source_info(source), "seconds": time.perf_counter() - t0})
+    return meta
+
+
+# ---------------------------------------------------------------- the metric
+
+def distances(features: np.ndarray, ref: dict, extractor: Extractor | str, seed: int = 0, kid_subsets: int = 100,
+              kid_subset_size: int = 1000) -> dict:
+    """{fd_key: FD, kd_key: KD, 'fd_key', 'kd_key', 'timing'} of `features` against a reference dict
+    (with mu, sigma, features)."""
+    fd_key, kd_key = metric_keys(extractor)
+    t0 = time.perf_counter()
+    mu, sigma = feature_stats(features)
+    fd = frechet(mu, sigma, ref["mu"], ref["sigma"])
+    t1 = time.perf_counter()
+    kd = kernel(features, ref["features"], seed=seed, num_subsets=kid_subsets, max_subset_size=kid_subset_size)
+    t2 = time.perf_counter()
+    return {fd_key: fd, kd_key: kd, "fd_key": fd_key, "kd_key": kd_key,
+            "kid_subset_size": int(min(len(features), len(ref["features"]), kid_subset_size)),
+            "timing": {"fd": t1 - t0, "kd": t2 - t1}}
+
+
+def evaluate(samples: str | os.PathLike, ref: str | os.PathLike, extractor: Extractor, requested: str | None = None,
+             seed: int = 0, kid_subsets: int = 100, kid_subset_size: int = 1000, batch_size: int = 64,
+             progress: bool = False) -> dict:
+    """FD/KD of the images at `samples` against `ref` (an .npz from `ref_stats`, or an image zip/folder).
+
+    Returns the JSON record that `ambient fid` writes.
+    """
+    t_start = time.perf_counter()
+    ref = Path(ref)
+    t0 = time.perf_counter()
+    if ref.suffix == ".npz":
+        ref_data = load_ref_stats(ref)
+        if ref_data["extractor"] != extractor.name:
+            raise ValueError(f"{ref}: reference statistics were computed with the {ref_data['extractor']!r} extractor, "
+                             f"but {extractor.name!r} is in use; recompute them with `ambient ref-stats` "
+                             f"(or fetch the weights they need)")
+        if extractor.is_inception and ref_data.get("weights_sha256") not in (None, getattr(extractor, "sha256", None)):
+            raise ValueError(f"{ref}: reference statistics were computed with other Inception weights "
+                             f"({ref_data.get('weights_sha256')}); recompute them")
+        ref_info = {"ref_n": int(ref_data["n"]), "ref_source": ref_data.get("source"),
+                    "ref_source_sha256": ref_data.get("source_sha256")}
+        ref_res = ref_data.get("resolution")
+    else:
+        feats = set_features(ref, extractor, batch_size, progress)
+        mu, sigma = feature_stats(feats)
+        ref_data = {"mu": mu, "sigma": sigma, "features": feats}
+        info = _source_info(ref)
+        ref_info = {"ref_n": int(len(feats)), "ref_source": str(ref), "ref_source_sha256": info.get("source_sha256")}
+        ref_res = info["resolution"]
+    t_ref = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    feats = set_features(samples, extractor, batch_size, progress)
+    t_feat = time.perf_counter() - t0
+    sample_info = _source_info(samples)
+    if not extractor.is_inception and ref_res is not None and int(ref_res) != sample_info["resolution"]:
+        raise ValueError(f"{samples}: images are {sample_info['resolution']} px but the reference is {ref_res} px; "
+                         f"the {extractor.name} features depend on the size: compare sets of the same resolution")
+    d = distances(feats, ref_data, extractor, seed, kid_subsets, kid_subset_size)
+    timing = {"features_samples": t_feat, "features_ref": t_ref, **d.pop("timing")}
+    return {
+        "extractor": extractor.name,
+        "requested_extractor": canonical_name(requested or extractor.name),
+        "fallback_used": canonical_name(requested or extractor.name) != extractor.name,
+        **{k: d[k] for k in (d["fd_key"], d["kd_key"], "fd_key", "kd_key")},
+        "n": int(len(feats)),
+        **ref_info,
+        "feature_dim": int(feats.shape[1]),
+        "samples": str(samples),
+        "samples_sha256": sample_info.get("source_sha256"),
+        "ref": str(ref),
+        "kid_subsets": int(kid_subsets),
+        "kid_subset_size": d["kid_subset_size"],
+        "seed": int(seed),
+        **{k: v for k, v in extractor.describe().items() if k != "extractor"},
+        "seconds": time.perf_counter() - t_start,
+        "timing": timing,
+    }

@@ -1,0 +1,179 @@
+"""`ambient summarize`: one CSV row per model from the workflow's per-model result files.
+
+Layout read (as workflow/rules/*.smk write it), for each corruption name C under RUNS_DIR:
+
+    C/model.pt                   final checkpoint (training settings: steps, delta, formulation, ...)
+    C/samples.zip                samples (manifest: number of sampler steps, seed)
+    C/neighbors_<X>.json         memorization metrics in feature space X (`ambient neighbors`)
+    C/fd_<E>.json                FD/KD with extractor E (`ambient fid`), one per --extractors entry
+    C/attack_<K>.json            attack K in inpaint|noise (`ambient attack`), one per --attacks entry
+
+Columns: model, dataset, corruption, kind, level, delta, formulation, steps, n_samples,
+sampler_steps, extractor (the similarity feature space), sim_mean, sim_median, sim_max,
+share_gt_0.90, share_gt_0.95, share_gt_0.99, carlini_share, then fd_<x>/kd_<x> per FD
+extractor (fid/kid for the official Inception; a requested extractor whose weights were missing
+shows under its fallback's name, with `<requested>_fallback` naming it), then per attack
+<K>_sim_mean, <K>_other_sim_mean, <K>_extracted (its primary method).
+
+Run as `python -m ambient.summary ...` (the workflow does), or register `add_summary_command`
+on the main parser for `ambient summarize`.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+BASE_COLUMNS = ["model", "dataset", "corruption", "kind", "level", "delta", "formulation", "steps", "n_samples",
+                "sampler_steps", "extractor", "sim_mean", "sim_median", "sim_max", "share_gt_0.90", "share_gt_0.95",
+                "share_gt_0.99", "carlini_share"]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: not found (run the workflow's rule that makes it)") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+
+def _sample_manifest(path: Path) -> dict:
+    import zipfile
+
+    from .data import MANIFEST
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found (run `ambient sample`)")
+    with zipfile.ZipFile(path) as zf:
+        return json.loads(zf.read(MANIFEST)) if MANIFEST in zf.namelist() else {}
+
+
+def _train_config(path: Path) -> dict:
+    from .training import load_checkpoint
+
+    state = load_checkpoint(path, map_location="cpu")
+    return {**state["config"], "step": state["step"]}
+
+
+def model_row(run_dir: Path, dataset: str, similarity_extractor: str, extractors: list[str],
+              attacks: list[str]) -> dict:
+    """The summary row of one model directory."""
+    from .corruption import Corruption
+
+    name = run_dir.name
+    corr = Corruption.from_name(name)
+    row: dict = {"model": f"{dataset}/{name}", "dataset": dataset, "corruption": name, "kind": corr.kind,
+                 "level": corr.level}
+    model = run_dir / "model.pt"
+    if model.is_file():
+        cfg = _train_config(model)
+        c = cfg["corruption"]
+        if c.get("kind") != corr.kind or Corruption(**c).name != name:
+            raise ValueError(f"{model}: was trained on {Corruption(**c).name}, but its directory says {name}")
+        row.update(delta=c.get("delta", 0.0), formulation=cfg.get("formulation"), steps=int(cfg["step"]))
+    manifest = _sample_manifest(run_dir / "samples.zip")
+    row["n_samples"] = int(manifest.get("num_images", 0)) or None
+    row["sampler_steps"] = manifest.get("num_steps")
+    if row.get("steps") is None:
+        row["steps"] = manifest.get("train_steps")
+
+    nb = _read_json(run_dir / f"neighbors_{similarity_extractor}.json")
+    row["extractor"] = nb["extractor"]
+    for key in ("sim_mean", "sim_median", "sim_max", "share_gt_0.90", "share_gt_0.95", "share_gt_0.99"):
+        row[key] = nb.get(key)
+    row["carlini_share"] = (nb.get("carlini") or {}).get("share_flagged")
+    if nb.get("n") is not None:
+        row["n_samples"] = int(nb["n"])
+
+    for ex in extractors:
+        fd = _read_json(run_dir / f"fd_{ex}.json")
+        fd_key, kd_key = fd["fd_key"], fd["kd_key"]
+        if fd_key in row and row[fd_key] != fd[fd_key]:
+            raise ValueError(f"{run_dir}: two results for {fd_key} disagree ({row[fd_key]} vs {fd[fd_key]})")
+        row[fd_key], row[kd_key] = fd[fd_key], fd[kd_key]
+        if fd.get("fallback_used"):
+            row[f"{ex}_fallback"] = fd["extractor"]
+
+    for kind in attacks:
+        at = _read_json(run_dir / f"attack_{kind}.json")
+        m = at["methods"][at["primary_method"]]
+        row[f"{kind}_sim_mean"] = m["sim_mean"]
+        row[f"{kind}_other_sim_mean"] = m["other_sim_mean"]
+        row[f"{kind}_extracted"] = m["share_extracted"]
+    return row
+
+
+def summarize(runs_dir: str | Path, corruptions: list[str], similarity_extractor: str = "pixel",
+              extractors: list[str] | None = None, attacks: list[str] | None = None,
+              dataset: str | None = None) -> tuple[list[str], list[dict]]:
+    """(columns, rows): one row per corruption, in the given order."""
+    runs_dir = Path(runs_dir)
+    dataset = dataset or runs_dir.name
+    rows = [model_row(runs_dir / c, dataset, similarity_extractor, list(extractors or []), list(attacks or []))
+            for c in corruptions]
+    columns = list(BASE_COLUMNS)
+    for r in rows:
+        columns += [k for k in r if k not in columns]
+    return columns, rows
+
+
+def write_csv(path: str | Path, columns: list[str], rows: list[dict]) -> None:
+    from .utils import atomic_path
+
+    def fmt(v):
+        if v is None:
+            return ""
+        if isinstance(v, float):
+            return f"{v:.6g}"
+        return v
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: fmt(r.get(k)) for k in columns})
+
+
+def cmd_summarize(a) -> None:
+    columns, rows = summarize(a.runs_dir, a.corruptions, a.similarity_extractor, a.extractors, a.attacks, a.dataset)
+    write_csv(a.out, columns, rows)
+    print(f"wrote {a.out}: {len(rows)} models, {len(columns)} columns")
+    for r in rows:
+        print(f"  {r['corruption']:>12}: share_gt_0.95={r['share_gt_0.95']}, sim_mean={r['sim_mean']}")
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs-dir", required=True, help="results/<dataset>: one folder per corruption")
+    p.add_argument("--corruptions", nargs="+", required=True, help="run names, e.g. clean dust-p0.20 box-p0.40")
+    p.add_argument("--similarity-extractor", default="pixel", help="X of neighbors_<X>.json (default pixel)")
+    p.add_argument("--extractors", nargs="*", default=[], help="E of fd_<E>.json, one FD/KD pair each")
+    p.add_argument("--attacks", nargs="*", default=[], choices=["inpaint", "noise"], help="K of attack_<K>.json")
+    p.add_argument("--dataset", default=None, help="dataset name (default: the name of --runs-dir)")
+    p.add_argument("--out", required=True, help="output CSV")
+    p.set_defaults(func=cmd_summarize)
+
+
+def add_summary_command(sub) -> None:
+    """Register `ambient summarize` on the main parser's sub-commands."""
+    p = sub.add_parser("summarize", help="one CSV row per model from the per-model metric files")
+    _add_arguments(p)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ambient.summary", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_arguments(parser)
+    a = parser.parse_args(argv)
+    try:
+        a.func(a)
+    except (ValueError, FileNotFoundError, RuntimeError, KeyError) as e:
+        print(f"ambient summarize: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

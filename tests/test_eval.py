@@ -1,0 +1,410 @@
+"""Evaluation: feature extractors, FD/KD, nearest neighbours, attacks, weights, CLI (all offline, small)."""
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ambient import features, fid, neighbors, weights
+from ambient.attacks import AttackConfig, run_attack
+from ambient.cli import main
+from ambient.corruption import Corruption
+from ambient.data import embedded_faces, write_image_zip
+
+NET = {"base_channels": 8, "channel_mult": [1, 2], "num_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
+
+
+@pytest.fixture(scope="module")
+def faces():
+    return embedded_faces(100, 24)[0]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_warnings(monkeypatch):
+    monkeypatch.setattr(features, "_WARNED", set())
+
+
+def _noisy(images, std, seed=0):
+    eps = np.random.default_rng(seed).standard_normal(images.shape)
+    return np.clip(np.rint(images + std * 127.5 * eps), 0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- FD / KD
+
+def test_fd_is_zero_on_itself_and_grows_with_noise(faces):
+    ex = features.get_extractor("filterbank")
+    ref = ex(faces)
+    mu0, s0 = fid.feature_stats(ref)
+    assert abs(fid.frechet(mu0, s0, mu0, s0)) < 1e-8
+    fds = []
+    for std in (0.0, 0.03, 0.1, 0.2, 0.4):
+        mu, s = fid.feature_stats(ex(_noisy(faces, std)))
+        fds.append(fid.frechet(mu, s, mu0, s0))
+    assert abs(fds[0]) < 1e-8
+    assert all(b > a for a, b in zip(fds, fds[1:])), fds
+    assert fds[-1] > 100 * fds[1] > 0
+
+
+def test_filterbank_is_deterministic_and_not_pixels(faces):
+    a, b = features.get_extractor("filterbank")(faces[:10]), features.FilterBankExtractor()(faces[:10])
+    assert np.array_equal(a, b) and a.shape == (10, 80)
+    rgb = np.repeat(faces[:4], 3, axis=1)
+    assert features.get_extractor("filterbank")(rgb).shape == (4, 86)
+
+
+def test_kid_is_seeded_and_leaves_the_global_rng_alone(faces):
+    ex = features.get_extractor("filterbank")
+    f1, f2 = ex(faces), ex(_noisy(faces, 0.2))
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    k1 = fid.kernel(f1, f2, seed=0, num_subsets=20, max_subset_size=30)
+    assert np.array_equal(np.random.get_state()[1], before)
+    assert fid.kernel(f1, f2, seed=0, num_subsets=20, max_subset_size=30) == k1
+    assert fid.kernel(f1, f2, seed=1, num_subsets=20, max_subset_size=30) != k1
+    assert k1 > fid.kernel(f1, f1, seed=0, num_subsets=20, max_subset_size=30)
+
+
+def test_fd_refuses_mixed_dimensions(faces):
+    ex = features.get_extractor("filterbank")
+    a = fid.feature_stats(ex(faces[:20]))
+    b = fid.feature_stats(ex(np.repeat(faces[:20], 3, axis=1)))
+    with pytest.raises(ValueError, match="dimensions differ"):
+        fid.frechet(*a, *b)
+
+
+# ---------------------------------------------------------------- nearest neighbours
+
+def test_training_image_is_its_own_nearest_neighbour(faces):
+    pf = features.get_extractor("pixel")(faces)
+    sims, idx = neighbors.nearest(pf, pf, k=2)
+    assert np.array_equal(idx[:, 0], np.arange(len(faces)))
+    assert np.allclose(sims[:, 0], 1.0, atol=1e-6)
+    assert sims[:, 1].max() < 0.95  # no other face is a copy
+    summary, rows, gallery = neighbors.analyze(faces[:8], faces, pf[:8], pf, k=3, gallery_size=4)
+    assert summary["share_gt_0.99"] == 1.0 and summary["carlini"]["share_flagged"] == 1.0
+    assert sum(summary["histogram"]["counts"]) == 8 and len(summary["histogram"]["edges"]) == 201
+    assert [r["top1_index"] for r in rows] == list(range(8))
+    assert np.array_equal(gallery["samples"], gallery["train"])
+    # unrelated noise images are neither similar nor flagged
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (8, 1, 24, 24), dtype=np.uint8)
+    s2, _, _ = neighbors.analyze(noise, faces, features.get_extractor("pixel")(noise), pf)
+    assert s2["share_gt_0.90"] == 0.0 and s2["carlini"]["share_flagged"] == 0.0
+
+
+# ---------------------------------------------------------------- extractor resolution and weights
+
+def test_missing_inception_falls_back_with_labels_and_one_warning(faces, tmp_path, capsys):
+    write_image_zip(tmp_path / "train.zip", faces[:40])
+    write_image_zip(tmp_path / "samples.zip", _noisy(faces[40:80], 0.1))
+    wdir = tmp_path / "weights"
+    for out in ("a.json", "b.json"):
+        assert main(["fid", "--samples", str(tmp_path / "samples.zip"), "--ref", str(tmp_path / "train.zip"),
+                     "--out", str(tmp_path / out), "--weights-dir", str(wdir), "--quiet", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning") == 1 and str(wdir / "inception-2015-12-05.pt") in err and "filterbank" in err
+    res = json.loads((tmp_path / "a.json").read_text())
+    assert res["extractor"] == "filterbank" and res["fallback_used"] is True
+    assert res["fd_key"] == "fd_filterbank" and res["kd_key"] == "kd_filterbank"
+    assert res["fd_filterbank"] > 0 and "kd_filterbank" in res and res["n"] == 40
+    assert not {"fid", "kid"} & set(res)
+    assert set(res["timing"]) == {"features_samples", "features_ref", "fd", "kd"}
+    # without a fallback: an error naming the file
+    assert main(["fid", "--samples", str(tmp_path / "samples.zip"), "--ref", str(tmp_path / "train.zip"),
+                 "--out", str(tmp_path / "c.json"), "--weights-dir", str(wdir), "--fallback", "none", "--quiet"]) == 2
+    assert "inception-2015-12-05.pt" in capsys.readouterr().err
+    # ref stats made with the fallback are refused once another extractor is in use
+    assert main(["ref-stats", "--images", str(tmp_path / "train.zip"), "--out", str(tmp_path / "ref.npz"),
+                 "--weights-dir", str(wdir), "--quiet"]) == 0
+    ref = fid.load_ref_stats(tmp_path / "ref.npz")
+    assert ref["extractor"] == "filterbank" and ref["n"] == 40 and ref["features"].shape == (40, 80)
+    assert main(["fid", "--samples", str(tmp_path / "samples.zip"), "--ref", str(tmp_path / "ref.npz"),
+                 "--out", str(tmp_path / "d.json"), "--extractor", "pixel", "--quiet"]) == 2
+    assert "recompute" in capsys.readouterr().err
+    assert main(["fid", "--samples", str(tmp_path / "samples.zip"), "--ref", str(tmp_path / "ref.npz"),
+                 "--out", str(tmp_path / "e.json"), "--weights-dir", str(wdir), "--quiet"]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["fd_filterbank"] == pytest.approx(res["fd_filterbank"])
+
+
+def test_missing_dinov2_is_named(tmp_path, capsys):
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    try:
+        with pytest.raises(FileNotFoundError, match="facebookresearch_dinov2_main"):
+            features.resolve_extractor("dinov2", None)
+        ex = features.resolve_extractor("dinov2", "pixel")
+    finally:
+        torch.hub.set_dir(old)
+    assert ex.name == "pixel" and "dinov2_vits14" in capsys.readouterr().err
+    assert features.metric_keys(ex) == ("fd_pixel", "kd_pixel")
+
+
+class _StandInLayers(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.fc = torch.nn.Linear(3 * 8 * 8, 2048)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.randn(2048, 192, generator=g) / 14)
+            self.fc.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.fc(torch.nn.functional.adaptive_avg_pool2d(x, 8).flatten(1)))
+
+
+class _StandInInception(torch.nn.Module):
+    """Same interface as the TorchScript Inception: .layers(x in [-1, 1]) and forward(x, return_features)."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = _StandInLayers()
+
+    def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        return self.layers((x - 128) / 128)
+
+
+def _write_standin(wdir: Path) -> str:
+    wdir.mkdir(parents=True, exist_ok=True)
+    path = wdir / "inception-2015-12-05.pt"
+    torch.jit.script(_StandInInception()).save(str(path))
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_inception_path_is_loaded_through_clean_fid(faces, tmp_path, monkeypatch):
+    wdir = tmp_path / "weights"
+    sha = _write_standin(wdir)
+    # the recorded hash is the official file's: the stand-in is refused, naming the file
+    with pytest.raises(ValueError, match="inception-2015-12-05.pt.*sha256"):
+        features.resolve_extractor("inception", "filterbank", weights_dir=wdir)
+    monkeypatch.setitem(weights.WEIGHTS["inception"], "sha256", sha)
+    ex = features.resolve_extractor("inception", "filterbank", weights_dir=wdir)
+    assert ex.name == "inception" and ex.is_inception and features.metric_keys(ex) == ("fid", "kid")
+    write_image_zip(tmp_path / "train.zip", faces[:24])
+    write_image_zip(tmp_path / "samples.zip", faces[24:40])
+    via_cleanfid = ex.from_path(tmp_path / "samples.zip", batch_size=8)
+    assert via_cleanfid.shape == (16, 2048)
+    assert np.allclose(via_cleanfid, ex(faces[24:40], batch_size=5), atol=1e-4)  # same resize as clean-fid
+    # clean-fid's sqrtm of a 2048x2048 matrix takes 20-40 s on two busy cores: FD's math is checked
+    # elsewhere, here only the Inception path and the labels matter
+    monkeypatch.setattr(fid, "frechet", lambda m1, s1, m2, s2: float(((m1 - m2) ** 2).sum() + np.trace(s1 - s2) ** 2))
+    assert main(["fid", "--samples", str(tmp_path / "samples.zip"), "--ref", str(tmp_path / "train.zip"),
+                 "--out", str(tmp_path / "fid.json"), "--weights-dir", str(wdir), "--quiet", "--device", "cpu",
+                 "--kid-subsets", "10"]) == 0
+    res = json.loads((tmp_path / "fid.json").read_text())
+    assert res["extractor"] == "inception" and res["fd_key"] == "fid" and res["kd_key"] == "kid"
+    assert res["fid"] > 0 and "kid" in res and res["weights_sha256"] == sha and res["fallback_used"] is False
+    assert not any(k.startswith(("fd_", "kd_")) for k in res if k not in ("fd_key", "kd_key"))
+    # a corrupt file with the expected hash is an error naming it, never a silent fallback
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "inception-2015-12-05.pt").write_bytes(b"not a torchscript archive")
+    monkeypatch.setitem(weights.WEIGHTS["inception"], "sha256", hashlib.sha256(b"not a torchscript archive").hexdigest())
+    with pytest.raises(ValueError, match="bad/inception-2015-12-05.pt: cannot load"):
+        features.resolve_extractor("inception", "filterbank", weights_dir=bad)
+    with pytest.raises(FileNotFoundError, match="inception-2015-12-05.pt"):
+        features.get_extractor("inception", weights_dir=tmp_path / "nowhere")
+
+
+# ---------------------------------------------------------------- fetch-weights
+
+@pytest.fixture
+def http_root(tmp_path, monkeypatch):
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_fetch_weights_checks_the_sha256(http_root, tmp_path):
+    root, base = http_root
+    payload = bytes(range(256)) * 500
+    (root / "inception.pt").write_bytes(payload)
+    good = hashlib.sha256(payload).hexdigest()
+    dest = tmp_path / "resources" / "weights"
+    # a mismatching checksum leaves nothing behind
+    with pytest.raises(ValueError, match="sha256 mismatch"):
+        weights.fetch_weights("inception", dest, url=f"{base}/inception.pt", sha256="0" * 64, progress=False)
+    assert not dest.exists() or list(dest.iterdir()) == []
+    # the recorded official hash applies when none is given
+    with pytest.raises(ValueError, match="sha256 mismatch"):
+        weights.fetch_weights("inception", dest, url=f"{base}/inception.pt", progress=False)
+    assert main(["fetch-weights", "--dest", str(dest), "--url", f"{base}/inception.pt", "--sha256", good, "--quiet"]) == 0
+    path = dest / "inception-2015-12-05.pt"
+    assert path.read_bytes() == payload and list(dest.iterdir()) == [path]
+    # present with the right hash: kept, no download (the URL is now dead)
+    assert weights.fetch_weights("inception", dest, url=f"{base}/gone.pt", sha256=good, progress=False) == path
+    assert main(["fetch-weights", "--dest", str(dest), "--url", f"{base}/gone.pt", "--sha256", good, "--force",
+                 "--quiet"]) == 2
+    assert path.read_bytes() == payload
+    assert weights.WEIGHTS["inception"]["sha256"] == "f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4"
+
+
+# ---------------------------------------------------------------- attacks with fake models
+
+class _Fake:
+    """A stand-in model: returns a fixed image set (identity) or a constant, whatever it is given."""
+
+    def __init__(self, x0: torch.Tensor | None, masked: bool, const: float = 0.0):
+        self.x0, self.masked, self.const, self.img_channels = x0, masked, const, 1
+        self.calls = 0
+
+    def __call__(self, x, sigma, mask=None):
+        self.calls += 1
+        assert (mask is not None) == self.masked
+        if self.x0 is None:
+            return torch.full_like(x, self.const)
+        return self.x0[: len(x)].to(x.dtype)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_attacks_identity_model_reconstructs_and_constant_fails(faces, masked):
+    train = faces[:12]
+    x0 = torch.from_numpy(train).float().div(127.5).sub(1)
+    corr = Corruption("dust", p=0.5, delta=0.1) if masked else Corruption()
+    for cfg in (AttackConfig("inpaint", erase="pixels", fraction=0.8, num_steps=4),
+                AttackConfig("inpaint", erase="box", fraction=0.5, num_steps=4),
+                AttackConfig("noise", sigma=2.0, num_steps=4)):
+        s, rows, gallery = run_attack(_Fake(x0, masked), train, cfg, corr, batch_size=64)
+        for m, stats in s["methods"].items():
+            assert stats["sim_mean"] > 0.999 and stats["share_extracted"] == 1.0, (cfg.kind, m, stats)
+            assert np.array_equal(gallery[f"recon_{m}"], train)
+        bad, _, _ = run_attack(_Fake(None, masked), train, cfg, corr, batch_size=64)
+        for m, stats in bad["methods"].items():
+            assert stats["sim_mean"] < 0.5 and stats["share_extracted"] == 0.0, (cfg.kind, m, stats)
+        assert set(s["methods"]) == ({"inpaint"} if cfg.kind == "inpaint" else
+                                     {"onestep", "sample"} | ({"onestep_ones", "sample_ones"} if masked else set()))
+        assert len(rows) == len(train) * len(s["methods"])
+    # the known pixels of a completion are the original's; erased ones show as mid-grey in 'corrupted'
+    s, _, g = run_attack(_Fake(None, masked), train, AttackConfig("inpaint", erase="box", fraction=0.5, num_steps=2), corr)
+    known = g["mask"].astype(bool)
+    assert np.array_equal(g["recon_inpaint"][np.broadcast_to(known, train.shape)], train[np.broadcast_to(known, train.shape)])
+    assert (g["corrupted"][~np.broadcast_to(known, train.shape)] == 128).all() and known.mean() == pytest.approx(0.5, abs=0.05)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_inpainting_conditions_on_the_noised_original(faces, masked):
+    """At every step the model sees the known pixels as x0 + sigma * eps (one fixed eps); ambient models get K as mask."""
+    train = faces[:4]
+    x0 = torch.from_numpy(train).double().div(127.5).sub(1)
+    seen = []
+
+    class Spy(_Fake):
+        def __call__(self, x, sigma, mask=None):
+            seen.append((x.double().clone(), sigma.double()[:, None, None, None].clone(), mask))
+            return torch.full_like(x, 0.3)
+
+    cfg = AttackConfig("inpaint", erase="pixels", fraction=0.6, num_steps=5, resample=1)
+    corr = Corruption("dust", p=0.5) if masked else Corruption()
+    _, _, g = run_attack(Spy(None, masked), train, cfg, corr)
+    known = torch.from_numpy(g["mask"]).bool().expand_as(x0)
+    eps = [((x - x0) / s)[known] for x, s, _ in seen]
+    assert len(seen) == 2 * 5 - 1
+    assert all(torch.allclose(e, eps[0], atol=1e-3) for e in eps)  # float32 inputs at sigma 0.002
+    assert eps[0].std() > 0.5  # real noise, not the original itself
+    if masked:
+        assert all(torch.equal(m.bool().expand_as(x0), known) for _, _, m in seen)
+
+
+# ---------------------------------------------------------------- CLI with tiny real models
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    from ambient.training import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("eval_runs")
+    images = embedded_faces(16, 8)[0]
+    write_image_zip(root / "train.zip", images)
+    ckpts = {}
+    for name, corr in (("clean", Corruption()), ("dust", Corruption("dust", p=0.5, delta=0.1))):
+        cfg = TrainConfig(dataset=str(root / "train.zip"), corruption=corr.to_dict(), network=NET, steps=5,
+                          batch_size=8, checkpoint_every=5, log_every=5)
+        ckpts[name] = train(cfg, root / name, device="cpu", progress=False)
+    return root, ckpts
+
+
+def test_attack_cli_outputs_and_determinism(tiny_runs):
+    from ambient.training import load_checkpoint, model_from_checkpoint
+
+    root, ckpts = tiny_runs
+    for name, kind in (("clean", "inpaint"), ("dust", "inpaint"), ("dust", "noise")):
+        out = root / f"attack_{name}_{kind}.json"
+        assert main(["attack", "--checkpoint", str(ckpts[name]), "--train", str(root / "train.zip"), "--kind", kind,
+                     "--out", str(out), "--steps", "3", "--num-images", "6", "--gallery-size", "4", "--quiet",
+                     "--device", "cpu"]) == 0
+        s = json.loads(out.read_text())
+        assert s["kind"] == kind and s["n"] == 6 and s["masked"] == (name == "dust")
+        assert s["corruption"] == ("clean" if name == "clean" else "dust-p0.50") and len(s["checkpoint_sha256"]) == 64
+        for stats in s["methods"].values():
+            assert {"sim_mean", "sim_median", "sim_full_mean", "other_sim_mean", "share_extracted", "mse_mean",
+                    "share_sim_gt_0.95"} <= set(stats)
+        with open(s["csv"]) as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == 6 * len(s["methods"])
+        assert set(rows[0]) == {"index", "method", "sim", "sim_full", "mse", "other_sim", "other_index", "extracted"}
+        with np.load(s["gallery_npz"]) as g:
+            assert g["original"].shape == g["corrupted"].shape == (4, 1, 8, 8)
+            assert all(f"recon_{m}" in g.files for m in s["methods"])
+    # seeded: the same numbers whatever the batch size or the subset attacked
+    model, tcfg, _ = model_from_checkpoint(load_checkpoint(ckpts["dust"]))
+    train_images = embedded_faces(16, 8)[0]
+    for cfg in (AttackConfig("noise", sigma=1.0, num_steps=3), AttackConfig("inpaint", num_steps=3, resample=2)):
+        a, _, ga = run_attack(model, train_images, cfg, tcfg.corruption_spec, indices=range(6), batch_size=6)
+        b, _, gb = run_attack(model, train_images, cfg, tcfg.corruption_spec, indices=[3, 4, 5], batch_size=2)
+        for m in a["methods"]:
+            assert np.array_equal(ga[f"recon_{m}"][3:6], gb[f"recon_{m}"])
+    # resampling draws fresh noise: a clean model's completion changes with it
+    clean, ccfg, _ = model_from_checkpoint(load_checkpoint(ckpts["clean"]))
+    r1 = run_attack(clean, train_images, AttackConfig("inpaint", num_steps=3, resample=1), ccfg.corruption_spec, indices=range(4))[2]
+    r2 = run_attack(clean, train_images, AttackConfig("inpaint", num_steps=3, resample=2), ccfg.corruption_spec, indices=range(4))[2]
+    assert not np.array_equal(r1["recon_inpaint"], r2["recon_inpaint"])
+
+
+def test_neighbors_and_fid_cli_on_samples(tiny_runs, tmp_path):
+    root, ckpts = tiny_runs
+    samples = tmp_path / "samples.zip"
+    assert main(["sample", "--checkpoint", str(ckpts["clean"]), "--num", "12", "--steps", "3", "--out", str(samples),
+                 "--quiet", "--device", "cpu"]) == 0
+    out = tmp_path / "nb.json"
+    assert main(["neighbors", "--samples", str(samples), "--train", str(root / "train.zip"), "--out", str(out),
+                 "--k", "3", "--gallery-size", "5", "--quiet", "--device", "cpu"]) == 0
+    s = json.loads(out.read_text())
+    assert s["extractor"] == "pixel" and s["n"] == 12 and s["n_train"] == 16 and len(s["gallery"]) == 5
+    assert {"sim_mean", "sim_median", "share_gt_0.90", "share_gt_0.95", "share_gt_0.99", "histogram", "carlini"} <= set(s)
+    sims = [p["sim"] for p in s["gallery"]]
+    assert sims == sorted(sims, reverse=True)
+    assert Path(s["csv"]).is_file() and Path(s["gallery_png"]).is_file()
+    with np.load(s["gallery_npz"]) as g:
+        assert g["samples"].shape == g["train"].shape == (5, 1, 8, 8) and str(g["extractor"]) == "pixel"
+    res = tmp_path / "fid.json"
+    assert main(["fid", "--samples", str(samples), "--ref", str(root / "train.zip"), "--out", str(res),
+                 "--weights-dir", str(tmp_path / "none"), "--quiet", "--kid-subsets", "5"]) == 0
+    r = json.loads(res.read_text())
+    assert r["extractor"] == "filterbank" and r["n"] == 12 and r["ref_n"] == 16 and r["seconds"] > 0
+
+
+def test_load_images_from_a_folder(tmp_path, faces):
+    from PIL import Image
+
+    for i in range(3):
+        Image.fromarray(faces[i, 0]).save(tmp_path / f"{i:02d}.png")
+    assert np.array_equal(features.load_images(tmp_path), faces[:3])
+    files, fdir = features.image_files(tmp_path)
+    assert fdir is None and len(files) == 3
+    with pytest.raises(FileNotFoundError):
+        features.load_images(tmp_path / "missing")

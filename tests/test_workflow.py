@@ -1,0 +1,350 @@
+"""The Snakemake workflow: config schema, lint, and the smoke config end to end.
+
+The end-to-end test copies the workflow (Snakefile, workflow/, config/, paper_figures/,
+profiles/) into a temporary directory and runs config/smoke.yaml there: every figure, the
+executed notebooks, summary.csv and the HTML report, then `snakemake -n` must find nothing to do,
+also after a DVC-style restore (new mtimes) followed by `snakemake --touch`.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOW_FILES = ("Snakefile", "workflow", "config", "paper_figures", "profiles", "environment.yml")
+NOTEBOOKS = ("fig1_inpainting_attack", "fig2_training_data", "fig3_nearest_neighbors", "fig4_noise_attack",
+             "fig8_similarity_histograms", "tradeoff", "samples")
+FIGURES = ("fig1_inpainting_attack", "fig2_training_data", "fig3_nearest_neighbors", "fig4_noise_attack",
+           "fig8_similarity_histograms", "tradeoff")
+
+
+def copy_workflow(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints", "*.pyc")
+    for name in WORKFLOW_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=ignore)
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def snakemake(workdir: Path, *args, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python -m snakemake ARGS` in `workdir` with this interpreter (the jobs inherit it)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "snakemake", *map(str, args)], cwd=workdir, capture_output=True,
+                          text=True, env=env, timeout=timeout)
+
+
+def load_common() -> dict:
+    """workflow/rules/common.smk is plain Python: load its functions without Snakemake."""
+    ns: dict = {"config": {}}
+    code = (REPO / "workflow" / "rules" / "common.smk").read_text()
+    exec(compile(code, "common.smk", "exec"), ns)
+    return ns
+
+
+def smoke_config() -> dict:
+    return yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+
+
+def default_config() -> dict:
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+# ---------------------------------------------------------------- config and schema (fast)
+
+def test_run_names_match_the_library():
+    from ambient.corruption import Corruption
+
+    sys.path.insert(0, str(REPO / "paper_figures"))
+    try:
+        import figlib
+    finally:
+        sys.path.remove(str(REPO / "paper_figures"))
+    common = load_common()
+    entries = [{"kind": "clean"}, {"kind": "dust", "p": 0.2, "delta": 0.1}, {"kind": "dust", "p": 0.5},
+               {"kind": "box", "p": 0.4, "delta": 0.0}, {"kind": "noise", "sigma_n": 0.2}]
+    for e in entries:
+        lib = Corruption(kind=e["kind"], p=e.get("p", 0.0), delta=e.get("delta", 0.0),
+                         sigma_n=e.get("sigma_n", 0.0)).name
+        assert common["corruption_name"](e) == lib == figlib.corruption_name(e)
+        assert Corruption.from_name(lib).name == lib
+
+
+@pytest.mark.parametrize("path", ["config/config.yaml", "config/smoke.yaml"])
+def test_shipped_configs_are_valid(path):
+    common = load_common()
+    cfg = yaml.safe_load((REPO / path).read_text())
+    common["validate_config"](cfg, str(REPO / "workflow/schemas/config.schema.yaml"))
+    # defaults were filled in
+    assert cfg["resources"]["gpu"] == 0 and cfg["training"]["corruption_seed"] == 0
+    assert cfg["evaluation"]["attacks"]["steps"] >= 1
+
+
+def test_default_config_is_the_embedded_grid():
+    cfg = default_config()
+    names = [load_common()["corruption_name"](c) for c in cfg["corruptions"]]
+    assert names == ["clean", "dust-p0.20", "dust-p0.50", "box-p0.40"]
+    assert cfg["dataset"] == {"name": "faces24", "source": "embedded", "folder": None, "resolution": 24,
+                              "num_images": 100}
+    assert cfg["network"]["channel_mult"] == [1, 2, 2] and cfg["network"]["attn_resolutions"] == [6]
+    assert all(c.get("kind") != "noise" for c in cfg["corruptions"])  # noise training: issue 6
+
+
+def _bad(mutate) -> dict:
+    cfg = smoke_config()
+    mutate(cfg)
+    return cfg
+
+
+BAD_CONFIGS = {
+    "p_out_of_range": (lambda c: c["corruptions"][1].update(p=1.5), ["corruptions[1].p", "1.5"]),
+    "unknown_kind": (lambda c: c["corruptions"][1].update(kind="blur"), ["corruptions[1].kind", "blur"]),
+    "missing_key": (lambda c: c["training"].pop("steps"), ["training", "'steps' is a required property"]),
+    "typo_key": (lambda c: c["training"].update(stpes=c["training"].pop("steps")), ["training", "stpes"]),
+    "typo_top_level": (lambda c: c.update(sampeling={}), ["sampeling"]),
+    "dust_without_p": (lambda c: c["corruptions"][1].pop("p"), ["corruptions[1]", "'p' is a required property"]),
+    "three_decimals": (lambda c: c["corruptions"][1].update(p=0.255), ["corruptions[1].p", "2 decimals"]),
+    "duplicate_run": (lambda c: c["corruptions"].append({"kind": "dust", "p": 0.5, "delta": 0.2}),
+                      ["corruptions[3]", "dust-p0.50"]),
+    "bad_device": (lambda c: c.update(device="tpu"), ["device", "tpu"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_schema_rejects_bad_config_naming_the_key(case):
+    from snakemake.exceptions import WorkflowError
+
+    mutate, expected = BAD_CONFIGS[case]
+    common = load_common()
+    with pytest.raises(WorkflowError) as info:
+        common["validate_config"](_bad(mutate), str(REPO / "workflow/schemas/config.schema.yaml"))
+    msg = str(info.value)
+    for part in expected:
+        assert part in msg, f"{part!r} not in {msg!r}"
+
+
+def test_snakemake_stops_on_bad_config_before_any_job(tmp_path):
+    """Through the real CLI: an override file (merged over config/config.yaml) and a config.yaml missing a key."""
+    wd = copy_workflow(tmp_path / "wf")
+    (wd / "bad.yaml").write_text(yaml.safe_dump({"corruptions": [{"kind": "clean"}, {"kind": "dust", "p": 1.5}]}))
+    t0 = time.perf_counter()
+    r = snakemake(wd, "-n", "--cores", "1", "--configfile", "bad.yaml")
+    assert r.returncode != 0
+    assert "corruptions[1].p" in r.stderr + r.stdout
+    cfg = default_config()
+    del cfg["training"]["steps"]
+    (wd / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    r = snakemake(wd, "-n", "--cores", "1")
+    assert r.returncode != 0
+    assert "'steps' is a required property" in r.stderr + r.stdout and "at training" in r.stderr + r.stdout
+    assert not (wd / "results").exists() and not (wd / "data").exists()
+    assert time.perf_counter() - t0 < 60
+
+
+def test_lint_is_clean():
+    r = snakemake(REPO, "--lint", "--cores", "1", timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Congratulations" in r.stdout + r.stderr
+
+
+def test_notebooks_have_a_parameters_cell():
+    import nbformat
+
+    for name in NOTEBOOKS:
+        nb = nbformat.read(REPO / "paper_figures" / f"{name}.ipynb", as_version=4)
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, name
+        src = tagged[0].source
+        assert "root = None" in src and "out_dir = " in src, name
+        assert nb.metadata["kernelspec"]["name"] == "python3"
+        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{name}: clear the outputs"
+
+
+def test_dry_run_plans_the_grid(tmp_path):
+    wd = copy_workflow(tmp_path / "wf")
+    r = snakemake(wd, "-n", "--cores", "2", "--quiet", "rules")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout + r.stderr
+    for rule, count in [("train", 4), ("sample", 4), ("neighbors", 4), ("attack", 8), ("summary", 1),
+                        ("fig3_nearest_neighbors", 1), ("prepare_dataset", 1)]:
+        assert re.search(rf"^{rule}\s+{count}$", out, re.M), f"{rule} x{count} not planned:\n{out}"
+
+
+def test_dry_run_noise_entry_and_folder_source(tmp_path):
+    """Issue 6's noise runs fit the grid (named noise-sX, no delta); a folder source is an input."""
+    wd = copy_workflow(tmp_path / "wf")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    override = {"dataset": {"name": "mine", "source": "folder", "folder": str(folder), "resolution": 16,
+                            "num_images": None, "channels": 3},
+                "corruptions": [{"kind": "clean"}, {"kind": "noise", "sigma_n": 0.2}]}
+    (wd / "override.yaml").write_text(yaml.safe_dump(override))
+    r = snakemake(wd, "-n", "--cores", "1", "--configfile", "override.yaml", "-p")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout + r.stderr
+    assert "results/mine/noise-s0.20/model.pt" in out
+    assert "--corruption noise-s0.20 --delta 0.0" in out
+    assert f"--source folder --resolution 16 --folder {folder} --channels 3 --out data/mine.zip" in out
+    assert "--num-images" not in out.split("ambient prepare")[1].split("\n")[0]
+
+
+def test_summary_from_metric_files(tmp_path):
+    """ambient.summary: one row per model, FD/KD under the extractor actually used, attack columns."""
+    import numpy as np
+
+    from ambient.data import write_image_zip
+    from ambient.summary import main
+
+    runs = tmp_path / "results" / "faces"
+    for i, name in enumerate(["clean", "dust-p0.50"]):
+        d = runs / name
+        write_image_zip(d / "samples.zip", np.zeros((4, 1, 8, 8), np.uint8), info={"num_steps": 3, "train_steps": 7})
+        (d / "neighbors_pixel.json").write_text(json.dumps(
+            {"extractor": "pixel", "n": 4, "sim_mean": 0.5 - i / 4, "sim_median": 0.5, "sim_max": 0.99,
+             "share_gt_0.90": 0.5 - i / 4, "share_gt_0.95": 0.25 - i / 4, "share_gt_0.99": 0.0,
+             "carlini": {"share_flagged": 0.25}}))
+        (d / "fd_filterbank.json").write_text(json.dumps(
+            {"extractor": "filterbank", "fd_key": "fd_filterbank", "kd_key": "kd_filterbank",
+             "fd_filterbank": 1.5 + i, "kd_filterbank": 0.1, "fallback_used": False}))
+        (d / "fd_inception.json").write_text(json.dumps(  # weights missing: fell back to filterbank
+            {"extractor": "filterbank", "fd_key": "fd_filterbank", "kd_key": "kd_filterbank",
+             "fd_filterbank": 1.5 + i, "kd_filterbank": 0.1, "fallback_used": True}))
+        (d / "attack_inpaint.json").write_text(json.dumps(
+            {"primary_method": "inpaint", "methods": {"inpaint": {"sim_mean": 0.9, "other_sim_mean": 0.6,
+                                                                  "share_extracted": 0.75 - i / 2}}}))
+    out = tmp_path / "summary.csv"
+    assert main(["--runs-dir", str(runs), "--corruptions", "clean", "dust-p0.50", "--extractors", "filterbank",
+                 "inception", "--attacks", "inpaint", "--out", str(out)]) == 0
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["model"] for r in rows] == ["faces/clean", "faces/dust-p0.50"]
+    assert [r["level"] for r in rows] == ["0", "0.5"] and rows[1]["kind"] == "dust"
+    assert rows[0]["steps"] == "7" and rows[0]["n_samples"] == "4" and rows[0]["sampler_steps"] == "3"
+    assert rows[1]["share_gt_0.95"] == "0" and rows[0]["share_gt_0.95"] == "0.25"
+    assert rows[1]["fd_filterbank"] == "2.5" and rows[0]["inception_fallback"] == "filterbank"
+    assert "fid" not in rows[0] and rows[1]["inpaint_extracted"] == "0.25"
+    assert main(["--runs-dir", str(runs), "--corruptions", "box-p0.40", "--out", str(out)]) == 2
+
+
+# ---------------------------------------------------------------- end to end (smoke config)
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    wd = copy_workflow(tmp_path_factory.mktemp("smoke") / "wf")
+    t0 = time.perf_counter()
+    r = snakemake(wd, "--cores", "2", "--configfile", "config/smoke.yaml")
+    seconds = time.perf_counter() - t0
+    if r.returncode != 0:
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in sorted((wd / "logs").rglob("*.log")))
+        pytest.fail(f"smoke workflow failed:\n{r.stderr[-5000:]}\n{logs}")
+    print(f"smoke workflow: {seconds:.0f} s")
+    return wd, seconds
+
+
+@pytest.mark.slow
+def test_smoke_outputs(smoke_run):
+    wd, seconds = smoke_run
+    cfg = smoke_config()
+    names = [load_common()["corruption_name"](c) for c in cfg["corruptions"]]
+    figs = wd / "results" / "figures"
+    stems = list(FIGURES) + [f"samples_{n}" for n in names]
+    for stem in stems:
+        png, pdf = figs / f"{stem}.png", figs / f"{stem}.pdf"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+        assert png.stat().st_size > 3000, png
+        assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 3000, pdf
+        import numpy as np
+        from PIL import Image
+
+        with Image.open(png) as im:
+            assert min(im.size) > 150, (png, im.size)
+            assert len(np.unique(np.asarray(im.convert("L")))) > 10, png
+    import nbformat
+
+    for name in NOTEBOOKS:
+        nb = nbformat.read(figs / "notebooks" / f"{name}.ipynb", as_version=4)
+        assert nb.metadata["papermill"]["parameters"]["root"] == "."
+        for cell in nb.cells:
+            for out in cell.get("outputs", []):
+                assert out.get("output_type") != "error", f"{name}: {out}"
+        assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells), name
+
+    with open(wd / "results" / "metrics" / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["corruption"] for r in rows] == names
+    for col in ("model", "corruption", "level", "steps", "n_samples", "extractor", "sim_mean", "share_gt_0.90",
+                "share_gt_0.95", "fd_pixel", "kd_pixel", "fd_filterbank", "kd_filterbank", "inpaint_extracted",
+                "noise_extracted"):
+        assert col in rows[0], col
+        assert all(r[col] != "" for r in rows), col
+    assert "fid" not in rows[0] and "kid" not in rows[0]  # offline: never called FID
+    assert all(int(r["steps"]) == cfg["training"]["steps"] for r in rows)
+    assert all(int(r["n_samples"]) == cfg["sampling"]["num_samples"] for r in rows)
+    assert [float(r["level"]) for r in rows] == [0.0, 0.5, 0.4]
+    for r in rows:
+        assert 0.0 <= float(r["share_gt_0.95"]) <= float(r["share_gt_0.90"]) <= 1.0
+    for bench in ("train", "sample", "neighbors_pixel", "attack_inpaint"):
+        assert (wd / "benchmarks" / "smoke8" / "clean" / f"{bench}.tsv").is_file(), bench
+    assert seconds < 300, f"the smoke workflow took {seconds:.0f} s"
+
+
+@pytest.mark.slow
+def test_smoke_nothing_to_do_afterwards(smoke_run):
+    wd, _ = smoke_run
+    r = snakemake(wd, "-n", "--cores", "2", "--configfile", "config/smoke.yaml")
+    assert r.returncode == 0, r.stderr
+    assert "Nothing to be done" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_smoke_report_embeds_every_figure(smoke_run):
+    wd, _ = smoke_run
+    report = wd / "results" / "report.html"
+    r = snakemake(wd, "--configfile", "config/smoke.yaml", "--report", report)
+    assert r.returncode == 0, r.stderr
+    html = report.read_text()
+    m = re.search(r"var results = (\{.*?\});\s*</script>", html, re.S)
+    assert m, "no results block in the report"
+    results = json.loads(m.group(1))
+    names = [load_common()["corruption_name"](c) for c in smoke_config()["corruptions"]]
+    expected = [f"results/figures/{s}.png" for s in (*FIGURES, *(f"samples_{n}" for n in names))]
+    expected.append("results/metrics/summary.csv")
+    for path in expected:
+        assert path in results, f"{path} not in the report"
+        entry = results[path]
+        data = base64.b64decode(entry["data_uri"].split("base64,", 1)[1])
+        assert data == (wd / path).read_bytes(), f"{path}: embedded bytes differ from the file"
+        assert entry["caption"].strip(), f"{path}: no caption"
+    assert "Fig. 3, samples beside their nearest training images" in html
+
+
+@pytest.mark.slow
+def test_smoke_touch_after_restore_then_nothing_to_do(smoke_run):
+    """A consumer (`dvc pull` into a fresh clone) has the files with new, arbitrary mtimes and no
+    .snakemake metadata; `snakemake --touch` makes the DAG consistent again."""
+    wd, _ = smoke_run
+    shutil.rmtree(wd / ".snakemake")
+    now = time.time()
+    files = [p for d in ("data", "results") for p in (wd / d).rglob("*") if p.is_file()]
+    for i, p in enumerate(sorted(files, reverse=True)):  # outputs older than their inputs
+        os.utime(p, (now - 1000 + i, now - 1000 + i))
+    r = snakemake(wd, "-n", "--cores", "2", "--configfile", "config/smoke.yaml")
+    assert "Nothing to be done" not in r.stdout + r.stderr
+    r = snakemake(wd, "--touch", "--cores", "2", "--configfile", "config/smoke.yaml")
+    assert r.returncode == 0, r.stderr
+    r = snakemake(wd, "-n", "--cores", "2", "--configfile", "config/smoke.yaml")
+    assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr, r.stdout + r.stderr

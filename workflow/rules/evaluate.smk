@@ -1,0 +1,166 @@
+# Metrics of each model's samples: nearest training neighbours (memorization), FD/KD against
+# the training set, and the inpainting / noise attacks on training images.
+
+
+rule neighbors:
+    input:
+        samples="results/{dataset}/{corruption}/samples.zip",
+        train="data/{dataset}.zip",
+    output:
+        summary="results/{dataset}/{corruption}/neighbors_{extractor}.json",
+        csv="results/{dataset}/{corruption}/neighbors_{extractor}.csv",
+        gallery="results/{dataset}/{corruption}/neighbors_{extractor}_gallery.npz",
+    log:
+        "logs/{dataset}/{corruption}/neighbors_{extractor}.log",
+    benchmark:
+        "benchmarks/{dataset}/{corruption}/neighbors_{extractor}.tsv"
+    params:
+        fallback=config["evaluation"]["fallback"],
+        gallery_size=config["evaluation"]["gallery_size"],
+        device=config["device"],
+    threads: config["threads_per_job"]
+    resources:
+        mem_mb=mem("evaluate"),
+        gpu=extractor_gpus,
+    conda:
+        "../../environment.yml"
+    shell:
+        '"$AMBIENT_PYTHON" -m ambient neighbors --samples {input.samples} --train {input.train} '
+        "--extractor {wildcards.extractor} --fallback {params.fallback} --gallery-size {params.gallery_size} "
+        "--out {output.summary} --csv {output.csv} --gallery {output.gallery} --no-png "
+        "--device {params.device} --threads {threads} --quiet > {log} 2>&1"
+
+
+rule fetch_weights:
+    # Not part of `all` (it downloads): `snakemake --cores 1 fetch_weights` adds FID/KID to later runs.
+    output:
+        config["evaluation"]["inception_weights"],
+    log:
+        "logs/fetch_weights.log",
+    params:
+        dest=lambda w, output: str(Path(output[0]).parent),
+    threads: 1
+    resources:
+        mem_mb=500,
+    conda:
+        "../../environment.yml"
+    shell:
+        '"$AMBIENT_PYTHON" -m ambient fetch-weights --name inception --dest {params.dest} --quiet > {log} 2>&1'
+
+
+rule ref_stats:
+    input:
+        unpack(weights_input),
+        images="data/{dataset}.zip",
+    output:
+        "results/{dataset}/ref_{extractor}.npz",
+    log:
+        "logs/{dataset}/ref_{extractor}.log",
+    benchmark:
+        "benchmarks/{dataset}/ref_{extractor}.tsv"
+    params:
+        fallback=extractor_fallback,
+        weights_dir=lambda w: str(Path(config["evaluation"]["inception_weights"]).parent),
+        device=config["device"],
+    threads: config["threads_per_job"]
+    resources:
+        mem_mb=mem("evaluate"),
+        gpu=extractor_gpus,
+    conda:
+        "../../environment.yml"
+    shell:
+        '"$AMBIENT_PYTHON" -m ambient ref-stats --images {input.images} --out {output} '
+        "--extractor {wildcards.extractor} --fallback {params.fallback} --weights-dir {params.weights_dir} "
+        "--device {params.device} --threads {threads} --quiet > {log} 2>&1"
+
+
+rule fid:
+    input:
+        unpack(weights_input),
+        samples="results/{dataset}/{corruption}/samples.zip",
+        ref="results/{dataset}/ref_{extractor}.npz",
+    output:
+        "results/{dataset}/{corruption}/fd_{extractor}.json",
+    log:
+        "logs/{dataset}/{corruption}/fd_{extractor}.log",
+    benchmark:
+        "benchmarks/{dataset}/{corruption}/fd_{extractor}.tsv"
+    params:
+        fallback=extractor_fallback,
+        weights_dir=lambda w: str(Path(config["evaluation"]["inception_weights"]).parent),
+        seed=config["evaluation"]["kid_seed"],
+        kid_subsets=config["evaluation"]["kid_subsets"],
+        device=config["device"],
+    threads: config["threads_per_job"]
+    resources:
+        mem_mb=mem("evaluate"),
+        gpu=extractor_gpus,
+    conda:
+        "../../environment.yml"
+    shell:
+        '"$AMBIENT_PYTHON" -m ambient fid --samples {input.samples} --ref {input.ref} --out {output} '
+        "--extractor {wildcards.extractor} --fallback {params.fallback} --weights-dir {params.weights_dir} "
+        "--seed {params.seed} --kid-subsets {params.kid_subsets} "
+        "--device {params.device} --threads {threads} --quiet > {log} 2>&1"
+
+
+rule attack:
+    input:
+        model="results/{dataset}/{corruption}/model.pt",
+        train="data/{dataset}.zip",
+    output:
+        summary="results/{dataset}/{corruption}/attack_{attack}.json",
+        csv="results/{dataset}/{corruption}/attack_{attack}.csv",
+        gallery="results/{dataset}/{corruption}/attack_{attack}_gallery.npz",
+    log:
+        "logs/{dataset}/{corruption}/attack_{attack}.log",
+    benchmark:
+        "benchmarks/{dataset}/{corruption}/attack_{attack}.tsv"
+    wildcard_constraints:
+        attack="inpaint|noise",
+    params:
+        options=attack_options,
+        device=config["device"],
+    threads: config["threads_per_job"]
+    resources:
+        mem_mb=mem("evaluate"),
+        gpu=gpus(),
+    conda:
+        "../../environment.yml"
+    shell:
+        '"$AMBIENT_PYTHON" -m ambient attack --checkpoint {input.model} --train {input.train} '
+        "--kind {wildcards.attack} {params.options} --out {output.summary} --csv {output.csv} "
+        "--gallery {output.gallery} --device {params.device} --threads {threads} --quiet > {log} 2>&1"
+
+
+rule summary:
+    input:
+        models=run_files("results/{dataset}/{corruption}/model.pt"),
+        samples=run_files("results/{dataset}/{corruption}/samples.zip"),
+        neighbors=run_files("results/{dataset}/{corruption}/neighbors_{extractor}.json", extractor=sim_extractor()),
+        fd=run_files("results/{dataset}/{corruption}/fd_{extractor}.json", extractor=fd_extractors()),
+        attacks=run_files("results/{dataset}/{corruption}/attack_{attack}.json", attack=attack_kinds()),
+    output:
+        report(
+            "results/metrics/summary.csv",
+            caption="../report/summary.rst",
+            category="Metrics",
+            labels={"table": "summary.csv"},
+        ),
+    log:
+        "logs/summary.log",
+    params:
+        runs_dir=lambda w: f"results/{dataset_name()}",
+        corruptions=list_args(corruption_names()),
+        sim_extractor=sim_extractor(),
+        extractors=list_args(fd_extractors()),
+        attacks=lambda w: (f"--attacks {list_args(attack_kinds())}" if attack_kinds() else ""),
+    threads: 1
+    resources:
+        mem_mb=mem("figures"),
+    conda:
+        "../../environment.yml"
+    shell:
+        '"$AMBIENT_PYTHON" -m ambient.summary --runs-dir {params.runs_dir} --corruptions {params.corruptions} '
+        "--similarity-extractor {params.sim_extractor} --extractors {params.extractors} {params.attacks} "
+        "--out {output} > {log} 2>&1"

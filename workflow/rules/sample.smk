@@ -1,0 +1,28 @@
+# Samples of each model (EDM Heun; ambient models with a fixed seeded mask per sample).
+
+
+rule sample:
+    input:
+        model="results/{dataset}/{corruption}/model.pt",
+    output:
+        samples="results/{dataset}/{corruption}/samples.zip",
+    log:
+        "logs/{dataset}/{corruption}/sample.log",
+    benchmark:
+        "benchmarks/{dataset}/{corruption}/sample.tsv"
+    params:
+        num=config["sampling"]["num_samples"],
+        steps=config["sampling"]["steps"],
+        seed=config["sampling"]["seed"],
+        batch_size=config["sampling"]["batch_size"],
+        device=config["device"],
+    threads: config["threads_per_job"]
+    resources:
+        mem_mb=mem("sample"),
+        gpu=gpus(),
+    conda:
+        "../../environment.yml"
+    shell:
+        '"$AMBIENT_PYTHON" -m ambient sample --checkpoint {input.model} --num {params.num} '
+        "--steps {params.steps} --seed {params.seed} --batch-size {params.batch_size} "
+        "--device {params.device} --threads {threads} --out {output.samples} --quiet > {log} 2>&1"
