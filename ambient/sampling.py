@@ -67,7 +67,7 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 def generate(model: EDMPrecond, corruption: Corruption, num_samples: int, resolution: int,
              seed: int = 0, batch_size: int = 256, num_steps: int = 18, sigma_min: float = 0.002,
              sigma_max: float = 80.0, rho: float = 7.0, device: str | torch.device = "cpu",
-             stop_sigma: float | None = None, progress: bool = True) -> np.ndarray:
+             stop_sigma: float | None = None, precision: str = "fp32", progress: bool = True) -> np.ndarray:
     """Draw `num_samples` images as uint8 (N, C, H, W).
 
     Ambient models: one mask A~ per sample from the training distribution of A * B, used at
@@ -75,7 +75,12 @@ def generate(model: EDMPrecond, corruption: Corruption, num_samples: int, resolu
     stop_sigma (Tweedie models trained on noisy data: sigma_n): integrate only down to it and
     return the model's x0 estimate there (early stopping), so samples never carry the noise.
     """
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision {precision!r} is unknown: use fp32 or bf16")
     model.eval()
+    dev = torch.device(device)
+    # bf16 autocast runs the network in bfloat16; the ODE state and its updates stay float64
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     c = model.img_channels
     sigmas = edm_sigmas(num_steps, sigma_min, sigma_max, rho)
     if stop_sigma:
@@ -88,8 +93,9 @@ def generate(model: EDMPrecond, corruption: Corruption, num_samples: int, resolu
         if model.masked:
             mask = corruption.sampling_masks(idx, resolution, seed).to(device)
         denoise = model_denoiser(model, mask, clip=model.masked)
-        x = heun_sample(denoise, latents.to(device, torch.float64) * sigmas[0], sigmas.to(device))
-        if stop_sigma:
-            x = denoise(x, sigmas[-1])
+        with autocast:
+            x = heun_sample(denoise, latents.to(device, torch.float64) * sigmas[0], sigmas.to(device))
+            if stop_sigma:
+                x = denoise(x, sigmas[-1])
         out.append(to_uint8(x.float()))
     return np.concatenate(out)
