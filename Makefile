@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CORES ?= all
 
-.PHONY: setup reproduce test test-fast bench lint clean-results
+.PHONY: setup reproduce test test-fast bench lint report clean-results
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint
+
+report: $(STAMP)
+	$(BIN)/snakemake --report results/report.html
 
 clean-results:
 	rm -rf results logs benchmarks .snakemake
