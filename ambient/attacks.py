@@ -25,7 +25,7 @@ At sigma = 0 the known pixels are x0 and the erased ones come from the model.
   - ambient models: their own masked denoiser with the known pixels as the mask,
     D(x, sigma) = clip(model(x, sigma, A~ = K), -1, 1): the model sees only the noised known
     pixels, exactly as in training (where it saw A~ x_t), and the output is clipped as in the
-    ambient sampler. No further corruption B is applied on top of K (K already hides
+    ambient sampler (and resampling is skipped for them). No further corruption B is applied on top of K (K already hides
     `fraction` of the pixels). Since the model never sees the erased pixels of the iterate,
     resampling does not change its completion (only the known pixels' noise differs).
 
@@ -152,14 +152,17 @@ def inpaint(model, x0: torch.Tensor, known: torch.Tensor, indices, cfg: AttackCo
 
     eps = _noise(cfg.seed, indices, x0.shape[1:]).to(dev, torch.float64)
     x = known * x0d + sigmas[0] * eps
-    if cfg.resample <= 1:
+    # an ambient model never sees the erased pixels of the iterate: resampling would only
+    # redraw the known pixels' noise, at U times the cost
+    resample = 1 if getattr(model, "masked", False) else cfg.resample
+    if resample <= 1:
         x = heun_sample(denoise, x, sigmas)
     else:
         gens = [generator(cfg.seed, int(i), _STREAM_RESAMPLE) for i in indices]
         for t_cur, t_next in zip(sigmas[:-1], sigmas[1:]):
-            for u in range(cfg.resample):
+            for u in range(resample):
                 x_next = heun_sample(denoise, x, torch.stack([t_cur, t_next]))
-                if u == cfg.resample - 1 or t_next == 0:
+                if u == resample - 1 or t_next == 0:
                     break
                 xi = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in gens]).to(dev, torch.float64)
                 x = x_next + (t_cur**2 - t_next**2).sqrt() * xi  # back to t_cur (RePaint's jump of one step)
