@@ -27,7 +27,7 @@ report: "workflow/report/workflow.rst"
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_.-]+",
-    corruption=r"clean|dust-p[0-9.]+|box-p[0-9.]+|noise-s[0-9.]+",
+    corruption=r"clean|dust-p[0-9.]+|box-p[0-9.]+|noise-s[0-9.]+(-naive)?",
     extractor=r"[a-z0-9_]+",
 
 
@@ -49,6 +49,17 @@ localrules:
     fig8_similarity_histograms,
     tradeoff,
     sample_grids,
+    fig5_noise_generations,
+    fig6_noise_histograms,
+    hf_energy,
+    fetch_weights,
+
+
+# Downloads run on the submitting host: cluster compute nodes often have no internet.
+if is_paper_source():
+
+    localrules:
+        download_dataset,
 
 
 rule all:

@@ -149,10 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_similarity)
 
+    from .cli_data import add_data_commands
     from .cli_eval import add_eval_commands
+    from .metrics_hf import add_hf_command
     from .summary import add_summary_command
 
+    add_data_commands(sub)
     add_eval_commands(sub)
+    add_hf_command(sub)
     add_summary_command(sub)
     return parser
 

@@ -122,7 +122,10 @@ def cmd_attack(a) -> None:
         indices = list(range(min(a.num_images, len(train))))
     paths = nb.default_paths(a.out)
     csv_path, npz_path = Path(a.csv or paths["csv"]), Path(a.gallery or paths["gallery"])
-    summary, rows, gallery = run_attack(model, train, cfg, corruption=tcfg.corruption_spec, indices=indices,
+    corruption = tcfg.corruption_spec
+    if corruption.kind == "noise" and tcfg.sampling_stop_sigma is None:
+        corruption = None  # the naive baseline (EDM loss on noisy data): sampled to sigma_min like `ambient sample`
+    summary, rows, gallery = run_attack(model, train, cfg, corruption=corruption, indices=indices,
                                         batch_size=a.batch_size, device=dev, gallery_size=a.gallery_size,
                                         progress=not a.quiet)
     summary = {"checkpoint": str(a.checkpoint), "checkpoint_sha256": sha256_file(a.checkpoint),

@@ -7,13 +7,19 @@ Layout read (as workflow/rules/*.smk write it), for each corruption name C under
     C/neighbors_<X>.json         memorization metrics in feature space X (`ambient neighbors`)
     C/fd_<E>.json                FD/KD with extractor E (`ambient fid`), one per --extractors entry
     C/attack_<K>.json            attack K in inpaint|noise (`ambient attack`), one per --attacks entry
+    C/hf_energy.json             high-frequency energy (`python -m ambient.metrics_hf`), with --hf-energy
 
-Columns: model, dataset, corruption, kind, level, delta, formulation, steps, n_samples,
+C is a run name (ambient.runs): a corruption name, or noise-sS-naive for the naive baseline
+(plain EDM loss on the noisy data of noise-sS).
+
+Columns: model, dataset, corruption, kind, level, loss (the loss trained with: edm, ambient,
+tweedie; edm on noise data = the naive baseline), delta, formulation, steps, n_samples,
 sampler_steps, extractor (the similarity feature space), sim_mean, sim_median, sim_max,
 share_gt_0.90, share_gt_0.95, share_gt_0.99, carlini_share, then fd_<x>/kd_<x> per FD
 extractor (fid/kid for the official Inception; a requested extractor whose weights were missing
 shows under its fallback's name, with `<requested>_fallback` naming it), then per attack
-<K>_sim_mean, <K>_other_sim_mean, <K>_extracted (its primary method).
+<K>_sim_mean, <K>_other_sim_mean, <K>_extracted (its primary method), then with --hf-energy
+hf_samples, hf_train_clean, hf_train_noisy (noise runs), hf_noise_index (see ambient.metrics_hf).
 
 Run as `python -m ambient.summary ...` (the workflow does), or register `add_summary_command`
 on the main parser for `ambient summarize`.
@@ -26,7 +32,7 @@ import json
 import sys
 from pathlib import Path
 
-BASE_COLUMNS = ["model", "dataset", "corruption", "kind", "level", "delta", "formulation", "steps", "n_samples",
+BASE_COLUMNS = ["model", "dataset", "corruption", "kind", "level", "loss", "delta", "formulation", "steps", "n_samples",
                 "sampler_steps", "extractor", "sim_mean", "sim_median", "sim_max", "share_gt_0.90", "share_gt_0.95",
                 "share_gt_0.99", "carlini_share"]
 
@@ -58,21 +64,31 @@ def _train_config(path: Path) -> dict:
     return {**state["config"], "step": state["step"]}
 
 
+HF_COLUMNS = ("hf_samples", "hf_train_clean", "hf_train_noisy", "hf_noise_index")
+_AUTO_LOSS = {"clean": "edm", "dust": "ambient", "box": "ambient", "noise": "tweedie"}
+
+
 def model_row(run_dir: Path, dataset: str, similarity_extractor: str, extractors: list[str],
-              attacks: list[str]) -> dict:
+              attacks: list[str], hf_energy: bool = False) -> dict:
     """The summary row of one model directory."""
     from .corruption import Corruption
+    from .runs import parse_run_name
 
     name = run_dir.name
-    corr = Corruption.from_name(name)
+    corr, loss = parse_run_name(name)
     row: dict = {"model": f"{dataset}/{name}", "dataset": dataset, "corruption": name, "kind": corr.kind,
-                 "level": corr.level}
+                 "level": corr.level, "loss": loss if loss != "auto" else _AUTO_LOSS[corr.kind]}
     model = run_dir / "model.pt"
     if model.is_file():
         cfg = _train_config(model)
         c = cfg["corruption"]
-        if c.get("kind") != corr.kind or Corruption(**c).name != name:
+        if c.get("kind") != corr.kind or Corruption(**c).name != corr.name:
             raise ValueError(f"{model}: was trained on {Corruption(**c).name}, but its directory says {name}")
+        trained = cfg.get("loss", "auto")
+        trained = _AUTO_LOSS[corr.kind] if trained == "auto" else trained
+        if trained != row["loss"]:
+            raise ValueError(f"{model}: was trained with the {trained} loss, but its directory name {name} "
+                             f"means {row['loss']}")
         row.update(delta=c.get("delta", 0.0), formulation=cfg.get("formulation"), steps=int(cfg["step"]))
     manifest = _sample_manifest(run_dir / "samples.zip")
     row["n_samples"] = int(manifest.get("num_images", 0)) or None
@@ -103,17 +119,22 @@ def model_row(run_dir: Path, dataset: str, similarity_extractor: str, extractors
         row[f"{kind}_sim_mean"] = m["sim_mean"]
         row[f"{kind}_other_sim_mean"] = m["other_sim_mean"]
         row[f"{kind}_extracted"] = m["share_extracted"]
+
+    if hf_energy:
+        hf = _read_json(run_dir / "hf_energy.json")
+        for key in HF_COLUMNS:
+            row[key] = hf.get(key)
     return row
 
 
 def summarize(runs_dir: str | Path, corruptions: list[str], similarity_extractor: str = "pixel",
               extractors: list[str] | None = None, attacks: list[str] | None = None,
-              dataset: str | None = None) -> tuple[list[str], list[dict]]:
-    """(columns, rows): one row per corruption, in the given order."""
+              dataset: str | None = None, hf_energy: bool = False) -> tuple[list[str], list[dict]]:
+    """(columns, rows): one row per run name, in the given order."""
     runs_dir = Path(runs_dir)
     dataset = dataset or runs_dir.name
-    rows = [model_row(runs_dir / c, dataset, similarity_extractor, list(extractors or []), list(attacks or []))
-            for c in corruptions]
+    rows = [model_row(runs_dir / c, dataset, similarity_extractor, list(extractors or []), list(attacks or []),
+                      hf_energy) for c in corruptions]
     columns = list(BASE_COLUMNS)
     for r in rows:
         columns += [k for k in r if k not in columns]
@@ -138,19 +159,22 @@ def write_csv(path: str | Path, columns: list[str], rows: list[dict]) -> None:
 
 
 def cmd_summarize(a) -> None:
-    columns, rows = summarize(a.runs_dir, a.corruptions, a.similarity_extractor, a.extractors, a.attacks, a.dataset)
+    columns, rows = summarize(a.runs_dir, a.corruptions, a.similarity_extractor, a.extractors, a.attacks, a.dataset,
+                              a.hf_energy)
     write_csv(a.out, columns, rows)
     print(f"wrote {a.out}: {len(rows)} models, {len(columns)} columns")
     for r in rows:
-        print(f"  {r['corruption']:>12}: share_gt_0.95={r['share_gt_0.95']}, sim_mean={r['sim_mean']}")
+        print(f"  {r['corruption']:>18}: share_gt_0.95={r['share_gt_0.95']}, sim_mean={r['sim_mean']}")
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs-dir", required=True, help="results/<dataset>: one folder per corruption")
-    p.add_argument("--corruptions", nargs="+", required=True, help="run names, e.g. clean dust-p0.20 box-p0.40")
+    p.add_argument("--corruptions", nargs="+", required=True,
+                   help="run names, e.g. clean dust-p0.20 box-p0.40 noise-s0.20 noise-s0.20-naive")
     p.add_argument("--similarity-extractor", default="pixel", help="X of neighbors_<X>.json (default pixel)")
     p.add_argument("--extractors", nargs="*", default=[], help="E of fd_<E>.json, one FD/KD pair each")
     p.add_argument("--attacks", nargs="*", default=[], choices=["inpaint", "noise"], help="K of attack_<K>.json")
+    p.add_argument("--hf-energy", action="store_true", help="add the hf_* columns from C/hf_energy.json")
     p.add_argument("--dataset", default=None, help="dataset name (default: the name of --runs-dir)")
     p.add_argument("--out", required=True, help="output CSV")
     p.set_defaults(func=cmd_summarize)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 MASKED_KINDS = ("dust", "box")
+NAIVE_SUFFIX = "-naive"  # noise-s0.20-naive: the naive baseline (EDM loss on the noisy data)
 THRESHOLDS = (0.90, 0.95)
 RED = np.array([0.85, 0.10, 0.10])     # pixels outside A: never observed
 ORANGE = np.array([1.00, 0.65, 0.00])  # in A but not in A~: observed, hidden from the network input (delta)
@@ -30,19 +31,21 @@ def find_root(root: str | None = None) -> Path:
 
 
 def corruption_name(c: dict) -> str:
-    """Run name, as ambient.corruption.Corruption.name and workflow/rules/common.smk."""
+    """Run name, as ambient.runs.run_name and workflow/rules/common.smk."""
     if c["kind"] == "clean":
         return "clean"
     if c["kind"] == "noise":
-        return f"noise-s{c['sigma_n']:.2f}"
+        return f"noise-s{c['sigma_n']:.2f}" + (NAIVE_SUFFIX if c.get("loss", "auto") == "edm" else "")
     return f"{c['kind']}-p{c['p']:.2f}"
 
 
 def run_label(c: dict) -> str:
+    """As workflow/rules/common.smk (corruption_label)."""
     if c["kind"] == "clean":
         return "clean"
     if c["kind"] == "noise":
-        return f"noisy, sigma_n={c['sigma_n']:.2f}"
+        naive = c.get("loss", "auto") == "edm"
+        return f"noisy sigma_n={c['sigma_n']:.2f}, " + ("naive (EDM loss)" if naive else "Tweedie (ours)")
     return f"ambient {c['kind']}, p={c['p']:.2f}"
 
 
@@ -58,9 +61,12 @@ def default_runs(root: Path, cfg: dict | None = None) -> list[dict]:
     out = []
     for c in cfg["corruptions"]:
         level = {"clean": 0.0, "noise": c.get("sigma_n", 0.0)}.get(c["kind"], c.get("p", 0.0))
+        naive = c.get("loss", "auto") == "edm"
         out.append({"name": corruption_name(c), "kind": c["kind"], "level": level,
                     "delta": c.get("delta", 0.1) if c["kind"] in MASKED_KINDS else 0.0,
-                    "sigma_n": c.get("sigma_n", 0.0), "p": c.get("p", 0.0), "label": run_label(c)})
+                    "sigma_n": c.get("sigma_n", 0.0), "p": c.get("p", 0.0), "label": run_label(c),
+                    "loss": c.get("loss", "auto"), "naive": naive,
+                    "series": f"{c['kind']} (naive)" if naive else c["kind"]})
     return out
 
 
@@ -81,6 +87,7 @@ def run_files(dataset: str, name: str, extractor: str = "pixel") -> dict:
         "attack_inpaint_npz": f"{base}/attack_inpaint_gallery.npz",
         "attack_noise_json": f"{base}/attack_noise.json",
         "attack_noise_npz": f"{base}/attack_noise_gallery.npz",
+        "hf_json": f"{base}/hf_energy.json",
     }
 
 

@@ -24,9 +24,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_FILES = ("Snakefile", "workflow", "config", "paper_figures", "profiles", "environment.yml")
 NOTEBOOKS = ("fig1_inpainting_attack", "fig2_training_data", "fig3_nearest_neighbors", "fig4_noise_attack",
-             "fig8_similarity_histograms", "tradeoff", "samples")
+             "fig5_noise_generations", "fig6_noise_histograms", "fig8_similarity_histograms", "tradeoff", "samples")
 FIGURES = ("fig1_inpainting_attack", "fig2_training_data", "fig3_nearest_neighbors", "fig4_noise_attack",
-           "fig8_similarity_histograms", "tradeoff")
+           "fig5_noise_generations", "fig6_noise_histograms", "fig8_similarity_histograms", "tradeoff")
 
 
 def copy_workflow(dest: Path) -> Path:
@@ -68,6 +68,7 @@ def default_config() -> dict:
 
 def test_run_names_match_the_library():
     from ambient.corruption import Corruption
+    from ambient.runs import parse_run_name, run_name
 
     sys.path.insert(0, str(REPO / "paper_figures"))
     try:
@@ -76,12 +77,21 @@ def test_run_names_match_the_library():
         sys.path.remove(str(REPO / "paper_figures"))
     common = load_common()
     entries = [{"kind": "clean"}, {"kind": "dust", "p": 0.2, "delta": 0.1}, {"kind": "dust", "p": 0.5},
-               {"kind": "box", "p": 0.4, "delta": 0.0}, {"kind": "noise", "sigma_n": 0.2}]
+               {"kind": "box", "p": 0.4, "delta": 0.0}, {"kind": "noise", "sigma_n": 0.2},
+               {"kind": "noise", "sigma_n": 0.2, "loss": "auto"}, {"kind": "noise", "sigma_n": 0.4, "loss": "edm"}]
+    names = []
     for e in entries:
-        lib = Corruption(kind=e["kind"], p=e.get("p", 0.0), delta=e.get("delta", 0.0),
-                         sigma_n=e.get("sigma_n", 0.0)).name
+        corr = Corruption(kind=e["kind"], p=e.get("p", 0.0), delta=e.get("delta", 0.0), sigma_n=e.get("sigma_n", 0.0))
+        lib = run_name(corr, e.get("loss", "auto"))
         assert common["corruption_name"](e) == lib == figlib.corruption_name(e)
-        assert Corruption.from_name(lib).name == lib
+        assert parse_run_name(lib) == (Corruption.from_name(corr.name), e.get("loss", "auto"))
+        assert common["base_corruption_name"](lib) == corr.name
+        names.append(lib)
+    assert names[-2:] == ["noise-s0.20", "noise-s0.40-naive"]
+    with pytest.raises(ValueError, match="noisy data only"):
+        run_name(Corruption("dust", p=0.5), "edm")
+    with pytest.raises(ValueError):
+        parse_run_name("dust-p0.50-naive")
 
 
 @pytest.mark.parametrize("path", ["config/config.yaml", "config/smoke.yaml"])
@@ -97,11 +107,12 @@ def test_shipped_configs_are_valid(path):
 def test_default_config_is_the_embedded_grid():
     cfg = default_config()
     names = [load_common()["corruption_name"](c) for c in cfg["corruptions"]]
-    assert names == ["clean", "dust-p0.20", "dust-p0.50", "box-p0.40"]
+    assert names == ["clean", "dust-p0.20", "dust-p0.50", "box-p0.40", "noise-s0.10", "noise-s0.40",
+                     "noise-s0.40-naive"]
     assert cfg["dataset"] == {"name": "faces24", "source": "embedded", "folder": None, "resolution": 24,
                               "num_images": 100}
     assert cfg["network"]["channel_mult"] == [1, 2, 2] and cfg["network"]["attn_resolutions"] == [6]
-    assert all(c.get("kind") != "noise" for c in cfg["corruptions"])  # noise training: issue 6
+    assert cfg["training"]["precision"] == "fp32" and cfg["training"]["consistency_weight"] == 0.1
 
 
 def _bad(mutate) -> dict:
@@ -119,8 +130,18 @@ BAD_CONFIGS = {
     "dust_without_p": (lambda c: c["corruptions"][1].pop("p"), ["corruptions[1]", "'p' is a required property"]),
     "three_decimals": (lambda c: c["corruptions"][1].update(p=0.255), ["corruptions[1].p", "2 decimals"]),
     "duplicate_run": (lambda c: c["corruptions"].append({"kind": "dust", "p": 0.5, "delta": 0.2}),
-                      ["corruptions[3]", "dust-p0.50"]),
+                      ["corruptions[5]", "dust-p0.50"]),
     "bad_device": (lambda c: c.update(device="tpu"), ["device", "tpu"]),
+    "naive_on_dust": (lambda c: c["corruptions"][1].update(loss="edm"), ["corruptions[1].loss", "auto"]),
+    "unknown_loss": (lambda c: c["corruptions"][3].update(loss="tweedie"), ["corruptions[3].loss", "tweedie"]),
+    "duplicate_naive": (lambda c: c["corruptions"].append({"kind": "noise", "sigma_n": 0.2, "loss": "edm"}),
+                        ["corruptions[5]", "noise-s0.20-naive"]),
+    "bad_precision": (lambda c: c["training"].update(precision="fp16"), ["training.precision", "fp16"]),
+    "negative_consistency": (lambda c: c["training"].update(consistency_weight=-1), ["training.consistency_weight"]),
+    "unknown_source": (lambda c: c["dataset"].update(source="imagenet"), ["dataset.source", "imagenet"]),
+    "batch_not_split": (lambda c: c.update(device="cuda", resources={"gpu": 1, "train_gpu": 3}),
+                        ["training.batch_size", "3 GPUs"]),
+    "gpu_on_cpu_device": (lambda c: c.update(resources={"gpu": 1}), ["device", "cpu"]),
 }
 
 
@@ -179,9 +200,11 @@ def test_dry_run_plans_the_grid(tmp_path):
     r = snakemake(wd, "-n", "--cores", "2", "--quiet", "rules")
     assert r.returncode == 0, r.stderr
     out = r.stdout + r.stderr
-    for rule, count in [("train", 4), ("sample", 4), ("neighbors", 4), ("attack", 8), ("summary", 1),
-                        ("fig3_nearest_neighbors", 1), ("prepare_dataset", 1)]:
+    for rule, count in [("train", 7), ("sample", 7), ("neighbors", 7), ("attack", 14), ("hf_energy", 7),
+                        ("summary", 1), ("fig3_nearest_neighbors", 1), ("fig5_noise_generations", 1),
+                        ("fig6_noise_histograms", 1), ("prepare_dataset", 1)]:
         assert re.search(rf"^{rule}\s+{count}$", out, re.M), f"{rule} x{count} not planned:\n{out}"
+    assert "download_dataset" not in out and "fetch_weights" not in out  # the default never downloads
 
 
 def test_dry_run_noise_entry_and_folder_source(tmp_path):
@@ -191,13 +214,20 @@ def test_dry_run_noise_entry_and_folder_source(tmp_path):
     folder.mkdir()
     override = {"dataset": {"name": "mine", "source": "folder", "folder": str(folder), "resolution": 16,
                             "num_images": None, "channels": 3},
-                "corruptions": [{"kind": "clean"}, {"kind": "noise", "sigma_n": 0.2}]}
+                "corruptions": [{"kind": "clean"}, {"kind": "noise", "sigma_n": 0.2},
+                                {"kind": "noise", "sigma_n": 0.2, "loss": "edm"}],
+                "training": {"consistency_weight": 0.25}}
     (wd / "override.yaml").write_text(yaml.safe_dump(override))
     r = snakemake(wd, "-n", "--cores", "1", "--configfile", "override.yaml", "-p")
     assert r.returncode == 0, r.stderr
     out = r.stdout + r.stderr
-    assert "results/mine/noise-s0.20/model.pt" in out
-    assert "--corruption noise-s0.20 --delta 0.0" in out
+    assert "results/mine/noise-s0.20/model.pt" in out and "results/mine/noise-s0.20-naive/model.pt" in out
+    assert "--corruption noise-s0.20 --delta 0.0 --consistency-weight 0.25 " in out
+    assert "--corruption noise-s0.20 --delta 0.0 --loss edm " in out
+    assert "--corruption clean --delta 0.0 --base-channels" in out  # no loss flags for the other runs
+    assert "-m ambient.metrics_hf" in out and "--corruption noise-s0.20-naive --corruption-seed 0" in out
+    assert "fig5_noise_generations" in out and "fig6_noise_histograms" in out
+    assert "--device auto --threads 1" in out and "torch.distributed.run" not in out
     assert f"--source folder --resolution 16 --folder {folder} --channels 3 --out data/mine.zip" in out
     assert "--num-images" not in out.split("ambient prepare")[1].split("\n")[0]
 
@@ -237,7 +267,34 @@ def test_summary_from_metric_files(tmp_path):
     assert rows[1]["share_gt_0.95"] == "0" and rows[0]["share_gt_0.95"] == "0.25"
     assert rows[1]["fd_filterbank"] == "2.5" and rows[0]["inception_fallback"] == "filterbank"
     assert "fid" not in rows[0] and rows[1]["inpaint_extracted"] == "0.25"
+    assert [r["loss"] for r in rows] == ["edm", "ambient"] and "hf_samples" not in rows[0]
     assert main(["--runs-dir", str(runs), "--corruptions", "box-p0.40", "--out", str(out)]) == 2
+
+
+def test_summary_noise_runs_and_hf_energy(tmp_path):
+    """The naive baseline's run name maps to its corruption; hf_energy.json adds the hf_* columns."""
+    import numpy as np
+
+    from ambient.data import write_image_zip
+    from ambient.summary import main
+
+    runs = tmp_path / "results" / "faces"
+    for i, name in enumerate(["noise-s0.20", "noise-s0.20-naive"]):
+        d = runs / name
+        write_image_zip(d / "samples.zip", np.zeros((4, 1, 8, 8), np.uint8), info={"num_steps": 3, "train_steps": 7})
+        (d / "neighbors_pixel.json").write_text(json.dumps(
+            {"extractor": "pixel", "n": 4, "sim_mean": 0.5, "sim_median": 0.5, "sim_max": 0.9, "share_gt_0.90": 0.0,
+             "share_gt_0.95": 0.0, "share_gt_0.99": 0.0}))
+        (d / "hf_energy.json").write_text(json.dumps(
+            {"hf_samples": 0.02 + i / 10, "hf_train_clean": 0.02, "hf_train_noisy": 0.12, "hf_noise_index": i}))
+    out = tmp_path / "summary.csv"
+    assert main(["--runs-dir", str(runs), "--corruptions", "noise-s0.20", "noise-s0.20-naive", "--hf-energy",
+                 "--out", str(out)]) == 0
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["kind"], r["level"], r["loss"]) for r in rows] == [("noise", "0.2", "tweedie"), ("noise", "0.2", "edm")]
+    assert [r["hf_noise_index"] for r in rows] == ["0", "1"] and rows[1]["hf_train_noisy"] == "0.12"
+    assert main(["--runs-dir", str(runs), "--corruptions", "dust-p0.50-naive", "--out", str(out)]) == 2
 
 
 # ---------------------------------------------------------------- end to end (smoke config)
@@ -294,7 +351,19 @@ def test_smoke_outputs(smoke_run):
     assert "fid" not in rows[0] and "kid" not in rows[0]  # offline: never called FID
     assert all(int(r["steps"]) == cfg["training"]["steps"] for r in rows)
     assert all(int(r["n_samples"]) == cfg["sampling"]["num_samples"] for r in rows)
-    assert [float(r["level"]) for r in rows] == [0.0, 0.5, 0.4]
+    assert [float(r["level"]) for r in rows] == [0.0, 0.5, 0.4, 0.2, 0.2]
+    assert [r["loss"] for r in rows] == ["edm", "ambient", "ambient", "tweedie", "edm"]
+    for col in ("hf_samples", "hf_train_clean"):
+        assert all(float(r[col]) > 0 for r in rows), col
+    assert [r["hf_train_noisy"] != "" for r in rows] == [False, False, False, True, True]
+    assert float(rows[3]["hf_train_noisy"]) > float(rows[3]["hf_train_clean"])
+    # the naive baseline is sampled to sigma_min, the Tweedie model stops at sigma_n (from the checkpoint)
+    from ambient.data import read_image_zip
+
+    manifests = {n: read_image_zip(wd / "results" / "smoke8" / n / "samples.zip").manifest
+                 for n in ("noise-s0.20", "noise-s0.20-naive")}
+    assert manifests["noise-s0.20"]["stop_sigma"] == 0.2 and manifests["noise-s0.20"]["loss"] == "tweedie"
+    assert manifests["noise-s0.20-naive"]["stop_sigma"] is None and manifests["noise-s0.20-naive"]["loss"] == "edm"
     for r in rows:
         assert 0.0 <= float(r["share_gt_0.95"]) <= float(r["share_gt_0.90"]) <= 1.0
     for bench in ("train", "sample", "neighbors_pixel", "attack_inpaint"):

@@ -10,6 +10,9 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 MASKED_KINDS = ("dust", "box")
+NAIVE_SUFFIX = "-naive"  # as ambient.runs: noise-s0.20-naive = the naive baseline (EDM loss on noisy data)
+# Sources downloaded by the download_dataset rule (ambient.download); never part of the CPU/CI configs.
+PAPER_SOURCES = ("celeba", "ffhq", "celeba_hq")
 
 
 def _config_path(path):
@@ -45,6 +48,14 @@ def validate_config(cfg, schema):
             raise WorkflowError(f"invalid config at corruptions[{i}]: run name {name!r} repeats corruptions[{names[name]}] "
                                 "(delta is not part of the name: one delta per kind and level)")
         names[name] = i
+    res = cfg["resources"]
+    n_train = res["gpu"] if res.get("train_gpu") is None else res["train_gpu"]
+    if n_train > 1 and cfg["training"]["batch_size"] % n_train:
+        raise WorkflowError(f"invalid config at training.batch_size: {cfg['training']['batch_size']} does not split "
+                            f"evenly over the {n_train} GPUs of a training job (resources.train_gpu)")
+    if (res["gpu"] >= 1 or n_train >= 1) and cfg["device"] == "cpu":
+        raise WorkflowError("invalid config at device: cpu, but resources.gpu / resources.train_gpu ask for GPUs; "
+                            "use device cuda (or auto)")
     ds = cfg["dataset"]
     if ds["source"] == "embedded" and (ds["num_images"] or 100) > 100:
         raise WorkflowError(f"invalid config at dataset.num_images: {ds['num_images']} > 100, "
@@ -55,12 +66,22 @@ def validate_config(cfg, schema):
 
 
 def corruption_name(c):
-    """The run name, as ambient.corruption.Corruption.name (tests check they agree)."""
+    """The run name, as ambient.runs.run_name (tests check they agree): the corruption's name
+    (ambient.corruption.Corruption.name), plus -naive for a noise entry with loss edm."""
     if c["kind"] == "clean":
         return "clean"
     if c["kind"] == "noise":
-        return f"noise-s{c['sigma_n']:.2f}"
+        return f"noise-s{c['sigma_n']:.2f}" + (NAIVE_SUFFIX if c.get("loss", "auto") == "edm" else "")
     return f"{c['kind']}-p{c['p']:.2f}"
+
+
+def base_corruption_name(name):
+    """The corruption of a run name (noise-s0.20-naive -> noise-s0.20): `ambient train --corruption`."""
+    return name[: -len(NAIVE_SUFFIX)] if name.endswith(NAIVE_SUFFIX) else name
+
+
+def is_naive(name):
+    return name.endswith(NAIVE_SUFFIX)
 
 
 def python_cmd():
@@ -91,24 +112,49 @@ def corruption_delta(wildcards):
 
 
 def corruption_label(name):
+    """As paper_figures/figlib.run_label."""
     c = corruption_spec(name)
     if c["kind"] == "clean":
         return "clean"
     if c["kind"] == "noise":
-        return f"noisy, sigma_n={c['sigma_n']:.2f}"
+        return f"noisy sigma_n={c['sigma_n']:.2f}, " + ("naive (EDM loss)" if is_naive(name) else "Tweedie (ours)")
     return f"ambient {c['kind']}, p={c['p']:.2f}"
 
 
 def run_list():
-    """Per model: name, kind, level, delta, label (passed to the notebooks)."""
+    """Per model: name, kind, level, delta, label, loss, naive, series (passed to the notebooks)."""
     out = []
     for c in config["corruptions"]:
         name = corruption_name(c)
         level = {"clean": 0.0, "noise": c.get("sigma_n", 0.0)}.get(c["kind"], c.get("p", 0.0))
+        naive = is_naive(name)
         out.append({"name": name, "kind": c["kind"], "level": level,
                     "delta": c.get("delta", 0.1) if c["kind"] in MASKED_KINDS else 0.0,
-                    "p": c.get("p", 0.0), "sigma_n": c.get("sigma_n", 0.0), "label": corruption_label(name)})
+                    "p": c.get("p", 0.0), "sigma_n": c.get("sigma_n", 0.0), "label": corruption_label(name),
+                    "loss": c.get("loss", "auto"), "naive": naive,
+                    "series": f"{c['kind']} (naive)" if naive else c["kind"]})
     return out
+
+
+def noise_runs():
+    return [r["name"] for r in run_list() if r["kind"] == "noise"]
+
+
+def train_corruption_args(wildcards):
+    """`ambient train` arguments of a run name: corruption, delta, and the loss of noise runs
+    (--loss edm for the naive baseline, --consistency-weight for the Tweedie model)."""
+    name = wildcards.corruption
+    c = corruption_spec(name)
+    args = f"--corruption {base_corruption_name(name)} --delta {corruption_delta(wildcards)}"
+    if is_naive(name):
+        args += " --loss edm"
+    elif c["kind"] == "noise":
+        args += f" --consistency-weight {config['training']['consistency_weight']}"
+    return args
+
+
+def base_corruption(wildcards):
+    return base_corruption_name(wildcards.corruption)
 
 
 def run_files(pattern, **extra):
@@ -179,6 +225,35 @@ def gpus():
     return config["resources"]["gpu"]
 
 
+def train_gpus():
+    """GPUs per training job: resources.train_gpu, or resources.gpu when that is null."""
+    n = config["resources"].get("train_gpu")
+    return gpus() if n is None else n
+
+
+def runtime(step):
+    """Minutes per job of a kind (the `runtime` resource: SLURM --time)."""
+    return config["resources"]["runtime"][step]
+
+
+def train_launcher(wildcards, resources):
+    """How `ambient train` is started: torchrun (DDP, one process per GPU) when the job has more
+    than one GPU, else the plain interpreter."""
+    if resources.gpu > 1:
+        return f'"$AMBIENT_PYTHON" -m torch.distributed.run --standalone --nproc_per_node={resources.gpu}'
+    return '"$AMBIENT_PYTHON"'
+
+
+def train_device(wildcards, resources):
+    """cuda for GPU training jobs, else the configured device (cpu, or auto on the CPU profile)."""
+    return "cuda" if resources.gpu >= 1 else config["device"]
+
+
+def train_threads(wildcards, threads, resources):
+    """CPU threads per training process (the job's threads shared by its torchrun processes)."""
+    return max(1, threads // max(1, resources.gpu))
+
+
 def extractor_gpus(wildcards):
     """GPUs for feature extraction: only the network extractors (inception, dinov2*) use one."""
     return gpus() if wildcards.extractor == "inception" or wildcards.extractor.startswith("dinov2") else 0
@@ -188,6 +263,22 @@ def dataset_source_input(wildcards):
     """The image folder of a folder source (its listing changes when images are added or removed)."""
     ds = config["dataset"]
     return [ds["folder"]] if ds["source"] == "folder" else []
+
+
+def is_paper_source():
+    return config["dataset"]["source"] in PAPER_SOURCES
+
+
+def download_options(wildcards):
+    """`python -m ambient.cli_data download-dataset` options of a paper source."""
+    ds = config["dataset"]
+    opts = (f"--source {ds['source']} --raw-dir {shlex.quote(ds['raw_dir'])} --resolution {ds['resolution']} "
+            f"--seed {ds['seed']}")
+    if ds["num_images"] is not None:
+        opts += f" --num-images {ds['num_images']}"
+    if ds.get("url"):
+        opts += f" --url {shlex.quote(ds['url'])}"
+    return opts
 
 
 def prepare_options(wildcards):
@@ -227,6 +318,7 @@ def run_file(kind, dataset, corruption):
         "attack_inpaint_npz": f"{base}/attack_inpaint_gallery.npz",
         "attack_noise_json": f"{base}/attack_noise.json",
         "attack_noise_npz": f"{base}/attack_noise_gallery.npz",
+        "hf_json": f"{base}/hf_energy.json",
     }[kind]
 
 
@@ -242,18 +334,34 @@ def figure_inputs(*keys):
     return [run_file(k, dataset_name(), name) for k in keys for name in corruption_names()]
 
 
+def noise_figure_runs(*keys):
+    """The clean model (if any) and the noise models, for the noisy-data figures (fig5, fig6)."""
+    return [r for r in figure_runs(*keys) if r["kind"] in ("clean", "noise")]
+
+
+def noise_figure_inputs(*keys):
+    return [r[k] for r in noise_figure_runs(*keys) for k in keys]
+
+
+def noise_notebooks():
+    """Figures of training on noisy data: only when the config has noise runs."""
+    return ["fig5_noise_generations", "fig6_noise_histograms"] if noise_runs() else []
+
+
 def figure_stems():
     """Every figure the workflow renders (stem of results/figures/<stem>.png|pdf)."""
     stems = ["fig2_training_data", "fig3_nearest_neighbors", "fig8_similarity_histograms", "tradeoff"]
     if attack_kinds():
         stems += ["fig1_inpainting_attack", "fig4_noise_attack"]
+    stems += noise_notebooks()
     stems += [f"samples_{name}" for name in corruption_names()]
     return stems
 
 
 def figure_outputs():
-    notebooks = ["fig2_training_data", "fig3_nearest_neighbors", "fig8_similarity_histograms", "tradeoff",
-                 "samples"] + (["fig1_inpainting_attack", "fig4_noise_attack"] if attack_kinds() else [])
+    notebooks = (["fig2_training_data", "fig3_nearest_neighbors", "fig8_similarity_histograms", "tradeoff",
+                  "samples"] + (["fig1_inpainting_attack", "fig4_noise_attack"] if attack_kinds() else [])
+                 + noise_notebooks())
     return ([f"{FIGURES_DIR}/{s}.{ext}" for s in figure_stems() for ext in ("png", "pdf")]
             + [f"{FIGURES_DIR}/notebooks/{nb}.ipynb" for nb in notebooks])
 
@@ -261,6 +369,12 @@ def figure_outputs():
 def figure_params(stem, **params):
     """papermill -y string: root '.', the output folder and stem, plus `params`."""
     return papermill_params(root=".", out_dir=FIGURES_DIR, stem=stem, **params)
+
+
+# GPU jobs (train, sample, attack, neighbors, ref_stats, fid) start through
+# `python -m ambient.gpu_slots --gpus {resources.gpu} -- CMD`: on a machine shared by several jobs it
+# locks free devices and sets CUDA_VISIBLE_DEVICES (Snakemake caps the count, not the devices); with
+# gpu 0, under SLURM, or with CUDA_VISIBLE_DEVICES already set it just runs CMD.
 
 
 # papermill in a throw-away IPYTHONDIR and Jupyter data dir (no state from ~/.ipython, and no

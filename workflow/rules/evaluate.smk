@@ -21,10 +21,12 @@ rule neighbors:
     threads: config["threads_per_job"]
     resources:
         mem_mb=mem("evaluate"),
+        runtime=runtime("evaluate"),
         gpu=extractor_gpus,
     conda:
         "../../environment.yml"
     shell:
+        '"$AMBIENT_PYTHON" -m ambient.gpu_slots --gpus {resources.gpu} -- '
         '"$AMBIENT_PYTHON" -m ambient neighbors --samples {input.samples} --train {input.train} '
         "--extractor {wildcards.extractor} --fallback {params.fallback} --gallery-size {params.gallery_size} "
         "--out {output.summary} --csv {output.csv} --gallery {output.gallery} --no-png "
@@ -42,6 +44,7 @@ rule fetch_weights:
     threads: 1
     resources:
         mem_mb=500,
+        runtime=30,
     conda:
         "../../environment.yml"
     shell:
@@ -65,10 +68,12 @@ rule ref_stats:
     threads: config["threads_per_job"]
     resources:
         mem_mb=mem("evaluate"),
+        runtime=runtime("evaluate"),
         gpu=extractor_gpus,
     conda:
         "../../environment.yml"
     shell:
+        '"$AMBIENT_PYTHON" -m ambient.gpu_slots --gpus {resources.gpu} -- '
         '"$AMBIENT_PYTHON" -m ambient ref-stats --images {input.images} --out {output} '
         "--extractor {wildcards.extractor} --fallback {params.fallback} --weights-dir {params.weights_dir} "
         "--device {params.device} --threads {threads} --quiet > {log} 2>&1"
@@ -94,10 +99,12 @@ rule fid:
     threads: config["threads_per_job"]
     resources:
         mem_mb=mem("evaluate"),
+        runtime=runtime("evaluate"),
         gpu=extractor_gpus,
     conda:
         "../../environment.yml"
     shell:
+        '"$AMBIENT_PYTHON" -m ambient.gpu_slots --gpus {resources.gpu} -- '
         '"$AMBIENT_PYTHON" -m ambient fid --samples {input.samples} --ref {input.ref} --out {output} '
         "--extractor {wildcards.extractor} --fallback {params.fallback} --weights-dir {params.weights_dir} "
         "--seed {params.seed} --kid-subsets {params.kid_subsets} "
@@ -124,13 +131,38 @@ rule attack:
     threads: config["threads_per_job"]
     resources:
         mem_mb=mem("evaluate"),
+        runtime=runtime("evaluate"),
         gpu=gpus(),
     conda:
         "../../environment.yml"
     shell:
+        '"$AMBIENT_PYTHON" -m ambient.gpu_slots --gpus {resources.gpu} -- '
         '"$AMBIENT_PYTHON" -m ambient attack --checkpoint {input.model} --train {input.train} '
         "--kind {wildcards.attack} {params.options} --out {output.summary} --csv {output.csv} "
         "--gallery {output.gallery} --device {params.device} --threads {threads} --quiet > {log} 2>&1"
+
+
+rule hf_energy:
+    # High-frequency energy (power above half Nyquist) of the samples vs the clean training images
+    # vs, for noise runs, the noisy training data the model saw (ambient/metrics_hf.py).
+    input:
+        samples="results/{dataset}/{corruption}/samples.zip",
+        train="data/{dataset}.zip",
+    output:
+        "results/{dataset}/{corruption}/hf_energy.json",
+    log:
+        "logs/{dataset}/{corruption}/hf_energy.log",
+    params:
+        corruption_seed=config["training"]["corruption_seed"],
+    threads: 1
+    resources:
+        mem_mb=mem("evaluate"),
+        runtime=runtime("evaluate"),
+    conda:
+        "../../environment.yml"
+    shell:
+        '"$AMBIENT_PYTHON" -m ambient.metrics_hf --samples {input.samples} --train {input.train} '
+        "--corruption {wildcards.corruption} --corruption-seed {params.corruption_seed} --out {output} > {log} 2>&1"
 
 
 rule summary:
@@ -140,6 +172,7 @@ rule summary:
         neighbors=run_files("results/{dataset}/{corruption}/neighbors_{extractor}.json", extractor=sim_extractor()),
         fd=run_files("results/{dataset}/{corruption}/fd_{extractor}.json", extractor=fd_extractors()),
         attacks=run_files("results/{dataset}/{corruption}/attack_{attack}.json", attack=attack_kinds()),
+        hf=run_files("results/{dataset}/{corruption}/hf_energy.json"),
     output:
         report(
             "results/metrics/summary.csv",
@@ -158,9 +191,10 @@ rule summary:
     threads: 1
     resources:
         mem_mb=mem("figures"),
+        runtime=runtime("figures"),
     conda:
         "../../environment.yml"
     shell:
         '"$AMBIENT_PYTHON" -m ambient.summary --runs-dir {params.runs_dir} --corruptions {params.corruptions} '
         "--similarity-extractor {params.sim_extractor} --extractors {params.extractors} {params.attacks} "
-        "--out {output} > {log} 2>&1"
+        "--hf-energy --out {output} > {log} 2>&1"

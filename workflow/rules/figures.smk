@@ -21,6 +21,7 @@ rule fig2_training_data:
     threads: 1
     resources:
         mem_mb=mem("figures"),
+        runtime=runtime("figures"),
     conda:
         "../../environment.yml"
     shell:
@@ -47,6 +48,7 @@ rule fig3_nearest_neighbors:
     threads: 1
     resources:
         mem_mb=mem("figures"),
+        runtime=runtime("figures"),
     conda:
         "../../environment.yml"
     shell:
@@ -72,6 +74,7 @@ rule fig8_similarity_histograms:
     threads: 1
     resources:
         mem_mb=mem("figures"),
+        runtime=runtime("figures"),
     conda:
         "../../environment.yml"
     shell:
@@ -95,6 +98,7 @@ rule tradeoff:
     threads: 1
     resources:
         mem_mb=mem("figures"),
+        runtime=runtime("figures"),
     conda:
         "../../environment.yml"
     shell:
@@ -118,6 +122,7 @@ rule sample_grids:
     threads: 1
     resources:
         mem_mb=mem("figures"),
+        runtime=runtime("figures"),
     conda:
         "../../environment.yml"
     shell:
@@ -143,6 +148,7 @@ rule fig1_inpainting_attack:
     threads: 1
     resources:
         mem_mb=mem("figures"),
+        runtime=runtime("figures"),
     conda:
         "../../environment.yml"
     shell:
@@ -168,6 +174,63 @@ rule fig4_noise_attack:
     threads: 1
     resources:
         mem_mb=mem("figures"),
+        runtime=runtime("figures"),
+    conda:
+        "../../environment.yml"
+    shell:
+        PAPERMILL
+
+
+rule fig5_noise_generations:
+    # Training on noisy data (Tweedie paper, Figs. 5-7): noisy training examples beside the samples of
+    # each noise model and the naive baseline, and the high-frequency energy of each.
+    input:
+        noise_figure_inputs("samples", "hf_json"),
+        notebook="paper_figures/fig5_noise_generations.ipynb",
+        lib="paper_figures/figlib.py",
+        dataset="data/{dataset}.zip".format(dataset=dataset_name()),
+    output:
+        notebook=f"{FIGURES_DIR}/notebooks/fig5_noise_generations.ipynb",
+        png=report(f"{FIGURES_DIR}/fig5_noise_generations.png", caption="../report/fig5.rst", category="Figures",
+                   labels={"figure": "Fig. 5: training on noisy data, generations"}),
+        pdf=f"{FIGURES_DIR}/fig5_noise_generations.pdf",
+    log:
+        "logs/figures/fig5_noise_generations.log",
+    params:
+        parameters=lambda w, input: figure_params("fig5_noise_generations", dataset_zip=input.dataset,
+                                                  runs=noise_figure_runs("samples", "hf_json"),
+                                                  corruption_seed=config["training"]["corruption_seed"],
+                                                  n_show=8),
+    threads: 1
+    resources:
+        mem_mb=mem("figures"),
+        runtime=runtime("figures"),
+    conda:
+        "../../environment.yml"
+    shell:
+        PAPERMILL
+
+
+rule fig6_noise_histograms:
+    input:
+        noise_figure_inputs("neighbors_json", "neighbors_csv"),
+        notebook="paper_figures/fig6_noise_histograms.ipynb",
+        lib="paper_figures/figlib.py",
+    output:
+        notebook=f"{FIGURES_DIR}/notebooks/fig6_noise_histograms.ipynb",
+        png=report(f"{FIGURES_DIR}/fig6_noise_histograms.png", caption="../report/fig6.rst", category="Figures",
+                   labels={"figure": "Fig. 6: similarity against noise level"}),
+        pdf=f"{FIGURES_DIR}/fig6_noise_histograms.pdf",
+    log:
+        "logs/figures/fig6_noise_histograms.log",
+    params:
+        parameters=lambda w: figure_params("fig6_noise_histograms",
+                                           runs=noise_figure_runs("neighbors_json", "neighbors_csv"),
+                                           extractor=sim_extractor()),
+    threads: 1
+    resources:
+        mem_mb=mem("figures"),
+        runtime=runtime("figures"),
     conda:
         "../../environment.yml"
     shell:

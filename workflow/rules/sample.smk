@@ -1,4 +1,5 @@
-# Samples of each model (EDM Heun; ambient models with a fixed seeded mask per sample).
+# Samples of each model (EDM Heun; ambient models with a fixed seeded mask per sample; Tweedie
+# models early-stopped at sigma_n with one x0 step, read from the checkpoint).
 
 
 rule sample:
@@ -19,10 +20,12 @@ rule sample:
     threads: config["threads_per_job"]
     resources:
         mem_mb=mem("sample"),
+        runtime=runtime("sample"),
         gpu=gpus(),
     conda:
         "../../environment.yml"
     shell:
+        '"$AMBIENT_PYTHON" -m ambient.gpu_slots --gpus {resources.gpu} -- '
         '"$AMBIENT_PYTHON" -m ambient sample --checkpoint {input.model} --num {params.num} '
         "--steps {params.steps} --seed {params.seed} --batch-size {params.batch_size} "
         "--device {params.device} --threads {threads} --out {output.samples} --quiet > {log} 2>&1"

@@ -1,5 +1,8 @@
-# One model per corruption. Checkpoints and train_log.jsonl live in the run's train/ folder
+# One model per run name. Checkpoints and train_log.jsonl live in the run's train/ folder
 # (not declared outputs, so a failed or killed job resumes from its last checkpoint).
+# GPUs per job: resources.train_gpu (null = resources.gpu). 0: the configured device (CPU profile);
+# 1: --device cuda; N > 1: torchrun --standalone --nproc_per_node=N (DDP; `python -m
+# torch.distributed.run` is torchrun with the jobs' interpreter), each rank a slice of the batch.
 
 
 rule train:
@@ -13,7 +16,7 @@ rule train:
         "benchmarks/{dataset}/{corruption}/train.tsv"
     params:
         run_dir=lambda w, output: str(Path(output.model).parent / "train"),
-        delta=corruption_delta,
+        corruption=train_corruption_args,
         network=lambda w: (
             f"--base-channels {config['network']['base_channels']} "
             f"--channel-mult {list_args(config['network']['channel_mult'])} "
@@ -32,14 +35,18 @@ rule train:
             f"--log-every {config['training']['log_every']}"
             + (" --xflip" if config["training"]["xflip"] else "")
         ),
-        device=config["device"],
+        launcher=train_launcher,
+        device=train_device,
+        threads=train_threads,
     threads: config["threads_per_job"]
     resources:
         mem_mb=mem("train"),
-        gpu=gpus(),
+        runtime=runtime("train"),
+        gpu=train_gpus(),
     conda:
         "../../environment.yml"
     shell:
-        '"$AMBIENT_PYTHON" -m ambient train --dataset {input.dataset} --corruption {wildcards.corruption} '
-        "--delta {params.delta} {params.network} {params.training} --run-dir {params.run_dir} "
-        "--out {output.model} --device {params.device} --threads {threads} --quiet > {log} 2>&1"
+        '"$AMBIENT_PYTHON" -m ambient.gpu_slots --gpus {resources.gpu} -- '
+        "{params.launcher} -m ambient train --dataset {input.dataset} {params.corruption} "
+        "{params.network} {params.training} --run-dir {params.run_dir} "
+        "--out {output.model} --device {params.device} --threads {params.threads} --quiet > {log} 2>&1"
