@@ -207,7 +207,7 @@ def attack_options(wildcards):
     if a["num_images"] is not None:
         opts += f" --num-images {a['num_images']}"
     if wildcards.attack == "inpaint":
-        opts += f" --erase {a['erase']} --fraction {a['fraction']}"
+        opts += f" --erase {a['erase']} --fraction {a['fraction']} --resample {a['resample']}"
     else:
         opts += f" --sigma {a['sigma']}"
     return opts

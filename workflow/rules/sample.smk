@@ -16,6 +16,7 @@ rule sample:
         steps=config["sampling"]["steps"],
         seed=config["sampling"]["seed"],
         batch_size=config["sampling"]["batch_size"],
+        precision=config["sampling"]["precision"],
         device=config["device"],
     threads: config["threads_per_job"]
     resources:
@@ -27,5 +28,5 @@ rule sample:
     shell:
         '"$AMBIENT_PYTHON" -m ambient.gpu_slots --gpus {resources.gpu} -- '
         '"$AMBIENT_PYTHON" -m ambient sample --checkpoint {input.model} --num {params.num} '
-        "--steps {params.steps} --seed {params.seed} --batch-size {params.batch_size} "
+        "--steps {params.steps} --seed {params.seed} --batch-size {params.batch_size} --precision {params.precision} "
         "--device {params.device} --threads {threads} --out {output.samples} --quiet > {log} 2>&1"
