@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CORES ?= all
 
-.PHONY: setup reproduce test test-fast bench lint report clean-results
+.PHONY: setup reproduce test test-fast bench lint report pull record dvc-yaml clean-results
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,17 @@ lint: $(STAMP)
 
 report: $(STAMP)
 	$(BIN)/snakemake --report results/report.html
+
+# DVC: the consumer path (pull, touch, check nothing retrains, render figures), recording a
+# run into dvc.lock, and regenerating dvc.yaml after the config's grid changes (docs/dvc.md)
+pull: $(STAMP)
+	$(BIN)/python -m ambient.pull
+
+record: $(STAMP)
+	$(BIN)/python -m ambient.pull --repro
+
+dvc-yaml: $(STAMP)
+	$(BIN)/python -m ambient.pull --write-dvc-yaml
 
 clean-results:
 	rm -rf results logs benchmarks .snakemake

@@ -152,12 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_data import add_data_commands
     from .cli_eval import add_eval_commands
     from .metrics_hf import add_hf_command
+    from .pull import add_pull_command
     from .summary import add_summary_command
 
     add_data_commands(sub)
     add_eval_commands(sub)
     add_hf_command(sub)
     add_summary_command(sub)
+    add_pull_command(sub)
     return parser
 
 
