@@ -163,11 +163,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError, KeyError, OSError)
+
+
+def run_command(args: argparse.Namespace, name: str) -> int:
+    """Run a parsed command; a user error prints one line naming the command (no traceback).
+
+    Exit status: the command's own, else 0; an error's `exit_code` attribute, else 2."""
+    try:
+        return args.func(args) or 0
+    except USER_ERRORS as e:
+        print(f"ambient {name}: error: {e}", file=sys.stderr)
+        return getattr(e, "exit_code", 2)
+
+
+def standalone_main(prog: str, doc: str | None, add_arguments, name: str, argv: list[str] | None = None) -> int:
+    """`python -m ambient.<module>` entry points: the module's arguments at the top level."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run_command(parser.parse_args(argv), name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"ambient {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(args, args.command)

@@ -62,17 +62,13 @@ def add_data_commands(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .cli import run_command
+
     parser = argparse.ArgumentParser(prog="python -m ambient.cli_data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_data_commands(sub)
+    add_data_commands(parser.add_subparsers(dest="command", required=True))
     a = parser.parse_args(argv)
-    try:
-        a.func(a)
-    except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
-        print(f"ambient {a.command}: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(a, a.command)
 
 
 if __name__ == "__main__":

@@ -180,16 +180,9 @@ def add_hf_command(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ambient.metrics_hf", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_arguments(parser)
-    a = parser.parse_args(argv)
-    try:
-        a.func(a)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"ambient hf-energy: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    from .cli import standalone_main
+
+    return standalone_main("python -m ambient.metrics_hf", __doc__, _add_arguments, "hf-energy", argv)
 
 
 if __name__ == "__main__":

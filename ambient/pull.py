@@ -72,6 +72,8 @@ COMMON_DEPS = ("Snakefile", "workflow/rules/common.smk", "workflow/schemas/confi
 class PullError(RuntimeError):
     """The consumer path stopped on purpose (message says why and what to do)."""
 
+    exit_code = 3
+
 
 # ---------------------------------------------------------------- Snakemake's DAG
 
@@ -471,15 +473,9 @@ def add_pull_command(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ambient.pull", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_arguments(parser)
-    a = parser.parse_args(argv)
-    try:
-        return a.func(a)
-    except PullError as e:
-        print(f"ambient pull: {e}", file=sys.stderr)
-        return 3
+    from .cli import standalone_main
+
+    return standalone_main("python -m ambient.pull", __doc__, _add_arguments, "pull", argv)
 
 
 if __name__ == "__main__":

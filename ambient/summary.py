@@ -32,18 +32,15 @@ import json
 import sys
 from pathlib import Path
 
+from .utils import read_json
+
 BASE_COLUMNS = ["model", "dataset", "corruption", "kind", "level", "loss", "delta", "formulation", "steps", "n_samples",
                 "sampler_steps", "extractor", "sim_mean", "sim_median", "sim_max", "share_gt_0.90", "share_gt_0.95",
                 "share_gt_0.99", "carlini_share"]
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: not found (run the workflow's rule that makes it)") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    return read_json(path, hint="run the workflow's rule that makes it")
 
 
 def _sample_manifest(path: Path) -> dict:
@@ -187,16 +184,9 @@ def add_summary_command(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ambient.summary", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_arguments(parser)
-    a = parser.parse_args(argv)
-    try:
-        a.func(a)
-    except (ValueError, FileNotFoundError, RuntimeError, KeyError) as e:
-        print(f"ambient summarize: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    from .cli import standalone_main
+
+    return standalone_main("python -m ambient.summary", __doc__, _add_arguments, "summarize", argv)
 
 
 if __name__ == "__main__":

@@ -39,12 +39,12 @@ def write_json(path: str | os.PathLike, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def read_json(path: str | os.PathLike):
+def read_json(path: str | os.PathLike, hint: str = ""):
     path = Path(path)
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: file not found") from None
+        raise FileNotFoundError(f"{path}: file not found" + (f" ({hint})" if hint else "")) from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
 

@@ -1,6 +1,5 @@
 import pickle
 import signal
-from pathlib import Path
 
 import pytest
 import torch

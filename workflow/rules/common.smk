@@ -153,6 +153,11 @@ def train_corruption_args(wildcards):
     return args
 
 
+def run_steps(wildcards):
+    """Training steps of a run: its own `steps`, else training.steps."""
+    return corruption_spec(wildcards.corruption).get("steps", config["training"]["steps"])
+
+
 def base_corruption(wildcards):
     return base_corruption_name(wildcards.corruption)
 

@@ -25,7 +25,7 @@ rule train:
             f"--dropout {config['network']['dropout']}"
         ),
         training=lambda w: (
-            f"--formulation {config['training']['formulation']} --steps {config['training']['steps']} "
+            f"--formulation {config['training']['formulation']} --steps {run_steps(w)} "
             f"--batch-size {config['training']['batch_size']} --lr {config['training']['lr']} "
             f"--warmup-steps {config['training']['warmup_steps']} --ema-decay {config['training']['ema_decay']} "
             f"--grad-clip {config['training']['grad_clip']} --seed {config['training']['seed']} "
