@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
+
+from .entry import run_command
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
@@ -161,27 +162,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_summary_command(sub)
     add_pull_command(sub)
     return parser
-
-
-USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError, KeyError, OSError)
-
-
-def run_command(args: argparse.Namespace, name: str) -> int:
-    """Run a parsed command; a user error prints one line naming the command (no traceback).
-
-    Exit status: the command's own, else 0; an error's `exit_code` attribute, else 2."""
-    try:
-        return args.func(args) or 0
-    except USER_ERRORS as e:
-        print(f"ambient {name}: error: {e}", file=sys.stderr)
-        return getattr(e, "exit_code", 2)
-
-
-def standalone_main(prog: str, doc: str | None, add_arguments, name: str, argv: list[str] | None = None) -> int:
-    """`python -m ambient.<module>` entry points: the module's arguments at the top level."""
-    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    return run_command(parser.parse_args(argv), name)
 
 
 def main(argv: list[str] | None = None) -> int:

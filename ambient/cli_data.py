@@ -62,7 +62,7 @@ def add_data_commands(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli import run_command
+    from .entry import run_command
 
     parser = argparse.ArgumentParser(prog="python -m ambient.cli_data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

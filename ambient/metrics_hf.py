@@ -180,7 +180,7 @@ def add_hf_command(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli import standalone_main
+    from .entry import standalone_main
 
     return standalone_main("python -m ambient.metrics_hf", __doc__, _add_arguments, "hf-energy", argv)
 

@@ -473,7 +473,7 @@ def add_pull_command(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli import standalone_main
+    from .entry import standalone_main
 
     return standalone_main("python -m ambient.pull", __doc__, _add_arguments, "pull", argv)
 

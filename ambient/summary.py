@@ -184,7 +184,7 @@ def add_summary_command(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli import standalone_main
+    from .entry import standalone_main
 
     return standalone_main("python -m ambient.summary", __doc__, _add_arguments, "summarize", argv)
 
