@@ -221,13 +221,11 @@ def _train(cfg: TrainConfig, run_dir: Path, out: Path, dev: torch.device, world:
 
     data = read_image_zip(cfg.dataset)
     corr = cfg.corruption_spec
-    images = data.as_float()
-    _, a, a_tilde = corr.apply(images)
+    # the trainer only ever holds the observations: A x (erased pixels zeroed), x + sigma_n eps, or x
+    images, a, a_tilde = corr.apply(data.as_float())
     n, c, h, _ = images.shape
     info = {"channels": c, "resolution": h, "num_images": n, "dataset_sha256": sha256_file(cfg.dataset),
             "corruption_name": corr.name}
-    if corr.kind == "noise":
-        images = corr.apply(images)[0]  # the model only ever sees the noisy observations
 
     model = build_model(c, h, masked=corr.masked, formulation=cfg.formulation, config=UNetConfig(**cfg.network))
     model.to(dev)
