@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
@@ -72,20 +71,6 @@ def cmd_sample(a) -> None:
     print(f"wrote {a.out}: {len(images)} samples")
 
 
-def cmd_similarity(a) -> None:
-    from .data import read_image_zip
-    from .memorization import pixel_features, similarity_summary, top_k_similarity
-    from .utils import write_json
-
-    samples, train = read_image_zip(a.samples), read_image_zip(a.train)
-    top1, idx = top_k_similarity(pixel_features(samples.images), pixel_features(train.images), k=1)
-    summary = {"extractor": "pixel", "samples": str(a.samples), "train": str(a.train),
-               **similarity_summary(top1[:, 0]),
-               "top1": [round(float(v), 6) for v in top1[:, 0]], "top1_index": [int(i) for i in idx[:, 0]]}
-    write_json(a.out, summary)
-    print(json.dumps({k: v for k, v in summary.items() if not k.startswith("top1")}))
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ambient", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,12 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     _add_device(p)
     p.set_defaults(func=cmd_sample)
-
-    p = sub.add_parser("similarity", help="top-1 pixel-space similarity of samples to the training set")
-    p.add_argument("--samples", required=True)
-    p.add_argument("--train", required=True)
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_similarity)
 
     from .cli_data import add_data_commands
     from .cli_eval import add_eval_commands

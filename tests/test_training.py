@@ -96,12 +96,14 @@ def test_cli_end_to_end_and_errors(tiny_dataset, tmp_path):
     r = run_cli(["sample", "--checkpoint", tmp_path / "model.pt", "--num", 6, "--steps", 3,
                  "--out", tmp_path / "s.zip", "--quiet"])
     assert r.returncode == 0, r.stderr
-    r = run_cli(["similarity", "--samples", tmp_path / "s.zip", "--train", tiny_dataset, "--out", tmp_path / "sim.json"])
+    r = run_cli(["neighbors", "--samples", tmp_path / "s.zip", "--train", tiny_dataset, "--out", tmp_path / "nn.json",
+                 "--quiet"])
     assert r.returncode == 0, r.stderr
     import json
 
-    sim = json.loads((tmp_path / "sim.json").read_text())
-    assert sim["extractor"] == "pixel" and sim["n"] == 6 and len(sim["top1"]) == 6
+    sim = json.loads((tmp_path / "nn.json").read_text())
+    assert sim["extractor"] == "pixel" and sim["n"] == 6 and 0 < sim["sim_mean"] <= 1
+    assert (tmp_path / "nn.csv").read_text().count("\n") == 7  # header + one row per sample
     r = run_cli(["train", "--dataset", tmp_path / "nope.zip", "--run-dir", tmp_path / "x"])
     assert r.returncode == 2 and "nope.zip" in r.stderr and "Traceback" not in r.stderr
     r = run_cli(["train", "--dataset", tiny_dataset, "--corruption", "dust-p1.50", "--run-dir", tmp_path / "x"])

@@ -233,21 +233,25 @@ def test_dry_run_noise_entry_and_folder_source(tmp_path):
     assert "--num-images" not in out.split("ambient prepare")[1].split("\n")[0]
 
 
-def test_summary_from_metric_files(tmp_path):
-    """ambient.summary: one row per model, FD/KD under the extractor actually used, attack columns."""
+def _fake_run(d, neighbors: dict) -> None:
+    """A run directory as the workflow leaves it: a 4-sample zip and its neighbours summary."""
     import numpy as np
 
     from ambient.data import write_image_zip
+
+    write_image_zip(d / "samples.zip", np.zeros((4, 1, 8, 8), np.uint8), info={"num_steps": 3, "train_steps": 7})
+    (d / "neighbors_pixel.json").write_text(json.dumps({"extractor": "pixel", "n": 4, **neighbors}))
+
+
+def test_summary_from_metric_files(tmp_path):
+    """ambient.summary: one row per model, FD/KD under the extractor actually used, attack columns."""
     from ambient.summary import main
 
     runs = tmp_path / "results" / "faces"
     for i, name in enumerate(["clean", "dust-p0.50"]):
         d = runs / name
-        write_image_zip(d / "samples.zip", np.zeros((4, 1, 8, 8), np.uint8), info={"num_steps": 3, "train_steps": 7})
-        (d / "neighbors_pixel.json").write_text(json.dumps(
-            {"extractor": "pixel", "n": 4, "sim_mean": 0.5 - i / 4, "sim_median": 0.5, "sim_max": 0.99,
-             "share_gt_0.90": 0.5 - i / 4, "share_gt_0.95": 0.25 - i / 4, "share_gt_0.99": 0.0,
-             "carlini": {"share_flagged": 0.25}}))
+        _fake_run(d, {"sim_mean": 0.5 - i / 4, "sim_median": 0.5, "sim_max": 0.99, "share_gt_0.90": 0.5 - i / 4,
+                      "share_gt_0.95": 0.25 - i / 4, "share_gt_0.99": 0.0, "carlini": {"share_flagged": 0.25}})
         (d / "fd_filterbank.json").write_text(json.dumps(
             {"extractor": "filterbank", "fd_key": "fd_filterbank", "kd_key": "kd_filterbank",
              "fd_filterbank": 1.5 + i, "kd_filterbank": 0.1, "fallback_used": False}))
@@ -274,18 +278,13 @@ def test_summary_from_metric_files(tmp_path):
 
 def test_summary_noise_runs_and_hf_energy(tmp_path):
     """The naive baseline's run name maps to its corruption; hf_energy.json adds the hf_* columns."""
-    import numpy as np
-
-    from ambient.data import write_image_zip
     from ambient.summary import main
 
     runs = tmp_path / "results" / "faces"
     for i, name in enumerate(["noise-s0.20", "noise-s0.20-naive"]):
         d = runs / name
-        write_image_zip(d / "samples.zip", np.zeros((4, 1, 8, 8), np.uint8), info={"num_steps": 3, "train_steps": 7})
-        (d / "neighbors_pixel.json").write_text(json.dumps(
-            {"extractor": "pixel", "n": 4, "sim_mean": 0.5, "sim_median": 0.5, "sim_max": 0.9, "share_gt_0.90": 0.0,
-             "share_gt_0.95": 0.0, "share_gt_0.99": 0.0}))
+        _fake_run(d, {"sim_mean": 0.5, "sim_median": 0.5, "sim_max": 0.9, "share_gt_0.90": 0.0,
+                      "share_gt_0.95": 0.0, "share_gt_0.99": 0.0})
         (d / "hf_energy.json").write_text(json.dumps(
             {"hf_samples": 0.02 + i / 10, "hf_train_clean": 0.02, "hf_train_noisy": 0.12, "hf_noise_index": i}))
     out = tmp_path / "summary.csv"
