@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CORES ?= all
 
-.PHONY: setup reproduce test test-fast bench lint report pull record dvc-yaml clean-results
+.PHONY: setup reproduce test test-fast bench lint report readme readme-check pull record dvc-yaml clean-results
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The wall time of the whole run goes to benchmarks/reproduce.json (the README's timings block)
 reproduce: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES)
+	@start=$$(date +%s.%N); $(BIN)/snakemake --cores $(CORES) && \
+	$(BIN)/python -m ambient.readme_tables --record-wall $$start --benchmarks benchmarks
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -33,6 +35,13 @@ lint: $(STAMP)
 
 report: $(STAMP)
 	$(BIN)/snakemake --report results/report.html
+
+# The README's results, claims and per-rule time tables, generated from the run's own files
+readme: $(STAMP)
+	$(BIN)/python -m ambient.readme_tables
+
+readme-check: $(STAMP)
+	$(BIN)/python -m ambient.readme_tables --check
 
 # DVC: the consumer path (pull, touch, check nothing retrains, render figures), recording a
 # run into dvc.lock, and regenerating dvc.yaml after the config's grid changes (docs/dvc.md)

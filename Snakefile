@@ -36,12 +36,14 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/claims.smk"
 
 
 # Cheap rules stay on the submitting host on cluster profiles.
 localrules:
     all,
     summary,
+    claims,
     fig1_inpainting_attack,
     fig2_training_data,
     fig3_nearest_neighbors,
@@ -66,4 +68,5 @@ rule all:
     default_target: True
     input:
         "results/metrics/summary.csv",
+        "results/metrics/claims.csv",
         figure_outputs(),

@@ -14,20 +14,21 @@ the EDM probability-flow ODE (Heun, `num_steps`, sigma_max -> 0) from x_T = K x0
 with the denoiser replaced on known pixels by the original:
     D'(x, sigma) = K x0 + (1 - K) D(x, sigma),
 so along the ODE the known pixels stay x0 + sigma * noise: the replacement method of Song et
-al. (2021) / RePaint in its ODE form. With `resample` = U > 1 (default 5) every step is redone
-U times, going back from t_next to t_cur with fresh noise sqrt(t_cur^2 - t_next^2) xi in
-between (RePaint's resampling with jump length 1), which lets the unknown region agree with
-the known one; without it a clean model commits early to some training face that need not be
-the right one (measured on the embedded faces, 80% random pixels erased, 1500-step models:
-clean-model similarity 0.63 -> 0.94 with U = 5; the ambient model is unchanged, see below).
+al. (2021) / RePaint in its ODE form. With resampling U > 1 every step is redone U times, going
+back from t_next to t_cur with fresh noise sqrt(t_cur^2 - t_next^2) xi in between (RePaint's
+resampling with jump length 1), which lets the unknown region agree with the known one.
+`resample` lists the U to run (default 1 and 5): each is its own method, inpaint_u<U>, and the
+largest is the primary one.
+Every model gets the same attack: the same known pixels K, the same starting noise, the same
+sampler and budget. D is each model's own unconditional denoiser, exactly as its sampler uses it:
+  - clean and noise models: D(x, sigma) = model(x, sigma);
+  - ambient models: D(x, sigma) = clip(model(x, sigma, A~), -1, 1) with A~ drawn fresh from the
+    model's own training distribution of A * B (one fixed mask per image, from the sampling
+    streams: never the image's training mask). The model sees the iterate through A~, known and
+    completed pixels alike, as during training and sampling; K reaches it only through the
+    replacement, as for the clean model. (Giving it A~ = K instead would feed it a mask density
+    far outside its training distribution: 20% kept against 72% or 45%.)
 At sigma = 0 the known pixels are x0 and the erased ones come from the model.
-  - clean models: D(x, sigma) = model(x, sigma).
-  - ambient models: their own masked denoiser with the known pixels as the mask,
-    D(x, sigma) = clip(model(x, sigma, A~ = K), -1, 1): the model sees only the noised known
-    pixels, exactly as in training (where it saw A~ x_t), and the output is clipped as in the
-    ambient sampler (and resampling is skipped for them). No further corruption B is applied on top of K (K already hides
-    `fraction` of the pixels). Since the model never sees the erased pixels of the iterate,
-    resampling does not change its completion (only the known pixels' noise differs).
 
 Noise (`kind="noise"`): x_sigma = x0 + sigma eps (default sigma = 2.0 on [-1, 1] images), then
   - "onestep": x0_hat = D(x_sigma, sigma) (Tweedie's estimate),
@@ -73,7 +74,7 @@ class AttackConfig:
     sigma_min: float = 0.002
     sigma_max: float = 80.0        # inpaint: start of the ODE
     rho: float = 7.0
-    resample: int = 5              # inpaint: RePaint resampling per step (1 = none)
+    resample: tuple = (1, 5)       # inpaint: RePaint resampling per step, one method each (1 = none)
     threshold: float = 0.95
     seed: int = 0
 
@@ -88,8 +89,10 @@ class AttackConfig:
             raise ValueError(f"fraction={self.fraction} must lie in (0, 1)")
         if self.sigma <= self.sigma_min:
             raise ValueError(f"sigma={self.sigma} must exceed sigma_min={self.sigma_min}")
-        if self.resample < 1:
-            raise ValueError(f"resample={self.resample} must be >= 1")
+        self.resample = tuple(int(u) for u in ((self.resample,) if isinstance(self.resample, int) else self.resample))
+        if not self.resample or min(self.resample) < 1 or len(set(self.resample)) != len(self.resample):
+            raise ValueError(f"resample={self.resample}: give distinct integers >= 1 (1 = no resampling)")
+        self.resample = tuple(sorted(self.resample))
         if self.num_steps < 1:
             raise ValueError(f"num_steps={self.num_steps} must be >= 1")
 
@@ -139,12 +142,16 @@ def _denoiser(model, mask: torch.Tensor | None):
 
 @torch.no_grad()
 def inpaint(model, x0: torch.Tensor, known: torch.Tensor, indices, cfg: AttackConfig,
-            corruption: Corruption | None = None) -> torch.Tensor:
-    """Complete the erased pixels of x0 (N, C, H, W in [-1, 1]); known (N, 1, H, W), 1 = kept."""
+            corruption: Corruption | None = None, resample: int = 1,
+            mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Complete the erased pixels of x0 (N, C, H, W in [-1, 1]); known (N, 1, H, W), 1 = kept.
+    `mask`: the ambient model's own A~ (N, 1, H, W), required for ambient models."""
     dev = x0.device
     sigmas, tweedie = _schedule(corruption, cfg.sigma_max, cfg)
     sigmas = sigmas.to(dev)
-    base = _denoiser(model, known)
+    if getattr(model, "masked", False) and mask is None:
+        raise ValueError("an ambient model needs its own mask A~ for the inpainting attack")
+    base = _denoiser(model, mask)
     x0d = x0.to(torch.float64)
 
     def denoise(x, s):
@@ -152,9 +159,6 @@ def inpaint(model, x0: torch.Tensor, known: torch.Tensor, indices, cfg: AttackCo
 
     eps = _noise(cfg.seed, indices, x0.shape[1:]).to(dev, torch.float64)
     x = known * x0d + sigmas[0] * eps
-    # an ambient model never sees the erased pixels of the iterate: resampling would only
-    # redraw the known pixels' noise, at U times the cost
-    resample = 1 if getattr(model, "masked", False) else cfg.resample
     if resample <= 1:
         x = heun_sample(denoise, x, sigmas)
     else:
@@ -258,16 +262,16 @@ def summarize(s: dict[str, np.ndarray]) -> dict:
 
 # ---------------------------------------------------------------- the attack
 
-def methods_for(kind: str, masked: bool) -> list[str]:
+def methods_for(kind: str, masked: bool, resample=(1, 5)) -> list[str]:
     if kind == "inpaint":
-        return ["inpaint"]
+        return [f"inpaint_u{u}" for u in sorted(resample)]
     return ["onestep", "sample"] + (["onestep_ones", "sample_ones"] if masked else [])
 
 
 @torch.no_grad()
 def run_attack(model, train_uint8: np.ndarray, cfg: AttackConfig, corruption: Corruption | None = None,
                indices=None, batch_size: int = 64, device: str | torch.device = "cpu", gallery_size: int = 16,
-               progress: bool = False) -> tuple[dict, list[dict], dict]:
+               progress: bool = False, precision: str = "fp32") -> tuple[dict, list[dict], dict]:
     """Attack training images `indices` (default all) of `train_uint8`; returns (summary, rows, gallery).
 
     `model` is an EDMPrecond (or any object with `masked`, `img_channels` and the same call
@@ -285,33 +289,42 @@ def run_attack(model, train_uint8: np.ndarray, cfg: AttackConfig, corruption: Co
     if hasattr(model, "eval"):
         model.eval()
     device = torch.device(device)
-    methods = methods_for(cfg.kind, masked)
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision {precision!r} is unknown: use fp32 or bf16")
+    # bf16 autocast runs the network in bfloat16; the ODE state stays float64 (as in sampling.generate)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    methods = methods_for(cfg.kind, masked, cfg.resample)
+    if masked and (corruption is None or not corruption.masked):
+        raise ValueError("an ambient model needs its corruption (for its own masks A~)")
     recons = {m: [] for m in methods}
     corrupted, regions = [], []
     mask_seed = derive_seed(cfg.seed, _STREAM_MASK)
-    timing = {"inpaint": 0.0} if cfg.kind == "inpaint" else {"restore": 0.0, **({"restore_ones": 0.0} if masked else {})}
+    timing = {m: 0.0 for m in methods} if cfg.kind == "inpaint" else {"restore": 0.0, **({"restore_ones": 0.0} if masked else {})}
     for start in tqdm(range(0, len(indices), batch_size), desc=f"attack ({cfg.kind})", unit="batch",
                       disable=not progress):
         idx = indices[start : start + batch_size]
         x0 = torch.from_numpy(train[idx]).float().div(127.5).sub(1.0).to(device)
+        # an ambient model's own A~ per attacked image: its training distribution, fresh streams
+        own = corruption.sampling_masks([int(i) for i in idx], res, mask_seed).to(device) if masked else None
         if cfg.kind == "inpaint":
             known = torch.stack([erase_mask(int(i), res, cfg.erase, cfg.fraction, cfg.seed, cfg.position)
                                  for i in idx]).to(device)
-            t0 = time.perf_counter()
-            recons["inpaint"].append(to_uint8(inpaint(model, x0, known, idx, cfg, corruption)))
-            timing["inpaint"] += time.perf_counter() - t0
+            for u, m in zip(cfg.resample, methods):
+                t0 = time.perf_counter()
+                with autocast:
+                    out = inpaint(model, x0, known, idx, cfg, corruption, resample=u, mask=own)
+                recons[m].append(to_uint8(out))
+                timing[m] += time.perf_counter() - t0
             corrupted.append(to_uint8(x0 * known))
             regions.append((known < 0.5).cpu().numpy())
         else:
             variants = [("", None)]
             if masked:
-                if corruption is None or not corruption.masked:
-                    raise ValueError("an ambient model needs its corruption (for its sampling masks)")
-                variants = [("", corruption.sampling_masks([int(i) for i in idx], res, mask_seed).to(device)),
-                            ("_ones", torch.ones(len(idx), 1, res, res, device=device))]
+                variants = [("", own), ("_ones", torch.ones(len(idx), 1, res, res, device=device))]
             for suffix, mask in variants:
                 t0 = time.perf_counter()
-                out = denoise_from(model, x0, idx, cfg, corruption, mask)
+                with autocast:
+                    out = denoise_from(model, x0, idx, cfg, corruption, mask)
                 timing[f"restore{suffix}"] += time.perf_counter() - t0  # onestep and sample together
                 recons[f"onestep{suffix}"].append(to_uint8(out["onestep"]))
                 recons[f"sample{suffix}"].append(to_uint8(out["sample"]))
@@ -339,7 +352,9 @@ def run_attack(model, train_uint8: np.ndarray, cfg: AttackConfig, corruption: Co
         "threshold": cfg.threshold,
         "seed": cfg.seed,
         "params": cfg.to_dict(),
-        "primary_method": "inpaint" if cfg.kind == "inpaint" else "sample",
+        "primary_method": methods[-1] if cfg.kind == "inpaint" else "sample",
+        "precision": precision,
+        "model_mask": "own training distribution of A~, fresh per image" if masked else None,
         "methods": {m: summarize(scores[m]) for m in methods},
         "timing": {**timing, "scoring": t_score},
         "seconds": time.perf_counter() - t_start,

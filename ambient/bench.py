@@ -80,6 +80,43 @@ def bench_train(variant: str, steps: int, warmup: int = 10, batch: int = 32) -> 
     return steps * batch / (time.perf_counter() - t0)
 
 
+def bench_loss(name: str, steps: int, warmup: int = 5, batch: int = 32, precision: str = "bf16") -> float:
+    """img/s of a full training step (bf16 autocast, clipping, Adam, EMA) of an unmasked network with
+    the loss `name`: edm (the clean model's), tweedie (noisy data, sigma_n = 0.4, the Tweedie term on
+    the whole batch) or tweedie+consistency (weight 0.1: two extra gradient passes and one no-grad pass
+    per sample)."""
+    from .losses import EDMLoss
+    from .noisy import TweedieLoss
+
+    images, _ = embedded_faces()
+    x = torch.from_numpy(images).float().div(127.5).sub(1)
+    torch.manual_seed(0)
+    model = build_model(1, 24, masked=False, config=UNetConfig())
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    loss_fn = {"edm": EDMLoss(), "tweedie": TweedieLoss(0.4, 0.0),
+               "tweedie+consistency": TweedieLoss(0.4, 0.1)}[name]
+    sampler = _BatchSampler(len(x), batch, 0)
+
+    def step(i):
+        xb = x[sampler.indices(i)]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = loss_fn(model, xb, SampleRNG(0, i, 12, range(batch))).sum() / batch
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        _ema_update(ema, model, i, 0.999)
+        loss.item()
+
+    for i in range(warmup):
+        step(i)
+    t0 = time.perf_counter()
+    for i in range(warmup, warmup + steps):
+        step(i)
+    return steps * batch / (time.perf_counter() - t0)
+
+
 def bench_sample(num: int = 256, precision: str = "fp32") -> float:
     """Seconds for `num` samples (18 Heun steps, 35 network evaluations, one batch).
     fp32 is the plain-loop reference: the sampler adds nothing to the network calls."""
@@ -97,6 +134,8 @@ def main(argv=None) -> None:
     p.add_argument("--variants", default="plain,fp32,bf16,fp32-cl,bf16-cl")
     p.add_argument("--samples", type=int, default=256)
     p.add_argument("--sample-variants", default="fp32,bf16")
+    p.add_argument("--losses", default="edm,tweedie,tweedie+consistency",
+                   help="training step cost per loss (bf16), side by side; empty to skip")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -104,6 +143,12 @@ def main(argv=None) -> None:
     for v in a.variants.split(","):
         rows[f"train[{v}] img/s"] = bench_train(v, a.steps)
         print(f"train[{v}]: {rows[f'train[{v}] img/s']:.0f} img/s", flush=True)
+    losses = [v for v in a.losses.split(",") if v]
+    for v in losses:
+        rows[f"loss[{v}] img/s"] = bench_loss(v, a.steps)
+        ratio = rows[f"loss[{v}] img/s"] / rows[f"loss[{losses[0]}] img/s"]
+        print(f"loss[{v}]: {rows[f'loss[{v}] img/s']:.0f} img/s ({1 / ratio:.2f}x the cost of a {losses[0]} step)",
+              flush=True)
     for v in a.sample_variants.split(","):
         rows[f"sample[{v}] {a.samples} s"] = bench_sample(a.samples, v)
         print(f"sample[{v}] {a.samples}: {rows[f'sample[{v}] {a.samples} s']:.1f} s", flush=True)

@@ -16,17 +16,29 @@ def _add_device(p: argparse.ArgumentParser) -> None:
 def cmd_prepare(a) -> None:
     from . import data
 
+    if (a.heldout_images > 0) != bool(a.heldout_out):
+        raise ValueError("prepare: --heldout-images N > 0 and --heldout-out PATH go together")
     if a.source == "embedded":
-        images, ids = data.embedded_faces(a.num_images or 100, a.resolution or 24)
-        info = {"source": "embedded:skimage.lfw_subset", "recipe": f"first {len(images)} faces, center crop to {images.shape[-1]}"}
+        images, ids = data.embedded_faces(100, a.resolution or 24)
+        info = {"source": "embedded:skimage.lfw_subset", "recipe": f"center crop to {images.shape[-1]}"}
     else:
         if not a.folder:
             raise SystemExit("prepare --source folder needs --folder PATH")
-        images, ids = data.image_folder(a.folder, a.resolution or 64, a.channels, a.num_images)
+        limit = None if a.num_images is None else a.num_images + a.heldout_images
+        images, ids = data.image_folder(a.folder, a.resolution or 64, a.channels, limit)
         info = {"source": f"folder:{Path(a.folder).name}",
                 "recipe": f"center crop to square, Lanczos resize to {images.shape[-1]}, {'RGB' if a.channels == 3 else 'grayscale'}"}
-    m = data.write_image_zip(a.out, images, ids, info)
+    train_idx, held_idx = data.split_heldout(len(images), a.heldout_images, a.split_seed, a.num_images)
+    split = {"split_seed": a.split_seed, "num_available": len(images),
+             "heldout_rule": "heldout = sorted(numpy.random.default_rng(split_seed).choice(num_available, "
+                             "num_heldout, replace=False)); train = the first num_images of the rest"}
+    m = data.write_image_zip(a.out, images[train_idx], [ids[i] for i in train_idx],
+                             {**info, **split, "split": "train", "num_heldout": len(held_idx)})
     print(f"wrote {a.out}: {m['num_images']} images, {m['channels']}x{m['resolution']}x{m['resolution']}")
+    if a.heldout_out:
+        h = data.write_image_zip(a.heldout_out, images[held_idx], [ids[i] for i in held_idx],
+                                 {**info, **split, "split": "heldout", "num_train": len(train_idx)})
+        print(f"wrote {a.heldout_out}: {h['num_images']} held-out images (never trained on)")
 
 
 def cmd_train(a) -> None:
@@ -34,7 +46,8 @@ def cmd_train(a) -> None:
     from .networks import UNetConfig
     from .training import TrainConfig, train
 
-    corr = Corruption.from_name(a.corruption, delta=a.delta, seed=a.corruption_seed)
+    delta = a.delta if a.delta is not None else (0.1 if a.corruption.startswith("dust") else 0.0)
+    corr = Corruption.from_name(a.corruption, delta=delta, seed=a.corruption_seed)
     net = UNetConfig(base_channels=a.base_channels, channel_mult=a.channel_mult, num_blocks=a.num_blocks,
                      attn_resolutions=a.attn_resolutions, dropout=a.dropout)
     cfg = TrainConfig(dataset=a.dataset, corruption=corr.to_dict(), network=net.to_dict(), formulation=a.formulation,
@@ -60,13 +73,21 @@ def cmd_sample(a) -> None:
         torch.set_num_threads(a.threads)
     dev = resolve_device(a.device)
     model, cfg, info = model_from_checkpoint(load_checkpoint(a.checkpoint, map_location="cpu"), device=dev)
+    stop_sigma = cfg.sampling_stop_sigma
+    if a.sampler == "full":
+        if stop_sigma and cfg.consistency_weight <= 0:
+            raise ValueError(f"{a.checkpoint}: --sampler full runs below sigma_n={stop_sigma}, which only the "
+                             "consistency loss trains; this model has consistency_weight 0 (use --sampler early)")
+        stop_sigma = None
+    elif a.sampler == "early" and not stop_sigma:
+        raise ValueError(f"{a.checkpoint}: --sampler early is for models trained on noisy data with the Tweedie loss")
     images = generate(model, cfg.corruption_spec, a.num, info["resolution"], seed=a.seed, batch_size=a.batch_size,
-                      num_steps=a.steps, device=dev, stop_sigma=cfg.sampling_stop_sigma, precision=a.precision,
+                      num_steps=a.steps, device=dev, stop_sigma=stop_sigma, precision=a.precision,
                       progress=not a.quiet)
     write_image_zip(a.out, images, [f"sample:{i}" for i in range(len(images))],
                     {"checkpoint": str(a.checkpoint), "checkpoint_sha256": sha256_file(a.checkpoint),
                      "corruption": cfg.corruption_spec.name, "loss": cfg.effective_loss,
-                     "stop_sigma": cfg.sampling_stop_sigma, "precision": a.precision, "seed": a.seed, "num_steps": a.steps,
+                     "stop_sigma": stop_sigma, "sampler": a.sampler, "precision": a.precision, "seed": a.seed, "num_steps": a.steps,
                      "train_steps": cfg.steps})
     print(f"wrote {a.out}: {len(images)} samples")
 
@@ -80,19 +101,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folder", help="image folder (with --source folder)")
     p.add_argument("--resolution", type=int, default=None, help="output size (embedded: crop, default 24; folder: default 64)")
     p.add_argument("--channels", type=int, choices=[1, 3], default=3, help="folder source: 1 grayscale or 3 RGB")
-    p.add_argument("--num-images", type=int, default=None)
+    p.add_argument("--num-images", type=int, default=None, help="training images (default: all not held out)")
+    p.add_argument("--heldout-images", type=int, default=0,
+                   help="images held out of training, written to --heldout-out (quality is scored against them)")
+    p.add_argument("--heldout-out", default=None, help="zip of the held-out images")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the held-out choice")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("train", help="train a clean or ambient diffusion model")
     p.add_argument("--dataset", required=True, help="prepared dataset zip")
     p.add_argument("--corruption", default="clean", help="clean, dust-p0.50, box-p0.25, noise-s0.20")
-    p.add_argument("--delta", type=float, default=0.1, help="further corruption probability (masked kinds)")
+    p.add_argument("--delta", type=float, default=None,
+                   help="further corruption probability of dust (default 0.1); box takes none (a second box)")
     p.add_argument("--corruption-seed", type=int, default=0, help="seed of the per-image masks / noise")
     p.add_argument("--formulation", choices=["split", "official"], default="split")
     p.add_argument("--loss", choices=["auto", "edm", "ambient", "tweedie"], default="auto",
                    help="auto picks by corruption; edm on noise-sX data is the naive baseline")
-    p.add_argument("--consistency-weight", type=float, default=0.1, help="tweedie: weight of the consistency loss")
+    p.add_argument("--consistency-weight", type=float, default=0.0,
+                   help="tweedie: weight of the optional consistency loss below sigma_n (official shipped config: 0)")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -124,11 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="bf16 runs the network under bfloat16 autocast (2.5x faster on AVX-512 bf16 CPUs)")
+    p.add_argument("--sampler", choices=["auto", "early", "full"], default="auto",
+                   help="Tweedie models: early = stop at sigma_n with one x0 step (auto's choice); full = down to "
+                        "sigma_min (needs the consistency loss)")
     p.add_argument("--out", required=True)
     p.add_argument("--quiet", action="store_true")
     _add_device(p)
     p.set_defaults(func=cmd_sample)
 
+    from .claims import add_claims_command
     from .cli_data import add_data_commands
     from .cli_eval import add_eval_commands
     from .metrics_hf import add_hf_command
@@ -139,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_commands(sub)
     add_hf_command(sub)
     add_summary_command(sub)
+    add_claims_command(sub)
     add_pull_command(sub)
     return parser
 

@@ -33,7 +33,8 @@ def cmd_download_dataset(a) -> None:
     if a.no_verify:
         kw.update(sha256=None, md5=None)
     manifest = prepare_paper_dataset(a.source, a.raw_dir, a.out, resolution=a.resolution, num_images=a.num_images,
-                                     seed=a.seed, url=a.url, progress=not a.quiet, **kw)
+                                     seed=a.seed, url=a.url, progress=not a.quiet, heldout_out=a.heldout_out,
+                                     heldout_images=a.heldout_images, **kw)
     print(json.dumps({"out": str(a.out), "source": manifest.get("source", a.source),
                       "num_images": manifest.get("num_images"), "resolution": manifest.get("resolution"),
                       "seed": a.seed, "archive_sha256": manifest.get("archive_sha256")}))
@@ -45,6 +46,10 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--num-images", type=int, default=None, help="size of the seeded subset (default: all images)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subset")
+    p.add_argument("--heldout-out", default=None,
+                   help="also write the images outside the training subset here (the quality reference)")
+    p.add_argument("--heldout-images", type=int, default=None,
+                   help="with --heldout-out: how many of them (seeded choice; default all)")
     p.add_argument("--url", default=None, help="archive url overriding the registry (file:// works)")
     p.add_argument("--no-verify", action="store_true",
                    help="do not check the registry's archive checksums (a repackaged mirror); still recorded")

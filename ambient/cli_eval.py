@@ -72,7 +72,8 @@ def cmd_fid(a) -> None:
     dev = _setup(a)
     ex = _extractor(a, dev)
     res = evaluate(a.samples, a.ref, ex, requested=a.extractor, seed=a.seed, kid_subsets=a.kid_subsets,
-                   kid_subset_size=a.kid_subset_size, batch_size=a.batch_size, progress=not a.quiet)
+                   kid_subset_size=a.kid_subset_size, batch_size=a.batch_size, progress=not a.quiet,
+                   ref_name=a.ref_name)
     res.update(_fallback_info(a, ex))
     write_json(a.out, res)
     print(json.dumps({k: res[k] for k in ("extractor", res["fd_key"], res["kd_key"], "n", "ref_n", "seconds")}))
@@ -127,7 +128,7 @@ def cmd_attack(a) -> None:
         corruption = None  # the naive baseline (EDM loss on noisy data): sampled to sigma_min like `ambient sample`
     summary, rows, gallery = run_attack(model, train, cfg, corruption=corruption, indices=indices,
                                         batch_size=a.batch_size, device=dev, gallery_size=a.gallery_size,
-                                        progress=not a.quiet)
+                                        progress=not a.quiet, precision=a.precision)
     summary = {"checkpoint": str(a.checkpoint), "checkpoint_sha256": sha256_file(a.checkpoint),
                "corruption": tcfg.corruption_spec.name, "train_steps": tcfg.steps, "train": str(a.train),
                **summary, "csv": str(csv_path), "gallery_npz": str(npz_path)}
@@ -163,6 +164,8 @@ def add_eval_commands(sub) -> None:
     p.add_argument("--ref", required=True, help="reference .npz from ref-stats, or an image zip/folder")
     p.add_argument("--out", required=True, help="output JSON")
     p.add_argument("--seed", type=int, default=0, help="seed of KID's random subsets")
+    p.add_argument("--ref-name", default="", help="name of the reference set, suffixed to the keys (e.g. heldout: "
+                   "fd_filterbank_heldout); a set the model trained on should be called train")
     p.add_argument("--kid-subsets", type=int, default=100)
     p.add_argument("--kid-subset-size", type=int, default=1000)
     p.add_argument("--quiet", action="store_true")
@@ -198,7 +201,10 @@ def add_eval_commands(sub) -> None:
     p.add_argument("--position", choices=["center", "random"], default="center", help="inpaint box position")
     p.add_argument("--sigma", type=float, default=2.0, help="noise: noise std on [-1, 1] images")
     p.add_argument("--sigma-max", type=float, default=80.0, help="inpaint: start of the ODE")
-    p.add_argument("--resample", type=int, default=5, help="inpaint: RePaint resampling per step (1 = none; default 5)")
+    p.add_argument("--resample", type=int, nargs="+", default=[1, 5],
+                   help="inpaint: RePaint resampling per step, one method inpaint_u<U> each (1 = none; default 1 5)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16 runs the network under bfloat16 autocast (the ODE state stays float64)")
     p.add_argument("--steps", type=int, default=18)
     p.add_argument("--threshold", type=float, default=0.95, help="similarity above which an image can count as extracted")
     p.add_argument("--seed", type=int, default=0)

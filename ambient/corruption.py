@@ -16,6 +16,12 @@ from .utils import generator
 KINDS = ("clean", "dust", "box", "noise")
 # Independent random streams per image: observation mask A, further corruption B, noise.
 _STREAM_A, _STREAM_B, _STREAM_NOISE = 0, 1, 2
+# Sampling masks draw from streams of their own: whatever the seeds, sample j's mask is never
+# training image j's mask (which would be a key that cues recall of image j).
+_STREAM_SAMPLE_A, _STREAM_SAMPLE_B = 3, 4
+# A second box that overlaps the first is redrawn (see further_mask); past this many tries the
+# remaining disjoint positions are enumerated.
+_BOX_TRIES = 64
 _NAME = re.compile(r"^(clean|dust-p(?P<dp>[0-9.]+)|box-p(?P<bp>[0-9.]+)|noise-s(?P<s>[0-9.]+))$")
 
 
@@ -25,8 +31,9 @@ class Corruption:
 
     kind: clean | dust (pixels erased with probability p) | box (a square of side ceil(p*H)
     erased) | noise (additive Gaussian noise of std sigma_n on [-1, 1] images).
-    delta: further corruption, each observed pixel erased again with probability delta
-    (dust and box only; the official code's default is 0.1).
+    delta: further corruption of dust, each observed pixel erased again with probability delta
+    (the official code's default is 0.1). A box's further corruption is a second box of the
+    same size (official training/dataset.py), so delta must be 0 for box.
     """
 
     kind: str = "clean"
@@ -48,6 +55,9 @@ class Corruption:
             raise ValueError(f"corruption {self.kind} needs p > 0 (p={self.p}); use kind=clean for clean data")
         if self.kind == "noise" and self.sigma_n <= 0:
             raise ValueError("corruption noise needs sigma_n > 0")
+        if self.kind == "box" and self.delta != 0:
+            raise ValueError(f"corruption box: delta={self.delta} does not apply (a box's further corruption is "
+                             "a second box of the same size, as in the official code); set delta to 0")
 
     @property
     def masked(self) -> bool:
@@ -84,26 +94,57 @@ class Corruption:
 
     # ------------------------------------------------------------ per-image draws
 
-    def observation_mask(self, index: int, resolution: int, seed: int | None = None) -> torch.Tensor:
-        """A for one image, shape (1, H, W), 1 = observed; shared across channels."""
-        seed = self.seed if seed is None else seed
-        g = generator(seed, index, _STREAM_A)
-        if self.kind == "dust":
-            return (torch.rand(1, resolution, resolution, generator=g) >= self.p).float()
+    def _box(self, g: torch.Generator, resolution: int) -> tuple[int, int, int]:
+        """(top, left, side) of a box: side ceil(p*H), its corner uniform over the whole image and the
+        box clipped at the border (as official torch_utils/ambient_diffusion.get_box_mask)."""
+        side = min(resolution, math.ceil(self.p * resolution))
+        top, left = (int(v) for v in torch.randint(0, resolution, (2,), generator=g))
+        return top, left, side
+
+    @staticmethod
+    def _box_mask(resolution: int, top: int, left: int, side: int) -> torch.Tensor:
         mask = torch.ones(1, resolution, resolution)
-        if self.kind == "box":
-            side = min(resolution, math.ceil(self.p * resolution))
-            top, left = (int(v) for v in torch.randint(0, resolution - side + 1, (2,), generator=g))
-            mask[:, top : top + side, left : left + side] = 0
+        mask[:, top : top + side, left : left + side] = 0
         return mask
 
-    def further_mask(self, index: int, resolution: int, seed: int | None = None) -> torch.Tensor:
-        """B for one image: each pixel kept with probability 1 - delta."""
-        seed = self.seed if seed is None else seed
-        if not self.masked or self.delta == 0:
+    def _draw_a(self, g: torch.Generator, resolution: int) -> torch.Tensor:
+        if self.kind == "dust":
+            return (torch.rand(1, resolution, resolution, generator=g) >= self.p).float()
+        if self.kind == "box":
+            return self._box_mask(resolution, *self._box(g, resolution))
+        return torch.ones(1, resolution, resolution)
+
+    def _draw_b(self, g: torch.Generator, resolution: int, a: torch.Tensor) -> torch.Tensor:
+        if self.kind == "dust" and self.delta > 0:
+            return (torch.rand(1, resolution, resolution, generator=g) >= self.delta).float()
+        if self.kind != "box":
             return torch.ones(1, resolution, resolution)
-        g = generator(seed, index, _STREAM_B)
-        return (torch.rand(1, resolution, resolution, generator=g) >= self.delta).float()
+        # A second box of the same size and position law. The official code lets it overlap the
+        # first; the overlap is then hidden in A and A~ alike, P(A_i = 1 | A~) = 0 there and those
+        # pixels are never supervised (E[A^T A | A~] not full rank). A disjoint second box keeps
+        # every hidden pixel learnable: given A~, either hole may be the real one.
+        for _ in range(_BOX_TRIES):
+            b = self._box_mask(resolution, *self._box(g, resolution))
+            if not torch.any((a == 0) & (b == 0)):
+                return b
+        side = min(resolution, math.ceil(self.p * resolution))
+        free = [(t, l) for t in range(resolution) for l in range(resolution)
+                if not torch.any(a[:, t : t + side, l : l + side] == 0)]
+        if not free:  # the first box hides the whole image: nothing left to hide
+            return torch.ones(1, resolution, resolution)
+        t, l = free[int(torch.randint(0, len(free), (1,), generator=g))]
+        return self._box_mask(resolution, t, l, side)
+
+    def observation_mask(self, index: int, resolution: int, seed: int | None = None) -> torch.Tensor:
+        """A of training image `index`, shape (1, H, W), 1 = observed; shared across channels."""
+        seed = self.seed if seed is None else seed
+        return self._draw_a(generator(seed, index, _STREAM_A), resolution)
+
+    def further_mask(self, index: int, resolution: int, seed: int | None = None) -> torch.Tensor:
+        """B of training image `index`: dust keeps each pixel with probability 1 - delta; box hides a second box."""
+        seed = self.seed if seed is None else seed
+        a = self.observation_mask(index, resolution, seed) if self.kind == "box" else None
+        return self._draw_b(generator(seed, index, _STREAM_B), resolution, a)
 
     def noise(self, index: int, shape: tuple[int, ...], seed: int | None = None) -> torch.Tensor:
         seed = self.seed if seed is None else seed
@@ -116,9 +157,13 @@ class Corruption:
         return a, a * b
 
     def sampling_masks(self, indices, resolution: int, seed: int) -> torch.Tensor:
-        """A~ for samples: drawn from the training distribution of A * B with its own seed."""
-        return torch.stack([self.observation_mask(i, resolution, seed) * self.further_mask(i, resolution, seed)
-                            for i in indices])
+        """A~ = A * B for samples `indices`: the training distribution of A~, drawn fresh from the sampling
+        streams (never a training image's mask, whatever `seed` is)."""
+        out = []
+        for j in indices:
+            a = self._draw_a(generator(seed, int(j), _STREAM_SAMPLE_A), resolution)
+            out.append(a * self._draw_b(generator(seed, int(j), _STREAM_SAMPLE_B), resolution, a))
+        return torch.stack(out)
 
     def apply(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Corrupt a dataset in [-1, 1]: returns (observed images, A, A~).

@@ -117,6 +117,24 @@ def image_folder(folder: str | Path, resolution: int, channels: int = 3,
     return images, [str(p.relative_to(folder)) for p in files]
 
 
+def split_heldout(num_available: int, num_heldout: int, seed: int = 0,
+                  num_train: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(train, heldout) indices into `num_available` images: `num_heldout` chosen by
+    numpy.random.default_rng(seed) (sorted), the training set the first `num_train` of the rest
+    (default all of them). The two never share an image."""
+    if num_heldout < 0 or num_heldout >= num_available:
+        raise ValueError(f"heldout_images={num_heldout}: must be in 0..{num_available - 1} "
+                         f"(of {num_available} images, at least one must stay for training)")
+    held = np.sort(np.random.default_rng(seed).choice(num_available, num_heldout, replace=False))
+    rest = np.setdiff1d(np.arange(num_available), held)
+    if num_train is not None:
+        if not 1 <= num_train <= len(rest):
+            raise ValueError(f"num_images={num_train}: must be in 1..{len(rest)} ({num_available} images, "
+                             f"{num_heldout} held out)")
+        rest = rest[:num_train]
+    return rest, held
+
+
 # ---------------------------------------------------------------- prepared datasets
 
 def encode_png(image_chw: np.ndarray) -> bytes:

@@ -602,7 +602,8 @@ def _fetch_and_extract(name: str, raw_dir: str | os.PathLike, url: str | None, *
 def prepare_paper_dataset(name: str, raw_dir: str | os.PathLike, out_zip: str | os.PathLike,
                           resolution: int = 64, num_images: int | None = 3000, seed: int = 0,
                           url: str | None = None, *, sha256=_DEFAULT, md5=_DEFAULT,
-                          progress: bool = True, **download_kw) -> dict:
+                          progress: bool = True, heldout_out: str | os.PathLike | None = None,
+                          heldout_images: int | None = None, **download_kw) -> dict:
     """Download (if needed), extract, choose a seeded subset, crop/resize and write `out_zip`.
 
     See the module docstring for the recipe. `url` overrides the registry (as does
@@ -635,4 +636,22 @@ def prepare_paper_dataset(name: str, raw_dir: str | os.PathLike, out_zip: str | 
         "recipe": f"{src['recipe']}; {RECIPE}",
         "license": src["license"],
     }
-    return data.write_image_zip(out_zip, images, [f"{name}:{r}" for r in rel], info)
+    manifest = data.write_image_zip(out_zip, images, [f"{name}:{r}" for r in rel], {**info, "split": "train"})
+    if heldout_out:
+        rest = np.setdiff1d(np.arange(len(files)), idx)
+        if heldout_images is not None:
+            if not 1 <= heldout_images <= len(rest):
+                raise ValueError(f"heldout_images={heldout_images}: must be in 1..{len(rest)} (the images outside "
+                                 "the training subset)")
+            rest = np.sort(np.random.default_rng(seed + 1).choice(rest, heldout_images, replace=False))
+        held = [files[i] for i in rest]
+        held_rel = [p.relative_to(root).as_posix() for p in held]
+        held_images = np.stack([data.load_image_file(p, resolution, 3)
+                                for p in tqdm(held, desc=f"prepare {name} held-out", unit="img",
+                                              disable=not progress, file=sys.stderr)])
+        data.write_image_zip(heldout_out, held_images, [f"{name}:{r}" for r in held_rel],
+                             {**info, "split": "heldout", "subset_indices": [int(i) for i in rest],
+                              "subset_files": held_rel,
+                              "heldout_rule": "the files outside the training subset; with heldout_images, "
+                                              "numpy.random.default_rng(seed + 1).choice of them, sorted"})
+    return manifest

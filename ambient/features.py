@@ -7,9 +7,15 @@ sha256) are called FID/KID; with any other extractor they are `fd_<name>` / `kd_
 - `inception`: clean-fid's TorchScript Inception-v3 (`InceptionV3W`, pool3 features, 2048-d),
   images resized to 299x299 by clean-fid's "clean" resizer (PIL bicubic on float channels).
   Needs `resources/weights/inception-2015-12-05.pt` (`ambient fetch-weights`).
-- `dinov2` / `dinov2_vit{s,b,l,g}14`: DINOv2 CLS features from the local torch hub cache only
-  (`<hub>/facebookresearch_dinov2_main` and `<hub>/checkpoints/<model>_pretrain.pth`); images
-  in [0, 1], ImageNet-normalised, reflect-padded to a multiple of 14 (no resize), L2-normalised.
+- `dinov2` / `dinov2_vit{s,b,l,g}14`: DINOv2 features from the local torch hub cache only
+  (`<hub>/facebookresearch_dinov2_main` and `<hub>/checkpoints/<model>_pretrain.pth`), with the
+  input of the official ambient-diffusion `find_dataset_neighbors.py` (`dinov2_preprocess`):
+  pixels in [0, 1] (uint8 / 255; the script maps its [-1, 1] images by (x + 1) / 2), NO
+  ImageNet mean/std normalisation, no resize, reflect-padded to a multiple of 14 (floor(pad / 2)
+  on top/left, the rest on bottom/right, as its `dnnlib.util.pad_image`); grayscale repeated
+  to 3 channels. The output is the hub model's forward, i.e. the CLS token after the final
+  LayerNorm (`x_norm_clstoken`), L2-normalised (the script's default `--normalize=True`).
+  The paper used ViT-g/14 (`dinov2_vitg14`); the default here is the small ViT-S/14.
 - `pixel`: per-image centred pixel vectors, L2-normalised (cosine = Pearson correlation), as
   `memorization.pixel_features`. Needs nothing.
 - `filterbank`: a fixed, analytic multi-scale filter bank (needs nothing, no random numbers).
@@ -42,8 +48,7 @@ from .weights import DEFAULT_WEIGHTS_DIR, weights_path
 OFFLINE = ("pixel", "filterbank")
 DINOV2_MODELS = ("dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14", "dinov2_vitg14")
 DINOV2_DEFAULT = "dinov2_vits14"
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
+DINOV2_PATCH = 14
 
 
 class Extractor:
@@ -216,6 +221,29 @@ class InceptionExtractor(Extractor):
 
 # ---------------------------------------------------------------- DINOv2 (local torch hub cache)
 
+def dinov2_preprocess(images: torch.Tensor, patch: int = DINOV2_PATCH) -> torch.Tensor:
+    """uint8 (N, C, H, W), C in (1, 3) -> float32 (N, 3, H', W'): the DINOv2 input of the official
+    `find_dataset_neighbors.py`.
+
+    Values in [0, 1] (x / 255, no ImageNet normalisation); H and W reflect-padded up to the next
+    multiple of `patch` with floor(pad / 2) rows/columns on top/left and the rest on bottom/right.
+    The official script pads its [-1, 1] images and then maps them by (x + 1) / 2; reflection
+    commutes with that affine map, so the order does not matter.
+    """
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"dinov2_preprocess: expected uint8 (N, 1|3, H, W), got {images.dtype} {tuple(images.shape)}")
+    x = images.float() / 255.0
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % patch, (-w) % patch
+    if ph or pw:
+        if ph >= h or pw >= w:
+            raise ValueError(f"dinov2_preprocess: {h}x{w} images are too small to reflect-pad to a multiple of {patch}")
+        x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="reflect")
+    return x
+
+
 def dinov2_paths(model: str = DINOV2_DEFAULT, hub_dir: str | os.PathLike | None = None) -> tuple[Path, Path]:
     hub = Path(hub_dir) if hub_dir else Path(torch.hub.get_dir())
     return hub / "facebookresearch_dinov2_main", hub / "checkpoints" / f"{model}_pretrain.pth"
@@ -242,19 +270,10 @@ class DinoV2Extractor(Extractor):
             torch.hub.set_dir(old)
         self.model = self.model.to(self.device).eval()
         self.weights = ckpt
-        self._mean = torch.tensor(_IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(_IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
 
     def batch(self, images):
-        x = images.to(self.device, torch.float32) / 255.0
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        x = (x - self._mean) / self._std
-        h, w = x.shape[-2:]
-        ph, pw = (-h) % 14, (-w) % 14
-        if ph or pw:
-            x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="reflect")
-        return F.normalize(self.model(x).float(), dim=1)
+        # the hub model's forward returns the normalised CLS token (x_norm_clstoken), as the official script uses
+        return F.normalize(self.model(dinov2_preprocess(images.to(self.device))).float(), dim=1)
 
     def describe(self) -> dict:
         return {"extractor": self.name, "weights": str(self.weights)}

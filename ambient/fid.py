@@ -50,18 +50,33 @@ def frechet(mu1, sigma1, mu2, sigma2) -> float:
     return float(frechet_distance(mu1, sigma1, mu2, sigma2))
 
 
-def kernel(features1: np.ndarray, features2: np.ndarray, seed: int = 0, num_subsets: int = 100,
-           max_subset_size: int = 1000) -> float:
-    """clean-fid's KID (unbiased polynomial-kernel MMD^2 averaged over random subsets), seeded."""
-    from cleanfid.fid import kernel_distance
-
+def kernel_subsets(features1: np.ndarray, features2: np.ndarray, seed: int = 0, num_subsets: int = 100,
+                   max_subset_size: int = 1000) -> np.ndarray:
+    """clean-fid's KID per random subset (unbiased polynomial-kernel MMD^2), seeded: the same subsets
+    and formula as cleanfid.fid.kernel_distance, whose value is their mean; their spread is the
+    KD's standard deviation over subsets."""
     f1, f2 = np.asarray(features1, np.float64), np.asarray(features2, np.float64)
     if f1.shape[1:] != f2.shape[1:]:
         raise ValueError(f"feature dimensions differ ({f1.shape[1:]} vs {f2.shape[1:]})")
     if min(len(f1), len(f2)) < 2:
         raise ValueError("KID needs at least 2 images in each set")
+    d = f1.shape[1]
+    m = min(len(f1), len(f2), max_subset_size)
+    out = np.empty(num_subsets)
     with numpy_seed(seed):
-        return float(kernel_distance(f1, f2, num_subsets=num_subsets, max_subset_size=max_subset_size))
+        for k in range(num_subsets):
+            x = f2[np.random.choice(len(f2), m, replace=False)]
+            y = f1[np.random.choice(len(f1), m, replace=False)]
+            a = (x @ x.T / d + 1) ** 3 + (y @ y.T / d + 1) ** 3
+            b = (x @ y.T / d + 1) ** 3
+            out[k] = ((a.sum() - np.diag(a).sum()) / (m - 1) - b.sum() * 2 / m) / m
+    return out
+
+
+def kernel(features1: np.ndarray, features2: np.ndarray, seed: int = 0, num_subsets: int = 100,
+           max_subset_size: int = 1000) -> float:
+    """clean-fid's KID (the mean over `kernel_subsets`), seeded."""
+    return float(kernel_subsets(features1, features2, seed, num_subsets, max_subset_size).mean())
 
 
 # ---------------------------------------------------------------- reference statistics
@@ -125,24 +140,27 @@ def ref_stats(source: str | os.PathLike, out: str | os.PathLike, extractor: Extr
 # ---------------------------------------------------------------- the metric
 
 def distances(features: np.ndarray, ref: dict, extractor: Extractor | str, seed: int = 0, kid_subsets: int = 100,
-              kid_subset_size: int = 1000) -> dict:
-    """{fd_key: FD, kd_key: KD, 'fd_key', 'kd_key', 'timing'} of `features` against a reference dict
-    (with mu, sigma, features)."""
-    fd_key, kd_key = metric_keys(extractor)
+              kid_subset_size: int = 1000, ref_name: str = "") -> dict:
+    """{fd_key: FD, kd_key: KD, kd_std_key: KD's std over subsets, 'fd_key', 'kd_key', 'kd_std_key',
+    'timing'} of `features` against a reference dict (with mu, sigma, features). `ref_name` (e.g.
+    heldout) suffixes the keys, so every number names the set it was measured against."""
+    fd_key, kd_key = (f"{k}_{ref_name}" if ref_name else k for k in metric_keys(extractor))
     t0 = time.perf_counter()
     mu, sigma = feature_stats(features)
     fd = frechet(mu, sigma, ref["mu"], ref["sigma"])
     t1 = time.perf_counter()
-    kd = kernel(features, ref["features"], seed=seed, num_subsets=kid_subsets, max_subset_size=kid_subset_size)
+    kd_all = kernel_subsets(features, ref["features"], seed=seed, num_subsets=kid_subsets,
+                            max_subset_size=kid_subset_size)
     t2 = time.perf_counter()
-    return {fd_key: fd, kd_key: kd, "fd_key": fd_key, "kd_key": kd_key,
+    return {fd_key: fd, kd_key: float(kd_all.mean()), f"{kd_key}_std": float(kd_all.std(ddof=1)) if len(kd_all) > 1 else 0.0,
+            "fd_key": fd_key, "kd_key": kd_key, "kd_std_key": f"{kd_key}_std",
             "kid_subset_size": int(min(len(features), len(ref["features"]), kid_subset_size)),
             "timing": {"fd": t1 - t0, "kd": t2 - t1}}
 
 
 def evaluate(samples: str | os.PathLike, ref: str | os.PathLike, extractor: Extractor, requested: str | None = None,
              seed: int = 0, kid_subsets: int = 100, kid_subset_size: int = 1000, batch_size: int = 64,
-             progress: bool = False) -> dict:
+             progress: bool = False, ref_name: str = "") -> dict:
     """FD/KD of the images at `samples` against `ref` (an .npz from `ref_stats`, or an image zip/folder).
 
     Returns the JSON record that `ambient fid` writes.
@@ -178,13 +196,14 @@ def evaluate(samples: str | os.PathLike, ref: str | os.PathLike, extractor: Extr
     if not extractor.is_inception and ref_res is not None and int(ref_res) != sample_info["resolution"]:
         raise ValueError(f"{samples}: images are {sample_info['resolution']} px but the reference is {ref_res} px; "
                          f"the {extractor.name} features depend on the size: compare sets of the same resolution")
-    d = distances(feats, ref_data, extractor, seed, kid_subsets, kid_subset_size)
+    d = distances(feats, ref_data, extractor, seed, kid_subsets, kid_subset_size, ref_name)
     timing = {"features_samples": t_feat, "features_ref": t_ref, **d.pop("timing")}
     return {
         "extractor": extractor.name,
         "requested_extractor": canonical_name(requested or extractor.name),
         "fallback_used": canonical_name(requested or extractor.name) != extractor.name,
-        **{k: d[k] for k in (d["fd_key"], d["kd_key"], "fd_key", "kd_key")},
+        **{k: d[k] for k in (d["fd_key"], d["kd_key"], d["kd_std_key"], "fd_key", "kd_key", "kd_std_key")},
+        "ref_name": ref_name or None,
         "n": int(len(feats)),
         **ref_info,
         "feature_dim": int(feats.shape[1]),

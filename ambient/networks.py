@@ -166,11 +166,18 @@ class EDMPrecond(nn.Module):
     """EDM preconditioning (Karras et al. 2022), optionally with a mask input.
 
     Clean models: D = c_skip x + c_out F(c_in x, c_noise).
-    Masked (ambient) models see x only through A~: F gets concat(c_in A~ x, A~) and
-      official: D = c_skip A~ x + c_out F                       (as in the official code)
-      split:    D = A~ (c_skip x + c_out F) + (1 - A~) sigma_data F
-    The split form keeps unobserved pixels at the data scale as sigma -> 0, where the
-    official one shrinks them with c_out ~ sigma (grey holes at the end of sampling).
+    Masked (ambient) models see x only through A~ (the mask repeated over the image channels):
+      official: F = F(c_in concat(A~ x, A~), c_noise),  D = c_skip A~ x + c_out F
+      split:    F = F(concat(c_in A~ x, A~), c_noise),  D = A~ (c_skip x + c_out F) + (1 - A~) sigma_data F
+
+    `official` is the official code exactly: its loss and sampler concatenate (A~ x, A~) into one
+    2C-channel image and hand it to the unchanged EDMPrecond, which multiplies the whole input
+    by c_in, so the mask channels reach the network as c_in A~ = A~ / sqrt(sigma^2 + sigma_data^2)
+    (and it keeps the first C of its 2C output channels; ours has C outputs). `split` feeds the
+    mask unscaled: a 0/1 indicator whose size does not depend on sigma is the plainer input, the
+    noise level already comes in through c_noise, and existing split checkpoints were trained so.
+    The split output keeps unobserved pixels at the data scale as sigma -> 0, where the official
+    one shrinks them with c_out ~ sigma (grey holes at the end of sampling).
     """
 
     def __init__(self, net: nn.Module, img_channels: int, masked: bool = False,
@@ -193,10 +200,11 @@ class EDMPrecond(nn.Module):
         if mask is None:
             raise ValueError("this ambient model needs a mask: pass mask=A~ (N, 1, H, W)")
         x = x * mask  # the model never receives a pixel outside A~
-        mask_c = mask.expand(-1, self.img_channels, -1, -1)
-        f = self.net(torch.cat([c_in * x, mask_c], dim=1), c_noise).float()
+        mask_c = mask.expand(-1, self.img_channels, -1, -1).to(x.dtype)
         if self.formulation == "official":
+            f = self.net(c_in * torch.cat([x, mask_c], dim=1), c_noise).float()
             return c_skip * x + c_out * f
+        f = self.net(torch.cat([c_in * x, mask_c], dim=1), c_noise).float()
         return mask * (c_skip * x + c_out * f) + (1 - mask) * (sd * f)
 
 

@@ -2,20 +2,26 @@
 
 The model only sees observations x_n = x0 + sigma_n * eps (the noise fixed per image).
 
-* sigma > sigma_n, Tweedie loss: noise x_n further to x_t = x_n + sqrt(sigma^2 - sigma_n^2) eta.
-  Since E[x_n | x_t] = r x_t + (1 - r) E[x0 | x_t] with r = sigma_n^2 / sigma^2, the loss
-  || (1 - r) h(x_t, sigma) + r x_t - x_n ||^2 is minimised by h = E[x0 | x_t]: the clean
-  denoiser, learned from noisy data only.
-* sigma <= sigma_n, consistency loss: from x_n take a stochastic step down to sigma with the
-  model's own x0 estimate at sigma_n (the VE posterior step), then ask that the model's
-  expected x0 estimate there equal its estimate at sigma_n (a martingale property of
-  E[x0 | x_t]). The squared norm of an expectation is estimated without bias by the product
-  of two independent draws; the sigma_n estimate is the (stop-gradient) target.
+* Tweedie term, every sample of the batch, at a noise level sigma > sigma_n: noise x_n further to
+  x_t = x_n + sqrt(sigma^2 - sigma_n^2) eta. Since E[x_n | x_t] = r x_t + (1 - r) E[x0 | x_t] with
+  r = sigma_n^2 / sigma^2, the loss || (1 - r) h(x_t, sigma) + r x_t - x_n ||^2 is minimised by
+  h = E[x0 | x_t]: the clean denoiser, learned from noisy data only. sigma is EDM's log-normal
+  restricted to (sigma_n, inf), the analogue of the official t ~ U[t_n, T): the early-stopped
+  sampler only ever queries that range.
+* Consistency term, optional (weight `consistency_weight`; the official shipped config uses 0), at a
+  second level s <= sigma_n drawn from the log-normal restricted to (0, sigma_n]: from x_n take a
+  stochastic step down to s with the model's own x0 estimate at sigma_n (the VE posterior step),
+  then ask that the model's expected x0 estimate there equal its estimate at sigma_n (a martingale
+  property of E[x0 | x_t]). The squared norm of an expectation is estimated without bias by the
+  product of two independent draws; the sigma_n estimate is the (stop-gradient) target. It teaches
+  the model the range below sigma_n, which only the full-length sampler uses.
 
 Weights: the Tweedie residual gets the EDM weight; the consistency residual, whose size does
 not shrink with sigma, gets `consistency_weight / sigma_data^2`.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -23,10 +29,12 @@ from .losses import EDMLoss, _randn
 
 
 class TweedieLoss(EDMLoss):
-    def __init__(self, sigma_n: float, consistency_weight: float = 0.1, **kwargs):
+    def __init__(self, sigma_n: float, consistency_weight: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if sigma_n <= 0:
             raise ValueError(f"TweedieLoss needs sigma_n > 0, got {sigma_n}")
+        if consistency_weight < 0:
+            raise ValueError(f"consistency_weight={consistency_weight} must be >= 0")
         self.sigma_n, self.consistency_weight = sigma_n, consistency_weight
 
     # The pieces are kept apart so __call__ can run ONE forward pass with gradients for the
@@ -67,22 +75,33 @@ class TweedieLoss(EDMLoss):
         target, xs = self._consistency_inputs(net, noisy, sigma, z1, z2)
         return self._consistency_residual(net(xs, torch.cat([sigma, sigma])), target)
 
+    def _lognormal_between(self, n: int, rng, device, lo: float | None, hi: float | None) -> torch.Tensor:
+        """EDM's sigma ~ logNormal(P_mean, P_std) restricted to (lo, hi], by inverse CDF of one normal draw."""
+        u = torch.special.ndtr(_randn((n, 1, 1, 1), rng, "cpu").double())
+        cdf = lambda s: 0.5 * (1 + math.erf((math.log(s) - self.P_mean) / (self.P_std * math.sqrt(2))))
+        a, b = (cdf(lo) if lo else 0.0), (cdf(hi) if hi else 1.0)
+        u = (a + (b - a) * u).clamp(1e-12, 1 - 1e-12)
+        return (self.P_mean + self.P_std * torch.special.ndtri(u)).exp().float().to(device)
+
+    def tweedie_sigma(self, n: int, rng, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Noise levels above sigma_n for the Tweedie term, with their EDM weights."""
+        sigma = self._lognormal_between(n, rng, device, self.sigma_n, None).clamp_min(self.sigma_n * (1 + 1e-6))
+        return sigma, (sigma**2 + self.sigma_data**2) / (sigma * self.sigma_data) ** 2
+
     def __call__(self, net, images: torch.Tensor, generator, **_) -> torch.Tensor:
-        """`images` are the noisy observations x_n."""
-        sigma, weight = self.sigma_and_weight(len(images), generator, images.device)
-        eta, z1, z2 = (_randn(images.shape, generator, images.device) for _ in range(3))
-        high = (sigma > self.sigma_n).flatten()
-        low = ~high if self.consistency_weight > 0 else torch.zeros_like(high)
-        x_t = self._tweedie_input(images[high], sigma[high], eta[high])
-        inputs, sigmas = [x_t], [sigma[high]]
-        if low.any():
-            target, xs = self._consistency_inputs(net, images[low], sigma[low], z1[low], z2[low])
+        """`images` are the noisy observations x_n. One forward pass with gradients for every term."""
+        n, dev = len(images), images.device
+        sigma, weight = self.tweedie_sigma(n, generator, dev)
+        x_t = self._tweedie_input(images, sigma, _randn(images.shape, generator, dev))
+        inputs, sigmas = [x_t], [sigma]
+        if self.consistency_weight > 0:
+            s_low = self._lognormal_between(n, generator, dev, None, self.sigma_n)
+            z1, z2 = (_randn(images.shape, generator, dev) for _ in range(2))
+            target, xs = self._consistency_inputs(net, images, s_low, z1, z2)
             inputs.append(xs)
-            sigmas += [sigma[low], sigma[low]]
+            sigmas += [s_low, s_low]
         pred = net(torch.cat(inputs), torch.cat(sigmas))
-        loss = torch.zeros_like(images)
-        n_high = int(high.sum())
-        loss[high] = weight[high] * self._tweedie_residual(pred[:n_high], x_t, images[high], sigma[high])
-        if low.any():
-            loss[low] = (self.consistency_weight / self.sigma_data**2) * self._consistency_residual(pred[n_high:], target)
+        loss = weight * self._tweedie_residual(pred[:n], x_t, images, sigma)
+        if self.consistency_weight > 0:
+            loss = loss + (self.consistency_weight / self.sigma_data**2) * self._consistency_residual(pred[n:], target)
         return loss

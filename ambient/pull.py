@@ -62,8 +62,8 @@ class Phase:
 PHASES: dict[str, Phase] = {
     "data": Phase(("prepare_dataset", "download_dataset"), ("data", "download", "cli_data"), ("dataset",)),
     "train": Phase(("train",), ("training", "corruption", "networks"), ("corruptions", "network", "training")),
-    "sample": Phase(("sample",), ("sampling", "training", "data", "utils"), ("sampling",)),
-    "evaluate": Phase((), ("cli_eval", "summary"), ("evaluation",)),
+    "sample": Phase(("sample", "sample_full"), ("sampling", "training", "data", "utils"), ("sampling",)),
+    "evaluate": Phase((), ("cli_eval", "summary", "claims"), ("evaluation",)),
 }
 COMMON_DEPS = ("Snakefile", "workflow/rules/common.smk", "workflow/schemas/config.schema.yaml",
                "ambient/__init__.py", "ambient/__main__.py", "ambient/cli.py")  # empty files are left out
@@ -337,7 +337,10 @@ def pull(targets: list[str], *, from_cache: bool = False, remote: str | None = N
     dag = dag_jobs(flags, cwd)
     figures = figure_jobs(dag)
     fig_rules = sorted({j["rule"] for j in figures})
-    fig_inputs = sorted({i for j in figures for i in j["inputs"]})
+    fig_outputs = {o for j in figures for o in j["outputs"]}
+    # what the figures read, plus what `all` asks for beside the figures (summary.csv, claims.csv)
+    fig_inputs = sorted({i for j in figures for i in j["inputs"]} |
+                        {i for j in dag if j["rule"] == "all" for i in j["inputs"] if i not in fig_outputs})
     if from_cache and not targets:  # what the figures read, and only what DVC stores
         targets = [i for i in fig_inputs if i in dvc_outs(doc)]
     _run(dvc_argv("pull", *(["-r", remote] if remote else []), *(["-j", str(jobs)] if jobs else []), *targets),

@@ -17,8 +17,10 @@ tweedie; edm on noise data = the naive baseline), delta, formulation, steps, n_s
 sampler_steps, extractor (the similarity feature space), sim_mean, sim_median, sim_max,
 share_gt_0.90, share_gt_0.95, share_gt_0.99, carlini_share, then fd_<x>/kd_<x> per FD
 extractor (fid/kid for the official Inception; a requested extractor whose weights were missing
-shows under its fallback's name, with `<requested>_fallback` naming it), then per attack
-<K>_sim_mean, <K>_other_sim_mean, <K>_extracted (its primary method), then with --hf-energy
+shows under its fallback's name, with `<requested>_fallback` naming it; each key ends in the
+reference set it was measured against, `_heldout` or `_train`, and kd_*_std is KD's standard
+deviation over its random subsets), then per attack <K>_sim_mean, <K>_other_sim_mean, <K>_extracted
+(its primary method) and <K>_<method>_extracted for every method (inpaint_u1, inpaint_u5, ...), then with --hf-energy
 hf_samples, hf_train_clean, hf_train_noisy (noise runs), hf_noise_index (see ambient.metrics_hf).
 
 Run as `python -m ambient.summary ...` (the workflow does), or register `add_summary_command`
@@ -107,6 +109,8 @@ def model_row(run_dir: Path, dataset: str, similarity_extractor: str, extractors
         if fd_key in row and row[fd_key] != fd[fd_key]:
             raise ValueError(f"{run_dir}: two results for {fd_key} disagree ({row[fd_key]} vs {fd[fd_key]})")
         row[fd_key], row[kd_key] = fd[fd_key], fd[kd_key]
+        if fd.get("kd_std_key"):
+            row[fd["kd_std_key"]] = fd[fd["kd_std_key"]]
         if fd.get("fallback_used"):
             row[f"{ex}_fallback"] = fd["extractor"]
 
@@ -116,6 +120,9 @@ def model_row(run_dir: Path, dataset: str, similarity_extractor: str, extractors
         row[f"{kind}_sim_mean"] = m["sim_mean"]
         row[f"{kind}_other_sim_mean"] = m["other_sim_mean"]
         row[f"{kind}_extracted"] = m["share_extracted"]
+        for method, ms in at["methods"].items():
+            if method != kind:
+                row[f"{method}_extracted" if method.startswith(kind) else f"{kind}_{method}_extracted"] = ms["share_extracted"]
 
     if hf_energy:
         hf = _read_json(run_dir / "hf_energy.json")

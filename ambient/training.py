@@ -39,7 +39,7 @@ class TrainConfig:
     network: dict = field(default_factory=lambda: UNetConfig().to_dict())
     formulation: str = "split"
     loss: str = "auto"  # auto | edm | ambient | tweedie; edm on noisy data is the naive baseline
-    consistency_weight: float = 0.1  # tweedie: weight of the consistency loss below sigma_n
+    consistency_weight: float = 0.0  # tweedie: weight of the optional consistency loss below sigma_n
     steps: int = 3000
     batch_size: int = 32
     lr: float = 1e-3

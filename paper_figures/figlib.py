@@ -63,7 +63,7 @@ def default_runs(root: Path, cfg: dict | None = None) -> list[dict]:
         level = {"clean": 0.0, "noise": c.get("sigma_n", 0.0)}.get(c["kind"], c.get("p", 0.0))
         naive = c.get("loss", "auto") == "edm"
         out.append({"name": corruption_name(c), "kind": c["kind"], "level": level,
-                    "delta": c.get("delta", 0.1) if c["kind"] in MASKED_KINDS else 0.0,
+                    "delta": c.get("delta", 0.1) if c["kind"] == "dust" else 0.0,
                     "sigma_n": c.get("sigma_n", 0.0), "p": c.get("p", 0.0), "label": run_label(c),
                     "loss": c.get("loss", "auto"), "naive": naive,
                     "series": f"{c['kind']} (naive)" if naive else c["kind"]})

@@ -39,12 +39,85 @@ def test_dust_erased_share_matches_p(p, delta):
     assert a.shape == (200, 1, 24, 24)  # one mask shared across channels
 
 
-def test_box_erases_a_square_of_side_ceil_pH():
-    corr = Corruption("box", p=0.3, delta=0.0)
-    a, _ = corr.dataset_masks(30, 20)
+def test_box_erases_a_square_of_side_ceil_pH_anywhere_clipped_at_the_border():
+    corr = Corruption("box", p=0.3)
+    a, at = corr.dataset_masks(200, 20)
     side = math.ceil(0.3 * 20)
-    assert torch.all((1 - a).flatten(1).sum(1) == side * side)
-    assert len({tuple(torch.nonzero(1 - m[0])[0].tolist()) for m in a}) > 5  # positions vary
+    erased = (1 - a).flatten(1).sum(1)
+    assert erased.max() == side * side and erased.min() < side * side  # clipped boxes near the border
+    corners = {tuple(torch.nonzero(1 - m[0])[0].tolist()) for m in a}
+    assert max(t for t, _ in corners) > 20 - side  # the corner ranges over the whole image, as in the official code
+    # the further corruption is a second box of the same size, disjoint from the first
+    second = (a - at).flatten(1).sum(1)
+    assert second.max() == side * side and torch.all(second > 0)
+    assert torch.all(at <= a)
+
+
+def test_box_refuses_delta():
+    with pytest.raises(ValueError, match="second box"):
+        Corruption("box", p=0.4, delta=0.1)
+
+
+def _posterior_observed(a: torch.Tensor, at: torch.Tensor) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+    """Per distinct A~ pattern: (count, hidden pixels, Monte Carlo P(A_i = 1 | A~) on them)."""
+    groups: dict[bytes, list[int]] = {}
+    for k, m in enumerate(at):
+        groups.setdefault(m.to(torch.uint8).numpy().tobytes(), []).append(k)
+    out = []
+    for members in groups.values():
+        hidden = at[members[0]] == 0
+        out.append((len(members), hidden, a[members].mean(0)[hidden]))
+    return out
+
+
+def _unlearnable_share(a, at, min_count=40):
+    """Share of hidden pixels (over patterns seen >= min_count times) never observed in A given A~."""
+    zero = total = 0
+    for count, _, post in _posterior_observed(a, at):
+        if count >= min_count:
+            zero += int((post == 0).sum())
+            total += post.numel()
+    assert total > 0
+    return zero / total
+
+
+@pytest.mark.parametrize("corr,res", [(Corruption("dust", p=0.5, delta=0.5), 3), (Corruption("box", p=0.4), 5)])
+def test_every_hidden_pixel_is_learnable(corr, res):
+    """The learnability condition (E[A^T A | A~] full rank): every pixel hidden in A~ is observed in A
+    with positive probability given A~, so the loss on A supervises it. Monte Carlo on a small grid,
+    grouping draws by their A~."""
+    a, at = corr.dataset_masks(20000, res)
+    assert _unlearnable_share(a, at) == 0.0
+
+
+def test_learnability_check_catches_a_box_that_stays_visible():
+    """The same check on the two unlearnable designs: dust on top of a box (the box stays visible in
+    A~) and the official independent second box (their overlap is hidden in A and A~ alike)."""
+    n = 20000
+    box3 = Corruption("box", p=0.5)  # a 2x2 box on a 3x3 grid
+    a3 = torch.stack([box3.observation_mask(i, 3) for i in range(n)])
+    dust = torch.stack([Corruption("dust", p=0.5, delta=0.5).further_mask(i, 3) for i in range(n)])
+    assert _unlearnable_share(a3, a3 * dust, min_count=5) > 0.1
+    res, side = 5, 2
+    a = torch.stack([Corruption("box", p=0.4).observation_mask(i, res) for i in range(n)])
+    g = torch.Generator().manual_seed(0)
+    second = torch.ones(n, 1, res, res)
+    for k, (t, l) in enumerate(torch.randint(0, res, (n, 2), generator=g).tolist()):
+        second[k, :, t : t + side, l : l + side] = 0
+    assert _unlearnable_share(a, a * second) > 0.02
+
+
+@pytest.mark.parametrize("corr", [Corruption("dust", p=0.5, delta=0.1), Corruption("box", p=0.4),
+                                  Corruption("dust", p=0.2, delta=0.1, seed=5)])
+def test_sampling_masks_never_replay_training_masks(corr):
+    """Equal sampling and corruption seeds (the configs' default): sample j must not get training
+    image j's mask (nor, for dust, any training image's mask)."""
+    a, at = corr.dataset_masks(100, 24)
+    m = corr.sampling_masks(range(256), 24, seed=corr.seed)
+    assert not any(torch.equal(m[j], at[j]) for j in range(100))
+    if corr.kind == "dust":
+        train = {x.numpy().tobytes() for x in at}
+        assert not any(x.numpy().tobytes() in train for x in m)
 
 
 def test_apply_zeroes_erased_pixels_and_noise_is_fixed():
@@ -73,5 +146,8 @@ def test_sampling_masks_follow_the_training_distribution():
     corr = Corruption("dust", p=0.5, delta=0.1)
     m = corr.sampling_masks(range(100), 24, seed=7)
     assert abs(m.mean().item() - 0.45) < 0.01
+    _, at = Corruption("box", p=0.4).dataset_masks(300, 24)
+    mb = Corruption("box", p=0.4).sampling_masks(range(300), 24, seed=7)
+    assert abs(mb.mean().item() - at.mean().item()) < 0.02
     assert torch.equal(m, corr.sampling_masks(range(100), 24, seed=7))
     assert not torch.equal(m, corr.sampling_masks(range(100), 24, seed=8))

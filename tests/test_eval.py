@@ -147,6 +147,65 @@ def test_missing_dinov2_is_named(tmp_path, capsys):
     assert features.metric_keys(ex) == ("fd_pixel", "kd_pixel")
 
 
+def test_dinov2_missing_weights_are_named_with_the_fix(tmp_path):
+    hub = tmp_path / "hub"
+    with pytest.raises(FileNotFoundError, match=r"facebookresearch_dinov2_main.*torch\.hub\.load\('facebookresearch/dinov2', 'dinov2_vitg14'\)"):
+        features.DinoV2Extractor(model="dinov2_vitg14", hub_dir=hub)
+    (hub / "facebookresearch_dinov2_main").mkdir(parents=True)  # code present, weights absent
+    with pytest.raises(FileNotFoundError, match=r"checkpoints/dinov2_vitg14_pretrain\.pth: DINOv2 weights not found"):
+        features.DinoV2Extractor(model="dinov2_vitg14", hub_dir=hub)
+    with pytest.raises(ValueError, match="unknown DINOv2 model"):
+        features.DinoV2Extractor(model="dinov2_vitx14", hub_dir=hub)
+
+
+@pytest.mark.parametrize("h, w, top, left, H, W", [(24, 24, 2, 2, 28, 28), (64, 64, 3, 3, 70, 70),
+                                                    (25, 30, 1, 6, 28, 42), (28, 14, 0, 0, 28, 14)])
+def test_dinov2_preprocess_is_the_official_input(h, w, top, left, H, W):
+    """As find_dataset_neighbors.py: [0, 1] pixels, no ImageNet normalisation, reflect-padded to a
+    multiple of 14 with floor(pad / 2) before and the rest after (dnnlib.util.pad_image)."""
+    g = torch.Generator().manual_seed(0)
+    rgb = torch.randint(0, 256, (2, 3, h, w), generator=g, dtype=torch.uint8)
+    x = features.dinov2_preprocess(rgb)
+    assert x.shape == (2, 3, H, W) and x.dtype == torch.float32
+    interior = x[..., top : top + h, left : left + w]
+    torch.testing.assert_close(interior, rgb.float() / 255.0, rtol=0, atol=0)  # values unchanged: no mean/std
+    assert x.min() >= 0 and x.max() <= 1
+    # the padding mirrors the image without repeating the edge: the official F.pad(..., mode="reflect")
+    ref = torch.nn.functional.pad(rgb.float() * 2 / 255 - 1, (left, W - w - left, top, H - h - top), mode="reflect")
+    torch.testing.assert_close(x, (ref + 1) / 2)  # pad the [-1, 1] image, then (x + 1) / 2, as the script
+    if top:
+        torch.testing.assert_close(x[..., top - 1, left : left + w], rgb[..., 1, :].float() / 255)
+    gray = rgb[:, :1]
+    xg = features.dinov2_preprocess(gray)
+    assert xg.shape == (2, 3, H, W)
+    torch.testing.assert_close(xg, features.dinov2_preprocess(gray.expand(-1, 3, -1, -1).contiguous()))
+
+
+def test_dinov2_preprocess_rejects_what_the_model_cannot_take():
+    with pytest.raises(ValueError, match="uint8"):
+        features.dinov2_preprocess(torch.zeros(1, 3, 14, 14))
+    with pytest.raises(ValueError, match="too small"):
+        features.dinov2_preprocess(torch.zeros(1, 3, 4, 4, dtype=torch.uint8))
+
+
+def test_dinov2_extractor_feeds_the_preprocessed_batch_and_normalises(tmp_path):
+    """Without weights: a stand-in hub model records its input; the features are its L2-normalised output."""
+    ex = features.DinoV2Extractor.__new__(features.DinoV2Extractor)
+    features.Extractor.__init__(ex)
+    seen = []
+
+    def model(x):
+        seen.append(x)
+        return torch.stack([x.mean(dim=(1, 2, 3)) * 3, x.std(dim=(1, 2, 3)) * 4], dim=1)
+
+    ex.model, ex.name = model, "dinov2_vits14"
+    imgs = np.random.default_rng(0).integers(0, 256, (5, 3, 24, 24), dtype=np.uint8)
+    out = ex(imgs, batch_size=2)
+    assert out.shape == (5, 2) and len(seen) == 3
+    torch.testing.assert_close(torch.cat(seen), features.dinov2_preprocess(torch.from_numpy(imgs)))
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-6)
+
+
 class _StandInLayers(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -201,7 +260,7 @@ def test_inception_path_is_loaded_through_clean_fid(faces, tmp_path, monkeypatch
     res = json.loads((tmp_path / "fid.json").read_text())
     assert res["extractor"] == "inception" and res["fd_key"] == "fid" and res["kd_key"] == "kid"
     assert res["fid"] > 0 and "kid" in res and res["weights_sha256"] == sha and res["fallback_used"] is False
-    assert not any(k.startswith(("fd_", "kd_")) for k in res if k not in ("fd_key", "kd_key"))
+    assert not any(k.startswith(("fd_", "kd_")) for k in res if k not in ("fd_key", "kd_key", "kd_std_key"))
     # a corrupt file with the expected hash is an error naming it, never a silent fallback
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -287,19 +346,21 @@ def test_attacks_identity_model_reconstructs_and_constant_fails(faces, masked):
         bad, _, _ = run_attack(_Fake(None, masked), train, cfg, corr, batch_size=64)
         for m, stats in bad["methods"].items():
             assert stats["sim_mean"] < 0.5 and stats["share_extracted"] == 0.0, (cfg.kind, m, stats)
-        assert set(s["methods"]) == ({"inpaint"} if cfg.kind == "inpaint" else
+        assert set(s["methods"]) == ({"inpaint_u1", "inpaint_u5"} if cfg.kind == "inpaint" else
                                      {"onestep", "sample"} | ({"onestep_ones", "sample_ones"} if masked else set()))
         assert len(rows) == len(train) * len(s["methods"])
     # the known pixels of a completion are the original's; erased ones show as mid-grey in 'corrupted'
     s, _, g = run_attack(_Fake(None, masked), train, AttackConfig("inpaint", erase="box", fraction=0.5, num_steps=2), corr)
     known = g["mask"].astype(bool)
-    assert np.array_equal(g["recon_inpaint"][np.broadcast_to(known, train.shape)], train[np.broadcast_to(known, train.shape)])
+    assert s["primary_method"] == "inpaint_u5"
+    assert np.array_equal(g["recon_inpaint_u5"][np.broadcast_to(known, train.shape)], train[np.broadcast_to(known, train.shape)])
     assert (g["corrupted"][~np.broadcast_to(known, train.shape)] == 128).all() and known.mean() == pytest.approx(0.5, abs=0.05)
 
 
 @pytest.mark.parametrize("masked", [False, True])
 def test_inpainting_conditions_on_the_noised_original(faces, masked):
-    """At every step the model sees the known pixels as x0 + sigma * eps (one fixed eps); ambient models get K as mask."""
+    """At every step the model sees the known pixels as x0 + sigma * eps (one fixed eps). Ambient models see
+    the iterate through one fixed mask of their own training distribution, not through K."""
     train = faces[:4]
     x0 = torch.from_numpy(train).double().div(127.5).sub(1)
     seen = []
@@ -318,7 +379,12 @@ def test_inpainting_conditions_on_the_noised_original(faces, masked):
     assert all(torch.allclose(e, eps[0], atol=1e-3) for e in eps)  # float32 inputs at sigma 0.002
     assert eps[0].std() > 0.5  # real noise, not the original itself
     if masked:
-        assert all(torch.equal(m.bool().expand_as(x0), known) for _, _, m in seen)
+        own = seen[0][2]
+        assert all(torch.equal(m, own) for _, _, m in seen)
+        assert not torch.equal(own.bool().expand_as(x0), known)
+        assert own.mean().item() == pytest.approx(0.5, abs=0.1)  # dust p=0.5: half the pixels, against K's 40%
+        train_masks = corr.dataset_masks(4, train.shape[-1])[1]
+        assert not any(torch.equal(own[i], train_masks[i]) for i in range(4))  # never the image's training mask
 
 
 # ---------------------------------------------------------------- CLI with tiny real models
@@ -370,9 +436,11 @@ def test_attack_cli_outputs_and_determinism(tiny_runs):
             assert np.array_equal(ga[f"recon_{m}"][3:6], gb[f"recon_{m}"])
     # resampling draws fresh noise: a clean model's completion changes with it
     clean, ccfg, _ = model_from_checkpoint(load_checkpoint(ckpts["clean"]))
-    r1 = run_attack(clean, train_images, AttackConfig("inpaint", num_steps=3, resample=1), ccfg.corruption_spec, indices=range(4))[2]
-    r2 = run_attack(clean, train_images, AttackConfig("inpaint", num_steps=3, resample=2), ccfg.corruption_spec, indices=range(4))[2]
-    assert not np.array_equal(r1["recon_inpaint"], r2["recon_inpaint"])
+    # resampling draws fresh noise: the completion changes with it, for clean and ambient models alike
+    for m, c in ((clean, ccfg), (model, tcfg)):
+        r = run_attack(m, train_images, AttackConfig("inpaint", num_steps=3, resample=(1, 2)), c.corruption_spec,
+                       indices=range(4))[2]
+        assert not np.array_equal(r["recon_inpaint_u1"], r["recon_inpaint_u2"])
 
 
 def test_neighbors_and_fid_cli_on_samples(tiny_runs, tmp_path):

@@ -118,3 +118,47 @@ def test_samples_do_not_depend_on_batch_size(corruption):
     assert a.shape == (5, 1, 8, 8) and a.dtype.name == "uint8"
     assert (abs(a.astype(int) - b.astype(int)) <= 1).all()  # batched BLAS may differ in the last bit
     assert (a != c).any()
+
+
+class _Recorder(torch.nn.Module):
+    """Inner network stub: records (input, c_noise) and returns a fixed output F."""
+
+    def __init__(self, out: torch.Tensor):
+        super().__init__()
+        self.out, self.calls = out, []
+
+    def forward(self, x, c_noise):
+        self.calls.append((x.clone(), c_noise.clone()))
+        return self.out
+
+
+@pytest.mark.parametrize("formulation", ["official", "split"])
+def test_masked_network_input_and_output_match_the_formulation(formulation):
+    """official (ambient-diffusion training/loss.py + training/networks.py EDMPrecond): the loss
+    concatenates (A~ x_t, A~) and EDMPrecond scales the whole input by c_in, mask channels included;
+    split scales only the image channels. Both give the network only pixels inside A~."""
+    from ambient.networks import EDMPrecond
+
+    g = torch.Generator().manual_seed(0)
+    n, c, h = 3, 3, 5
+    x = torch.randn(n, c, h, h, generator=g)
+    mask = (torch.rand(n, 1, h, h, generator=g) > 0.4).float()
+    sigma = torch.tensor([0.05, 0.7, 20.0])
+    f = torch.randn(n, c, h, h, generator=g)
+    stub = _Recorder(f)
+    out = EDMPrecond(stub, c, masked=True, formulation=formulation)(x, sigma, mask)
+
+    s = sigma.view(-1, 1, 1, 1)
+    c_in, c_skip = 1 / (s**2 + 0.25).sqrt(), 0.25 / (s**2 + 0.25)
+    c_out = s * 0.5 / (s**2 + 0.25).sqrt()
+    (inp, c_noise), = stub.calls
+    assert inp.shape == (n, 2 * c, h, h)
+    torch.testing.assert_close(c_noise, sigma.log() / 4)
+    torch.testing.assert_close(inp[:, :c], c_in * mask * x)
+    mask_c = mask.expand(-1, c, -1, -1)
+    if formulation == "official":
+        torch.testing.assert_close(inp[:, c:], c_in * mask_c)  # the mask is scaled by c_in too
+        torch.testing.assert_close(out, c_skip * mask * x + c_out * f)
+    else:
+        torch.testing.assert_close(inp[:, c:], mask_c)  # a plain 0/1 indicator
+        torch.testing.assert_close(out, mask * (c_skip * x + c_out * f) + (1 - mask) * 0.5 * f)

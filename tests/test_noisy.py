@@ -130,3 +130,65 @@ def test_noise_models_train_and_resume_config_knows_the_loss(tiny_dataset, tmp_p
     assert not torch.equal(a["ema"]["net.conv_out.weight"], b["ema"]["net.conv_out.weight"])
     with pytest.raises(ValueError, match="loss 'ambient'"):
         TrainConfig(**{**cfg.to_dict(), "loss": "ambient"})
+
+
+class _ReplayRNG:
+    """Hands out pre-drawn normal tensors in order (the draws TweedieLoss.__call__ asks for)."""
+
+    def __init__(self, draws):
+        self.draws = list(draws)
+
+    def randn(self, shape):
+        d = self.draws.pop(0)
+        assert tuple(d.shape) == tuple(shape)
+        return d
+
+
+class _CountingNet(torch.nn.Module):
+    masked = False
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Parameter(torch.tensor(0.7))
+        self.calls = []
+
+    def forward(self, x, sigma):
+        self.calls.append((len(x), torch.is_grad_enabled()))
+        sigma = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1, 1, 1, 1)
+        return self.lin * x / (1 + sigma**2) + 0.1 * sigma
+
+
+@pytest.mark.parametrize("cw", [0.0, 0.3])
+def test_tweedie_call_is_the_tested_terms_on_the_whole_batch(cw):
+    """__call__ (the path training uses) = EDM weight * tweedie_term at sigma > sigma_n on EVERY sample,
+    plus cw / sigma_data^2 * consistency_term at s <= sigma_n when cw > 0, in one forward with grad."""
+    g = torch.Generator().manual_seed(3)
+    n, shape = 64, (64, 1, 4, 4)
+    x = torch.randn(shape, generator=g)
+    draws = [torch.randn(n, 1, 1, 1, generator=g), torch.randn(shape, generator=g)]
+    if cw:
+        draws += [torch.randn(n, 1, 1, 1, generator=g), torch.randn(shape, generator=g), torch.randn(shape, generator=g)]
+    loss = TweedieLoss(SIGMA_N, consistency_weight=cw)
+    net = _CountingNet()
+    got = loss(net, x, _ReplayRNG(draws))
+    grad_calls = [c for c in net.calls if c[1]]
+    assert len(grad_calls) == 1 and grad_calls[0][0] == (3 * n if cw else n)
+
+    sigma, weight = loss.tweedie_sigma(n, _ReplayRNG(draws[:1]), "cpu")
+    assert torch.all(sigma > SIGMA_N)
+    want = weight * loss.tweedie_term(net, x, sigma, draws[1])
+    if cw:
+        s_low = loss._lognormal_between(n, _ReplayRNG(draws[2:3]), "cpu", None, SIGMA_N)
+        assert torch.all(s_low <= SIGMA_N) and torch.all(s_low > 0)
+        want = want + cw / loss.sigma_data**2 * loss.consistency_term(net, x, s_low, draws[3], draws[4])
+    torch.testing.assert_close(got, want)
+
+
+def test_tweedie_sigmas_follow_the_truncated_edm_lognormal():
+    """sigma | sigma > sigma_n has the EDM log-normal's conditional law (checked on its median)."""
+    loss = TweedieLoss(0.4)
+    sigma, _ = loss.tweedie_sigma(200_000, torch.Generator().manual_seed(0), "cpu")
+    ref = (torch.randn(2_000_000, generator=torch.Generator().manual_seed(1)) * 1.2 - 1.2).exp()
+    ref = ref[ref > 0.4]
+    assert sigma.min() > 0.4
+    assert sigma.median().item() == pytest.approx(ref.median().item(), rel=0.02)

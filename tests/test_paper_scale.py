@@ -99,7 +99,12 @@ def test_paper_celeba_dry_run(wd):
         assert ("--delta 0.1" in j["shell"]) == (name != "clean")
     dl = next(j for j in jobs if j["rule"] == "download_dataset")
     assert ("-m ambient.cli_data download-dataset --source celeba --raw-dir data/raw --resolution 64 --seed 0 "
-            "--num-images 3000 --out data/celeba64-3k.zip") in dl["shell"]
+            "--num-images 3000 --heldout-out data/celeba64-3k-heldout.zip --heldout-images 20000 "
+            "--out data/celeba64-3k.zip") in dl["shell"]
+    # quality is scored against images outside the training subset
+    refs = [j for j in jobs if j["rule"] == "ref_stats"]
+    assert refs and all("--images data/celeba64-3k-heldout.zip" in j["shell"] for j in refs)
+    assert all("--ref-name heldout" in j["shell"] for j in jobs if j["rule"] == "fid")
     nb = [j for j in jobs if j["rule"] == "neighbors"]
     assert len(nb) == 5 and all("--extractor dinov2_vitg14 --fallback none" in j["shell"] for j in nb)
     assert all(j["resources"]["gpu"] == "1" for j in nb)
@@ -115,7 +120,10 @@ def test_paper_ffhq_dry_run_has_noise_runs_and_naive(wd):
     rules = [j["rule"] for j in jobs]
     assert {"fig5_noise_generations", "fig6_noise_histograms", "download_dataset"} <= set(rules)
     dl = next(j for j in jobs if j["rule"] == "download_dataset")
-    assert "--source ffhq" in dl["shell"] and "--num-images" not in dl["shell"]
+    assert "--source ffhq" in dl["shell"] and "--num-images 60000 --heldout-out data/ffhq64-heldout.zip --out" in dl["shell"]
+    # trained with consistency: also sampled full-length
+    assert {j["wildcards"] for j in jobs if j["rule"] == "sample_full"} == {
+        f"dataset=ffhq64, corruption=noise-s{s}" for s in ("0.05", "0.10", "0.20")}
 
 
 def test_multi_gpu_training_uses_torchrun(wd):
@@ -200,9 +208,12 @@ def test_cli_data_download_dataset_from_a_local_archive(tmp_path):
     out = tmp_path / "ffhq16.zip"
     cmd = [sys.executable, "-m", "ambient.cli_data", "download-dataset", "--source", "ffhq", "--raw-dir",
            str(tmp_path / "raw"), "--resolution", "16", "--num-images", "3", "--seed", "1", "--url",
-           archive.as_uri(), "--out", str(out), "--quiet"]
+           archive.as_uri(), "--out", str(out), "--heldout-out", str(tmp_path / "held.zip"), "--quiet"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+    held = read_image_zip(tmp_path / "held.zip")  # the images outside the training subset, all of them
+    assert held.manifest["split"] == "heldout" and len(held) == 2
+    assert sorted(held.manifest["subset_indices"] + read_image_zip(out).manifest["subset_indices"]) == list(range(5))
     info = json.loads(r.stdout.strip().splitlines()[-1])
     assert info["num_images"] == 3 and info["source"] == "ffhq" and info["seed"] == 1
     ds = read_image_zip(out)

@@ -229,7 +229,9 @@ def test_dry_run_noise_entry_and_folder_source(tmp_path):
     assert "-m ambient.metrics_hf" in out and "--corruption noise-s0.20-naive --corruption-seed 0" in out
     assert "fig5_noise_generations" in out and "fig6_noise_histograms" in out
     assert "--device auto --threads 1" in out and "torch.distributed.run" not in out
-    assert f"--source folder --resolution 16 --folder {folder} --channels 3 --out data/mine.zip" in out
+    assert (f"--source folder --resolution 16 --folder {folder} --channels 3 --heldout-out data/mine-heldout.zip "
+            "--heldout-images 20 --split-seed 0 --out data/mine.zip") in out  # config.yaml's held-out split
+    assert "ambient ref-stats --images data/mine-heldout.zip" in out and "--ref-name heldout" in out
     assert "--num-images" not in out.split("ambient prepare")[1].split("\n")[0]
 
 
@@ -344,11 +346,13 @@ def test_smoke_outputs(smoke_run):
         rows = list(csv.DictReader(f))
     assert [r["corruption"] for r in rows] == names
     for col in ("model", "corruption", "level", "steps", "n_samples", "extractor", "sim_mean", "share_gt_0.90",
-                "share_gt_0.95", "fd_pixel", "kd_pixel", "fd_filterbank", "kd_filterbank", "inpaint_extracted",
-                "noise_extracted"):
+                "share_gt_0.95", "fd_pixel_heldout", "kd_pixel_heldout", "kd_pixel_heldout_std",
+                "fd_filterbank_heldout", "kd_filterbank_heldout", "kd_filterbank_heldout_std", "inpaint_extracted",
+                "inpaint_u1_extracted", "inpaint_u5_extracted", "noise_extracted"):
         assert col in rows[0], col
         assert all(r[col] != "" for r in rows), col
-    assert "fid" not in rows[0] and "kid" not in rows[0]  # offline: never called FID
+    assert not any(k.startswith(("fid", "kid")) for k in rows[0])  # offline: never called FID
+    assert not any(k.startswith(("fd_", "kd_")) and "_heldout" not in k for k in rows[0])  # each names its reference
     assert all(int(r["steps"]) == cfg["training"]["steps"] for r in rows)
     assert all(int(r["n_samples"]) == cfg["sampling"]["num_samples"] for r in rows)
     assert [float(r["level"]) for r in rows] == [0.0, 0.5, 0.4, 0.2, 0.2]
@@ -364,6 +368,16 @@ def test_smoke_outputs(smoke_run):
                  for n in ("noise-s0.20", "noise-s0.20-naive")}
     assert manifests["noise-s0.20"]["stop_sigma"] == 0.2 and manifests["noise-s0.20"]["loss"] == "tweedie"
     assert manifests["noise-s0.20-naive"]["stop_sigma"] is None and manifests["noise-s0.20-naive"]["loss"] == "edm"
+    # trained with consistency: also sampled full-length, through sigma < sigma_n
+    full = read_image_zip(wd / "results" / "smoke8" / "noise-s0.20" / "samples_full.zip").manifest
+    assert full["stop_sigma"] is None and full["sampler"] == "full"
+    assert not (wd / "results" / "smoke8" / "noise-s0.20-naive" / "samples_full.zip").exists()
+    # quality is scored against the held-out split, which shares no image with the training set
+    held, train = (read_image_zip(wd / "data" / f"smoke8{s}.zip") for s in ("-heldout", ""))
+    assert held.manifest["split"] == "heldout" and len(held) == cfg["dataset"]["heldout_images"]
+    assert not {e["source"] for e in held.manifest["images"]} & {e["source"] for e in train.manifest["images"]}
+    claims = list(csv.DictReader(open(wd / "results" / "metrics" / "claims.csv")))
+    assert {"claim", "measured", "threshold", "holds"} <= set(claims[0]) and len(claims) >= 8
     for r in rows:
         assert 0.0 <= float(r["share_gt_0.95"]) <= float(r["share_gt_0.90"]) <= 1.0
     for bench in ("train", "sample", "neighbors_pixel", "attack_inpaint"):

@@ -57,9 +57,13 @@ def validate_config(cfg, schema):
         raise WorkflowError("invalid config at device: cpu, but resources.gpu / resources.train_gpu ask for GPUs; "
                             "use device cuda (or auto)")
     ds = cfg["dataset"]
-    if ds["source"] == "embedded" and (ds["num_images"] or 100) > 100:
-        raise WorkflowError(f"invalid config at dataset.num_images: {ds['num_images']} > 100, "
-                            "the embedded source has 100 faces")
+    held = ds.get("heldout_images", 0)
+    if ds["source"] == "embedded" and (ds["num_images"] or 0) + (held or 0) > 100:
+        raise WorkflowError(f"invalid config at dataset.num_images: {ds['num_images']} training + {held} held-out "
+                            "images > 100, the embedded source has 100 faces")
+    if ds["source"] in ("embedded", "folder") and held is None:
+        raise WorkflowError("invalid config at dataset.heldout_images: null (all the rest) is for paper sources; "
+                            "give a number of images")
     if ds["source"] == "embedded" and ds["resolution"] > 25:
         raise WorkflowError(f"invalid config at dataset.resolution: {ds['resolution']} > 25, "
                             "the embedded faces are 25x25 (a center crop)")
@@ -108,7 +112,7 @@ def corruption_spec(name):
 
 def corruption_delta(wildcards):
     c = corruption_spec(wildcards.corruption)
-    return c.get("delta", 0.1) if c["kind"] in MASKED_KINDS else 0.0
+    return c.get("delta", 0.1) if c["kind"] == "dust" else 0.0
 
 
 def corruption_label(name):
@@ -129,7 +133,7 @@ def run_list():
         level = {"clean": 0.0, "noise": c.get("sigma_n", 0.0)}.get(c["kind"], c.get("p", 0.0))
         naive = is_naive(name)
         out.append({"name": name, "kind": c["kind"], "level": level,
-                    "delta": c.get("delta", 0.1) if c["kind"] in MASKED_KINDS else 0.0,
+                    "delta": c.get("delta", 0.1) if c["kind"] == "dust" else 0.0,
                     "p": c.get("p", 0.0), "sigma_n": c.get("sigma_n", 0.0), "label": corruption_label(name),
                     "loss": c.get("loss", "auto"), "naive": naive,
                     "series": f"{c['kind']} (naive)" if naive else c["kind"]})
@@ -149,8 +153,21 @@ def train_corruption_args(wildcards):
     if is_naive(name):
         args += " --loss edm"
     elif c["kind"] == "noise":
-        args += f" --consistency-weight {config['training']['consistency_weight']}"
+        args += f" --consistency-weight {consistency_weight(name)}"
     return args
+
+
+def consistency_weight(name):
+    """The consistency weight of a Tweedie run: its own, else training.consistency_weight (0 for other runs)."""
+    c = corruption_spec(name)
+    if c["kind"] != "noise" or is_naive(name):
+        return 0.0
+    return c.get("consistency_weight", config["training"]["consistency_weight"])
+
+
+def full_sampler_runs():
+    """Tweedie runs trained with consistency: also sampled full-length, through sigma < sigma_n."""
+    return [r["name"] for r in run_list() if consistency_weight(r["name"]) > 0]
 
 
 def run_steps(wildcards):
@@ -208,11 +225,11 @@ def attack_kinds():
 
 def attack_options(wildcards):
     a = config["evaluation"]["attacks"]
-    opts = f"--steps {a['steps']} --seed {a['seed']} --threshold {a['threshold']}"
+    opts = f"--steps {a['steps']} --seed {a['seed']} --threshold {a['threshold']} --precision {a['precision']}"
     if a["num_images"] is not None:
         opts += f" --num-images {a['num_images']}"
     if wildcards.attack == "inpaint":
-        opts += f" --erase {a['erase']} --fraction {a['fraction']} --resample {a['resample']}"
+        opts += f" --erase {a['erase']} --fraction {a['fraction']} --resample {list_args(a['resample'])}"
     else:
         opts += f" --sigma {a['sigma']}"
     return opts
@@ -286,6 +303,28 @@ def download_options(wildcards):
     return opts
 
 
+def has_heldout():
+    return config["dataset"].get("heldout_images", 0) != 0
+
+
+def quality_ref_name():
+    """What FD/KD are scored against: the held-out split (heldout), else the training set (train)."""
+    return "heldout" if has_heldout() else "train"
+
+
+def quality_ref_images():
+    return f"data/{dataset_name()}-heldout.zip" if has_heldout() else f"data/{dataset_name()}.zip"
+
+
+def heldout_options(wildcards, output):
+    """ --heldout-out PATH --heldout-images N for the data rules (nothing without a held-out split)."""
+    if not has_heldout():
+        return ""
+    n = config["dataset"]["heldout_images"]
+    return (f" --heldout-out {shlex.quote(output.heldout)}" + (f" --heldout-images {n}" if n is not None else "")
+            + (f" --split-seed {config['dataset']['split_seed']}" if not is_paper_source() else ""))
+
+
 def prepare_options(wildcards):
     ds = config["dataset"]
     opts = f"--source {ds['source']} --resolution {ds['resolution']}"
@@ -340,12 +379,18 @@ def figure_inputs(*keys):
 
 
 def noise_figure_runs(*keys):
-    """The clean model (if any) and the noise models, for the noisy-data figures (fig5, fig6)."""
-    return [r for r in figure_runs(*keys) if r["kind"] in ("clean", "noise")]
+    """The clean model (if any) and the noise models, for the noisy-data figures (fig5, fig6); with
+    "samples" among keys, runs trained with consistency also carry their full-length samples."""
+    runs = [r for r in figure_runs(*keys) if r["kind"] in ("clean", "noise")]
+    if "samples" in keys:
+        for r in runs:
+            if r["name"] in full_sampler_runs():
+                r["samples_full"] = f"results/{dataset_name()}/{r['name']}/samples_full.zip"
+    return runs
 
 
 def noise_figure_inputs(*keys):
-    return [r[k] for r in noise_figure_runs(*keys) for k in keys]
+    return [r[k] for r in noise_figure_runs(*keys) for k in (*keys, "samples_full") if k in r]
 
 
 def noise_notebooks():

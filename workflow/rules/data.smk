@@ -1,4 +1,6 @@
-# Prepared dataset: a zip of uint8 PNGs + dataset.json (sha256 of every image).
+# Prepared dataset: a zip of uint8 PNGs + dataset.json (sha256 of every image), and with
+# dataset.heldout_images the held-out split (data/<dataset>-heldout.zip, never trained on: the
+# reference of the quality metrics).
 # embedded / folder sources: prepare_dataset (offline). Paper sources (celeba, ffhq, celeba_hq):
 # download_dataset, defined only when the config names one (config/paper-*.yaml).
 
@@ -8,11 +10,13 @@ if not is_paper_source():
         input:
             dataset_source_input,
         output:
-            "data/{dataset}.zip",
+            train="data/{dataset}.zip",
+            **({"heldout": "data/{dataset}-heldout.zip"} if has_heldout() else {}),
         log:
             "logs/{dataset}/prepare.log",
         params:
             options=prepare_options,
+            heldout=heldout_options,
         threads: 1
         resources:
             mem_mb=mem("prepare"),
@@ -20,7 +24,7 @@ if not is_paper_source():
         conda:
             "../../environment.yml"
         shell:
-            '"$AMBIENT_PYTHON" -m ambient prepare {params.options} --out {output} > {log} 2>&1'
+            '"$AMBIENT_PYTHON" -m ambient prepare {params.options}{params.heldout} --out {output.train} > {log} 2>&1'
 
 else:
 
@@ -31,11 +35,13 @@ else:
         # The archive and its extraction stay in dataset.raw_dir and are reused; the subset is
         # seeded (dataset.seed) and recorded in the zip's manifest (see ambient/download.py).
         output:
-            "data/{dataset}.zip",
+            train="data/{dataset}.zip",
+            **({"heldout": "data/{dataset}-heldout.zip"} if has_heldout() else {}),
         log:
             "logs/{dataset}/download.log",
         params:
             options=download_options,
+            heldout=heldout_options,
         threads: 1
         resources:
             mem_mb=mem("prepare"),
@@ -46,4 +52,5 @@ else:
         shell:
             'if [ -n "${{CI:-}}" ]; then echo "download_dataset: refusing to download under CI (CI=$CI)" > {log}; '
             "exit 1; fi; "
-            '"$AMBIENT_PYTHON" -m ambient.cli_data download-dataset {params.options} --out {output} > {log} 2>&1'
+            '"$AMBIENT_PYTHON" -m ambient.cli_data download-dataset {params.options}{params.heldout} --out {output.train} '
+            "> {log} 2>&1"

@@ -1,5 +1,6 @@
 # Metrics of each model's samples: nearest training neighbours (memorization), FD/KD against
-# the training set, and the inpainting / noise attacks on training images.
+# the held-out split (images no model trained on; the training set only when the config holds
+# none out, and then the columns say *_train), and the inpainting / noise attacks on training images.
 
 
 rule neighbors:
@@ -54,13 +55,13 @@ rule fetch_weights:
 rule ref_stats:
     input:
         unpack(weights_input),
-        images="data/{dataset}.zip",
+        images=quality_ref_images(),
     output:
-        "results/{dataset}/ref_{extractor}.npz",
+        f"results/{{dataset}}/ref_{{extractor}}_{quality_ref_name()}.npz",
     log:
-        "logs/{dataset}/ref_{extractor}.log",
+        f"logs/{{dataset}}/ref_{{extractor}}_{quality_ref_name()}.log",
     benchmark:
-        "benchmarks/{dataset}/ref_{extractor}.tsv"
+        f"benchmarks/{{dataset}}/ref_{{extractor}}_{quality_ref_name()}.tsv"
     params:
         fallback=extractor_fallback,
         weights_dir=lambda w: str(Path(config["evaluation"]["inception_weights"]).parent),
@@ -83,7 +84,7 @@ rule fid:
     input:
         unpack(weights_input),
         samples="results/{dataset}/{corruption}/samples.zip",
-        ref="results/{dataset}/ref_{extractor}.npz",
+        ref=f"results/{{dataset}}/ref_{{extractor}}_{quality_ref_name()}.npz",
     output:
         "results/{dataset}/{corruption}/fd_{extractor}.json",
     log:
@@ -95,6 +96,7 @@ rule fid:
         weights_dir=lambda w: str(Path(config["evaluation"]["inception_weights"]).parent),
         seed=config["evaluation"]["kid_seed"],
         kid_subsets=config["evaluation"]["kid_subsets"],
+        ref_name=quality_ref_name(),
         device=config["device"],
     threads: config["threads_per_job"]
     resources:
@@ -107,7 +109,7 @@ rule fid:
         '"$AMBIENT_PYTHON" -m ambient.gpu_slots --gpus {resources.gpu} -- '
         '"$AMBIENT_PYTHON" -m ambient fid --samples {input.samples} --ref {input.ref} --out {output} '
         "--extractor {wildcards.extractor} --fallback {params.fallback} --weights-dir {params.weights_dir} "
-        "--seed {params.seed} --kid-subsets {params.kid_subsets} "
+        "--seed {params.seed} --kid-subsets {params.kid_subsets} --ref-name {params.ref_name} "
         "--device {params.device} --threads {threads} --quiet > {log} 2>&1"
 
 

@@ -30,3 +30,35 @@ rule sample:
         '"$AMBIENT_PYTHON" -m ambient sample --checkpoint {input.model} --num {params.num} '
         "--steps {params.steps} --seed {params.seed} --batch-size {params.batch_size} --precision {params.precision} "
         "--device {params.device} --threads {threads} --out {output.samples} --quiet > {log} 2>&1"
+
+
+rule sample_full:
+    # Tweedie models trained with the consistency loss: the full-length sampler, down to sigma_min
+    # through the range below sigma_n that only the consistency loss trains (Tweedie paper, Figs. 5-6).
+    input:
+        model="results/{dataset}/{corruption}/model.pt",
+    output:
+        samples="results/{dataset}/{corruption}/samples_full.zip",
+    log:
+        "logs/{dataset}/{corruption}/sample_full.log",
+    benchmark:
+        "benchmarks/{dataset}/{corruption}/sample_full.tsv"
+    params:
+        num=config["sampling"]["num_samples"],
+        steps=config["sampling"]["steps"],
+        seed=config["sampling"]["seed"],
+        batch_size=config["sampling"]["batch_size"],
+        precision=config["sampling"]["precision"],
+        device=config["device"],
+    threads: config["threads_per_job"]
+    resources:
+        mem_mb=mem("sample"),
+        runtime=runtime("sample"),
+        gpu=gpus(),
+    conda:
+        "../../environment.yml"
+    shell:
+        '"$AMBIENT_PYTHON" -m ambient.gpu_slots --gpus {resources.gpu} -- '
+        '"$AMBIENT_PYTHON" -m ambient sample --checkpoint {input.model} --num {params.num} --sampler full '
+        "--steps {params.steps} --seed {params.seed} --batch-size {params.batch_size} --precision {params.precision} "
+        "--device {params.device} --threads {threads} --out {output.samples} --quiet > {log} 2>&1"

@@ -1,0 +1,202 @@
+"""ambient.readme_tables: the README's generated blocks, and the README against the recorded run.
+
+The blocks are rendered from synthetic files into a temporary README; `--check` passes after a
+write and fails after a hand edit. The last two tests compare README.md's blocks with the run that
+dvc.lock records (results/ is not in git: DVC holds it).
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ambient import claims as C
+from ambient import readme_tables as RT
+
+from test_claims import holding_runs, write_summary
+
+REPO = Path(__file__).resolve().parents[1]
+SUMMARY, CLAIMS = "results/metrics/summary.csv", "results/metrics/claims.csv"
+
+BENCH = ("s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"  # Snakemake's header
+         "{s}\t0:00:00\t{rss}\t1\t1\t1\t0\t0\t50\t1\n")
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A README with the three blocks' markers, summary.csv, claims.csv and benchmark files."""
+    metrics = tmp_path / "results" / "metrics"
+    metrics.mkdir(parents=True)
+    write_summary(metrics / "summary.csv", holding_runs())
+    assert C.main(["--summary", str(metrics / "summary.csv"), "--out", str(metrics / "claims.csv")]) == 0
+    for rel, s, rss in [("faces24/clean/train.tsv", 843.2, 612.5), ("faces24/dust-p0.50/train.tsv", 402.1, 520),
+                        ("faces24/clean/neighbors_pixel.tsv", 5.5, "NA"), ("faces24/ref_pixel.tsv", 2.0, 300),
+                        ("claims.tsv", 0.4, 30.1)]:
+        p = tmp_path / "benchmarks" / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(BENCH.format(s=s, rss=rss))
+    readme = tmp_path / "README.md"
+    readme.write_text("# title\n\nHand-written text stays.\n\n"
+                      + "".join(f"{RT.begin_marker(b)}\nplaceholder\n{RT.end_marker(b)}\n\nbetween\n\n"
+                                for b in RT.BLOCKS) + "the end\n", encoding="utf-8")
+    return tmp_path
+
+
+def tables(project: Path, *args: str) -> int:
+    return RT.main(["--readme", str(project / "README.md"), "--summary", str(project / SUMMARY),
+                    "--claims", str(project / CLAIMS), "--benchmarks", str(project / "benchmarks"), *args])
+
+
+def test_write_then_check_then_hand_edit(project, capsys):
+    readme = project / "README.md"
+    assert tables(project, "--check") == 1  # placeholders differ
+    assert readme.read_text().count("placeholder") == 3  # --check writes nothing
+    assert tables(project) == 0
+    text = readme.read_text(encoding="utf-8")
+    assert text.startswith("# title\n\nHand-written text stays.\n\n") and text.endswith("the end\n")
+    assert text.count("between") == 3 and "placeholder" not in text
+    capsys.readouterr()
+    assert tables(project, "--check") == 0
+    assert "agree with the files" in capsys.readouterr().out
+
+    # results: labels, 3 significant digits, held-out columns named, provenance
+    body = RT.find_blocks(text)["results"]
+    assert f"<!-- source: {SUMMARY} md5={md5(project / SUMMARY)} -->" in body
+    assert "Dataset `faces24`, 256 samples per model" in body and "held-out split" in body
+    assert "extractor `filterbank` (columns `kd_filterbank_heldout`, `fd_filterbank_heldout`)" in body
+    assert ("| model | steps | share > 0.95 | share > 0.90 | mean top-1 sim | held-out KD ± std | held-out FD | "
+            "inpaint extracted U=1 | inpaint extracted U=5 | noise extracted | HF energy of samples |") in body
+    assert "| clean | 3000 | 0.672 | 0.772 | 0.800 | 0.000700 ± 0.00100 | 0.0210 | 0.340 | 0.680 | 0.540 | 0.0170 |" \
+        in body
+    for label in ("| dust p=0.2 |", "| box p=0.4 |", "| noise sigma_n=0.4 (Tweedie) |", "| noise sigma_n=0.4, naive |"):
+        assert label in body, label
+
+    claims = RT.find_blocks(text)["claims"]
+    assert f"<!-- source: {CLAIMS} md5={md5(project / CLAIMS)} -->" in claims
+    assert "9 of 9 claims hold" in claims and claims.count("| yes |") == 9
+
+    timings = RT.find_blocks(text)["timings"]
+    assert "files=5 md5=" in timings
+    rule_rows = [line for line in timings.splitlines() if line.startswith("| `") and "tsv" not in line]
+    assert rule_rows[0] == "| `train` | 2 | 1250 | 612 |" and rule_rows[-1] == "| `claims` | 1 | 0.400 | 30.1 |"
+    assert [r.split("|")[1].strip() for r in rule_rows] == ["`train`", "`neighbors_pixel`", "`ref_pixel`", "`claims`"]
+    assert "| `faces24/clean/train.tsv` | 843 | 612 |" in timings
+    assert "| `faces24/clean/neighbors_pixel.tsv` | 5.50 | - |" in timings
+
+    # a hand edit of one number: --check names the block and exits 1; a rewrite restores it
+    readme.write_text(text.replace("| clean | 3000 | 0.672 |", "| clean | 3000 | 0.700 |"), encoding="utf-8")
+    capsys.readouterr()
+    assert tables(project, "--check") == 1
+    err = capsys.readouterr().err
+    assert "block `results` differs" in err and "0.700" in err and "block `claims`" not in err
+    assert tables(project) == 0 and readme.read_text(encoding="utf-8") == text
+
+
+def test_check_fails_when_the_source_file_changes(project, capsys):
+    assert tables(project) == 0
+    rows = holding_runs()
+    rows[0]["share_gt_0.95"] = 0.5
+    write_summary(project / SUMMARY, rows)
+    assert tables(project, "--check") == 1
+    assert "block `results` differs" in capsys.readouterr().err
+
+
+def test_missing_source_is_one_line_naming_file_and_command(project, capsys):
+    (project / CLAIMS).unlink()
+    assert tables(project, "--check") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"{project / CLAIMS}: not found" in err and "snakemake results/metrics/claims.csv" in err
+
+
+def test_timings_without_benchmarks(project, capsys):
+    assert tables(project) == 0
+    text = (project / "README.md").read_text(encoding="utf-8")
+    for p in sorted((project / "benchmarks").rglob("*.tsv")):
+        p.unlink()
+    assert tables(project, "--check") == 0  # benchmarks are not versioned: skipped, with a note
+    assert "block timings skipped" in capsys.readouterr().err
+    assert tables(project, "--check", "--blocks", "timings") == 2  # asked for by name: an error
+    assert "no benchmark files" in capsys.readouterr().err
+    assert (project / "README.md").read_text(encoding="utf-8") == text
+
+
+def test_readme_without_markers_says_which_lines_to_add(project, capsys):
+    (project / "README.md").write_text("# nothing generated\n")
+    assert tables(project) == 2
+    err = capsys.readouterr().err
+    assert RT.begin_marker("results") in err and RT.end_marker("timings") in err
+    (project / "README.md").write_text(f"{RT.begin_marker('results')}\n{RT.end_marker('results')}\n")
+    assert tables(project, "--blocks", "results", "claims") == 2
+    assert "no markers for block(s) claims" in capsys.readouterr().err
+    assert tables(project, "--blocks", "results") == 0
+
+
+def test_block_sources_and_rule_names():
+    text = (f"{RT.begin_marker('results')}\n<!-- source: results/metrics/summary.csv md5={'a' * 32} -->\n"
+            f"{RT.end_marker('results')}\n<!-- BEGIN claims -->\n<!-- source: x.csv md5={'b' * 32} -->\n"
+            "<!-- END claims -->\n")
+    assert RT.block_sources(text) == {"results": {"results/metrics/summary.csv": "a" * 32},
+                                      "claims": {"x.csv": "b" * 32}}
+    assert RT.rule_of(Path("faces24/clean/train.tsv")) == "train"
+    assert RT.rule_of(Path("faces24/noise-s0.40-naive/attack_inpaint.tsv")) == "attack_inpaint"
+    assert RT.rule_of(Path("faces24/train/clean.tsv")) == "train"  # a {dataset}/{rule}/{run} layout
+    assert RT.rule_of(Path("faces24/ref_pixel.tsv")) == "ref_pixel" and RT.rule_of(Path("claims.tsv")) == "claims"
+
+
+def test_extended_benchmark_format_names_the_rule(tmp_path):
+    p = tmp_path / "fd_pixel.tsv"
+    p.write_text("s\th:m:s\tmax_rss\tjobid\trule_name\n3.0\t0:00:03\tNA\t7\tfid\n5.0\t0:00:05\t40.5\t7\tfid\n")
+    assert RT.read_benchmark(p) == (4.0, 40.5, "fid")  # repeats: mean time, largest peak
+    p.write_text("s\th:m:s\tmax_rss\n2.5\t0:00:02\t10\n")
+    assert RT.read_benchmark(p) == (2.5, 10.0, None)
+
+
+# ---------------------------------------------------------------- README.md against the recorded run
+
+def _lock_md5() -> dict[str, str]:
+    """out path -> md5 that dvc.lock records."""
+    lock = yaml.safe_load((REPO / "dvc.lock").read_text())
+    return {o["path"]: o["md5"] for stage in lock.get("stages", {}).values() for o in stage.get("outs", [])
+            if "md5" in o}
+
+
+README_SOURCES = RT.block_sources((REPO / "README.md").read_text(encoding="utf-8"))
+# TEMPORARY: until README.md's blocks are generated from the recorded run (python -m ambient.readme_tables
+# after the run that dvc.lock records); remove this skip condition then.
+needs_generated_readme = pytest.mark.skipif(
+    "results" not in README_SOURCES,
+    reason="README.md has no generated `results` block yet: run `python -m ambient.readme_tables` on the "
+           "recorded run, then remove this skip")
+
+
+@needs_generated_readme
+def test_readme_numbers_come_from_the_recorded_run():
+    """The md5 in README.md's blocks is the md5 dvc.lock records for summary.csv (and claims.csv)."""
+    lock = _lock_md5()
+    assert SUMMARY in lock, "dvc.lock records no results/metrics/summary.csv"
+    assert README_SOURCES["results"] == {SUMMARY: lock[SUMMARY]}, \
+        "README.md's results block was not generated from the summary.csv dvc.lock records"
+    if CLAIMS in lock or "claims" in README_SOURCES:
+        assert CLAIMS in lock, "README.md has a claims block, but dvc.lock records no claims.csv"
+        assert README_SOURCES.get("claims") == {CLAIMS: lock[CLAIMS]}, \
+            "README.md's claims block was not generated from the claims.csv dvc.lock records"
+
+
+@needs_generated_readme
+def test_readme_check_passes_on_the_recorded_files(capsys):
+    """Where the recorded files are here (`dvc pull evaluate`), the README is what they generate."""
+    lock = _lock_md5()
+    blocks = [b for b, path in (("results", SUMMARY), ("claims", CLAIMS))
+              if b in README_SOURCES and (REPO / path).is_file() and md5(REPO / path) == lock.get(path)]
+    if "results" not in blocks:
+        pytest.skip(f"{SUMMARY} of the recorded run is not here (`dvc pull evaluate` brings it)")
+    rc = RT.main(["--readme", str(REPO / "README.md"), "--summary", str(REPO / SUMMARY),
+                  "--claims", str(REPO / CLAIMS), "--check", "--blocks", *blocks])
+    assert rc == 0, capsys.readouterr().err

@@ -1,0 +1,27 @@
+# The papers' claims checked against this run's summary.csv: one row per claim with the measured
+# numbers, the threshold and holds = yes | no | n/a (ambient/claims.py defines the thresholds).
+# A claim that does not hold is a result, not a failure: the job succeeds either way.
+
+
+rule claims:
+    input:
+        "results/metrics/summary.csv",
+    output:
+        report(
+            "results/metrics/claims.csv",
+            caption="../report/claims.rst",
+            category="Metrics",
+            labels={"table": "claims.csv"},
+        ),
+    log:
+        "logs/claims.log",
+    benchmark:
+        "benchmarks/claims.tsv"
+    threads: 1
+    resources:
+        mem_mb=mem("figures"),
+        runtime=runtime("figures"),
+    conda:
+        "../../environment.yml"
+    shell:
+        '"$AMBIENT_PYTHON" -m ambient.claims --summary {input} --out {output} > {log} 2>&1'
