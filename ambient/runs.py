@@ -1,7 +1,7 @@
 """Run names of the workflow: a corruption name, plus `-naive` for the naive baseline on noisy data.
 
     clean, dust-p0.20, box-p0.40     one model per corruption (loss chosen by the corruption)
-    noise-s0.20                      Tweedie + consistency loss on noisy data (loss auto = tweedie)
+    noise-s0.20                      the Tweedie loss on noisy data (loss auto = tweedie)
     noise-s0.20-naive                the naive baseline on the same noisy data: the plain EDM loss
                                      (`ambient train --loss edm`), which learns to output noisy images
 

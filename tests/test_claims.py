@@ -161,8 +161,11 @@ def test_kid_is_preferred_to_the_offline_extractors(tmp_path):
     got = claims_of(tmp_path, rows, [*COLUMNS, "fid_heldout", "kid_heldout", "kid_heldout_std"])
     assert got["quality_cost"]["measured"].startswith("kid_heldout by p:")
     assert got["quality_cost"]["holds"] == "no"
+    # feature-based before raw pixels, whatever the column order; an unknown extractor still counts
     assert C.kd_columns(["kd_pixel_heldout_std", "kd_pixel_heldout", "kd_filterbank_heldout"]) == \
-        ("kd_pixel_heldout", "kd_pixel_heldout_std")
+        ("kd_filterbank_heldout", "kd_filterbank_heldout_std")
+    assert C.kd_columns(["kd_pixel_heldout", "kd_dinov2_heldout", "kd_filterbank_heldout"])[0] == "kd_dinov2_heldout"
+    assert C.kd_columns(["kd_pixel_heldout", "kd_mine_heldout"])[0] == "kd_pixel_heldout"
     assert C.kd_columns(["fd_pixel"]) is None
 
 

@@ -134,7 +134,7 @@ def test_dvc_yaml_stages():
         for dep in spec["deps"]:
             assert (REPO / dep).is_file() or outs.get(dep) not in (None, stage), (stage, dep)
     assert outs["data/faces24.zip"] == "data"
-    for run_name in ("clean", "dust-p0.20", "dust-p0.50", "box-p0.40"):
+    for run_name in ("clean", "dust-p0.10", "dust-p0.50", "box-p0.40"):
         base = f"results/faces24/{run_name}"
         assert outs[f"{base}/model.pt"] == "train" and outs[f"{base}/samples.zip"] == "sample"
         assert outs[f"{base}/neighbors_pixel.json"] == outs[f"{base}/attack_inpaint.json"] == "evaluate"
