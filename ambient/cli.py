@@ -16,16 +16,23 @@ def _add_device(p: argparse.ArgumentParser) -> None:
 def cmd_prepare(a) -> None:
     from . import data
 
+    # 0 means 0 (never "the default"); the defaults are None
+    if a.num_images is not None and a.num_images < 1:
+        raise ValueError(f"--num-images {a.num_images} must be >= 1 (omit it to train on every image not held out)")
+    if a.heldout_images < 0:
+        raise ValueError(f"--heldout-images {a.heldout_images} must be >= 0")
+    if a.resolution is not None and a.resolution < 1:
+        raise ValueError(f"--resolution {a.resolution} must be >= 1")
     if (a.heldout_images > 0) != bool(a.heldout_out):
-        raise ValueError("prepare: --heldout-images N > 0 and --heldout-out PATH go together")
+        raise ValueError("--heldout-images N > 0 and --heldout-out PATH go together")
     if a.source == "embedded":
-        images, ids = data.embedded_faces(100, a.resolution or 24)
+        images, ids = data.embedded_faces(100, 24 if a.resolution is None else a.resolution)
         info = {"source": "embedded:skimage.lfw_subset", "recipe": f"center crop to {images.shape[-1]}"}
     else:
         if not a.folder:
-            raise SystemExit("prepare --source folder needs --folder PATH")
+            raise ValueError("--source folder needs --folder PATH")
         limit = None if a.num_images is None else a.num_images + a.heldout_images
-        images, ids = data.image_folder(a.folder, a.resolution or 64, a.channels, limit)
+        images, ids = data.image_folder(a.folder, 64 if a.resolution is None else a.resolution, a.channels, limit)
         info = {"source": f"folder:{Path(a.folder).name}",
                 "recipe": f"center crop to square, Lanczos resize to {images.shape[-1]}, {'RGB' if a.channels == 3 else 'grayscale'}"}
     train_idx, held_idx = data.split_heldout(len(images), a.heldout_images, a.split_seed, a.num_images)
@@ -66,13 +73,13 @@ def cmd_sample(a) -> None:
 
     from .data import write_image_zip
     from .sampling import generate
-    from .training import load_checkpoint, model_from_checkpoint
+    from .training import load_model
     from .utils import resolve_device, sha256_file
 
     if a.threads:
         torch.set_num_threads(a.threads)
     dev = resolve_device(a.device)
-    model, cfg, info = model_from_checkpoint(load_checkpoint(a.checkpoint, map_location="cpu"), device=dev)
+    model, cfg, info = load_model(a.checkpoint, device=dev)
     stop_sigma = cfg.sampling_stop_sigma
     if a.sampler == "full":
         if stop_sigma and cfg.consistency_weight <= 0:

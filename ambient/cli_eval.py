@@ -105,13 +105,13 @@ def cmd_attack(a) -> None:
     from . import neighbors as nb
     from .attacks import AttackConfig, run_attack
     from .features import load_images
-    from .training import load_checkpoint, model_from_checkpoint
+    from .training import load_model
     from .utils import sha256_file, write_json
 
     dev = _setup(a)
     cfg = AttackConfig(kind=a.kind, erase=a.erase, fraction=a.fraction, position=a.position, sigma=a.sigma,
                        num_steps=a.steps, sigma_max=a.sigma_max, resample=a.resample, threshold=a.threshold, seed=a.seed)
-    model, tcfg, info = model_from_checkpoint(load_checkpoint(a.checkpoint, map_location="cpu"), device=dev)
+    model, tcfg, info = load_model(a.checkpoint, device=dev)
     train = load_images(a.train)
     if train.shape[1] != info["channels"] or train.shape[-1] != info["resolution"]:
         raise ValueError(f"{a.train}: images are {train.shape[1]}x{train.shape[-1]}px but the model was trained on "

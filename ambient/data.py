@@ -70,9 +70,17 @@ def embedded_faces(num_images: int = 100, crop: int = 24) -> tuple[np.ndarray, l
     return images, [f"lfw_subset:{i}" for i in range(num_images)]
 
 
+# A source image may be upscaled at most this much; a tiny image (a 1x1 icon, a thumbnail) blown
+# up to the output size is no face, and would train and score as one.
+MAX_UPSCALE = 2.0
+
+
 def _center_crop_resize(img: Image.Image, resolution: int) -> Image.Image:
     w, h = img.size
     side = min(w, h)
+    if side * MAX_UPSCALE < resolution:
+        raise ValueError(f"{w}x{h} px is too small for {resolution} px output (at most {MAX_UPSCALE:g}x upscaling): "
+                         f"use a lower --resolution, or remove the image")
     left, top = (w - side) // 2, (h - side) // 2
     img = img.crop((left, top, left + side, top + side))
     if side != resolution:
@@ -92,7 +100,10 @@ def load_image_file(path: Path, resolution: int, channels: int) -> np.ndarray:
             img = img.convert("L" if channels == 1 else "RGB")
     except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"{path}: not a readable image ({e.__class__.__name__}: {e})") from None
-    arr = np.asarray(_center_crop_resize(img, resolution), dtype=np.uint8)
+    try:
+        arr = np.asarray(_center_crop_resize(img, resolution), dtype=np.uint8)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
@@ -102,6 +113,8 @@ def image_folder(folder: str | Path, resolution: int, channels: int = 3,
     folder = Path(folder)
     if channels not in (1, 3):
         raise ValueError(f"channels={channels}: use 1 (grayscale) or 3 (RGB)")
+    if resolution < 1 or (max_images is not None and max_images < 1):
+        raise ValueError(f"{folder}: resolution={resolution} and max_images={max_images} must be >= 1")
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: image folder not found")
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
@@ -171,8 +184,11 @@ def write_image_zip(path: str | Path, images: np.ndarray, source_ids: list[str] 
     return manifest
 
 
-def read_image_zip(path: str | Path, verify: bool = True) -> Dataset:
-    """Read a prepared dataset or sample zip; checks every image against its sha256."""
+def read_image_zip(path: str | Path, verify: bool = True, allow_plain: bool = False) -> Dataset:
+    """Read a prepared dataset or sample zip; checks every image against its sha256 and its size.
+
+    A zip without the manifest (dataset.json) has nothing to check its images against and is
+    refused unless `allow_plain` (then its images, sorted by name, are read as they are)."""
     import json
 
     path = Path(path)
@@ -184,19 +200,33 @@ def read_image_zip(path: str | Path, verify: bool = True) -> Dataset:
             manifest = json.loads(zf.read(MANIFEST)) if MANIFEST in names else None
             if manifest is not None:
                 entries = manifest["images"]
-            else:  # a plain zip of images (e.g. made by another tool)
+            elif allow_plain:
                 entries = [{"file": n} for n in sorted(names) if Path(n).suffix.lower() in IMAGE_SUFFIXES]
+            else:
+                raise ValueError(f"{path}: no {MANIFEST} in the zip, so its images cannot be checked; make it with "
+                                 "`python -m ambient prepare` (a folder of images: --source folder --folder DIR)")
             if not entries:
                 raise ValueError(f"{path}: the zip holds no images")
+            shape = (manifest["channels"], manifest["resolution"], manifest["resolution"]) if manifest else None
             arrays = []
             for e in entries:
                 data = zf.read(e["file"])
                 if verify and "sha256" in e and sha256_bytes(data) != e["sha256"]:
                     raise ValueError(f"{path}: {e['file']} does not match its sha256 in {MANIFEST}; "
                                      "the file is corrupt: prepare it again")
-                with Image.open(io.BytesIO(data)) as img:
-                    arr = np.asarray(img)
-                arrays.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)[:3])
+                try:
+                    with Image.open(io.BytesIO(data)) as img:
+                        arr = np.asarray(img)
+                except (UnidentifiedImageError, OSError) as err:
+                    raise ValueError(f"{path}: member {e['file']} is not a readable image ({err.__class__.__name__})") from None
+                arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)[:3]
+                shape = shape or arr.shape
+                if arr.shape != tuple(shape) or arr.dtype != np.uint8:
+                    raise ValueError(f"{path}: member {e['file']} is {arr.dtype} {'x'.join(map(str, arr.shape))}, "
+                                     f"the others uint8 {'x'.join(map(str, shape))}; prepare the zip again")
+                arrays.append(arr)
+    except KeyError as e:
+        raise ValueError(f"{path}: {MANIFEST} names a member the zip lacks or misses a key ({e}); prepare it again") from None
     except zipfile.BadZipFile as e:
         raise ValueError(f"{path}: not a valid zip ({e}); delete it and prepare it again") from None
     images = np.stack(arrays).astype(np.uint8)

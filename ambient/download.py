@@ -281,14 +281,43 @@ def gdrive_confirm_url(page_url: str, body: bytes, set_cookies: list[str] | tupl
 
 # ---------------------------------------------------------------- download
 
+def part_meta_path(part: Path) -> Path:
+    """Beside a .part: the url and the validator (ETag or Last-Modified) its bytes came with."""
+    return part.with_name(part.name + ".json")
+
+
+def _read_part_meta(part: Path) -> dict:
+    try:
+        return json.loads(part_meta_path(part).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _drop_part(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    part_meta_path(part).unlink(missing_ok=True)
+
+
 def _fetch(opener, url: str, part: Path, timeout: float, progress: bool, gdrive: bool,
-           desc: str) -> str | None:
+           desc: str, checked: bool = False) -> str | None:
     """One attempt: append to / restart `part`. Returns None when complete, or a new url to
-    follow (Google Drive confirmation). Raises _Retryable, OSError, URLError, HTTPException."""
+    follow (Google Drive confirmation). Raises _Retryable, OSError, URLError, HTTPException.
+
+    A .part is resumed only when something can vouch for its bytes: the validator it was started
+    with (sent as If-Range, so a changed file comes back whole), or a checksum the finished file
+    must match (`checked`). A .part that nothing vouches for is started again."""
     offset = part.stat().st_size if part.exists() else 0
+    meta = _read_part_meta(part) if offset else {}
+    validator = meta.get("etag") or meta.get("last_modified") if meta.get("url") == url else None
+    if offset and not validator and not checked:
+        _log(f"{desc}: {part} has no validator and no checksum to check it against; downloading from the start")
+        _drop_part(part)
+        offset = 0
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
+        if validator:
+            headers["If-Range"] = validator
     try:
         resp = opener.open(urllib.request.Request(url, headers=headers), timeout=timeout)
     except urllib.error.HTTPError as e:
@@ -297,7 +326,7 @@ def _fetch(opener, url: str, part: Path, timeout: float, progress: bool, gdrive:
             e.close()
             if total == offset:
                 return None
-            part.unlink()
+            _drop_part(part)
             raise _Retryable(f"server refused to resume at byte {offset} (HTTP 416); restarting") from None
         raise
     with resp:
@@ -312,13 +341,16 @@ def _fetch(opener, url: str, part: Path, timeout: float, progress: bool, gdrive:
         if offset and status == 206:
             start, total = _parse_content_range(resp.headers.get("Content-Range"))
             if start != offset:
-                part.unlink()
+                _drop_part(part)
                 raise _Retryable(f"asked for bytes {offset}- but the server sent a range starting at {start}")
             mode = "ab"
         else:
             if offset:
-                _log(f"{desc}: the server does not resume (HTTP {status}); downloading from the start")
+                _log(f"{desc}: the server sent the whole file (HTTP {status}: it changed, or does not resume); "
+                     "downloading from the start")
             offset, mode, total = 0, "wb", length
+            write_json(part_meta_path(part), {"url": url, "etag": resp.headers.get("ETag"),
+                                              "last_modified": resp.headers.get("Last-Modified")})
         if length is not None:
             total = offset + length
         received = 0
@@ -370,7 +402,7 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, md5: 
     current, failures, confirms = url, 0, 0
     while True:
         try:
-            nxt = _fetch(opener, current, part, timeout, progress, gdrive, dest.name)
+            nxt = _fetch(opener, current, part, timeout, progress, gdrive, dest.name, checked=bool(expected))
             if nxt is None:
                 break
             confirms += 1
@@ -398,9 +430,10 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, md5: 
     try:
         _check_hashes(part, expected, url)
     except ValueError as e:
-        part.unlink(missing_ok=True)
+        _drop_part(part)
         raise ValueError(f"{e}; the download was deleted") from None
     os.replace(part, dest)
+    part_meta_path(part).unlink(missing_ok=True)
     return dest
 
 

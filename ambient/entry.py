@@ -6,9 +6,29 @@ nothing else: DVC's stages list the modules each phase imports.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from .paths import check_writable
+
 USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError, KeyError, OSError)
+
+
+# Counts that every command reads the same way: at least 1 when given (None: the default).
+AT_LEAST_ONE = ("num", "batch_size", "steps", "num_images", "threads", "kid_subsets", "kid_subset_size", "k",
+                "bins", "resample", "samples", "log_every", "checkpoint_every", "resolution")
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """The checks every command shares, before any work: counts >= 1, and --out writable."""
+    for key in AT_LEAST_ONE:
+        value = getattr(args, key, None)
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, int) and not isinstance(v, bool) and v < 1:
+                raise ValueError(f"--{key.replace('_', '-')} {v} must be >= 1")
+    out = getattr(args, "out", None)
+    if isinstance(out, str) and out and not os.path.isdir(out):
+        check_writable(out)
 
 
 def run_command(args: argparse.Namespace, name: str) -> int:
@@ -16,6 +36,7 @@ def run_command(args: argparse.Namespace, name: str) -> int:
 
     Exit status: the command's own, else 0; an error's `exit_code` attribute, else 2."""
     try:
+        check_arguments(args)
         return args.func(args) or 0
     except USER_ERRORS as e:
         print(f"ambient {name}: error: {e}", file=sys.stderr)

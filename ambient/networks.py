@@ -22,6 +22,31 @@ class UNetConfig:
     attn_resolutions: list[int] = field(default_factory=lambda: [6])
     dropout: float = 0.0
 
+    def __post_init__(self):
+        if self.base_channels < 1 or self.num_blocks < 1:
+            raise ValueError(f"network: base_channels={self.base_channels} and num_blocks={self.num_blocks} must be >= 1")
+        if not self.channel_mult or min(self.channel_mult) < 1:
+            raise ValueError(f"network: channel_mult={self.channel_mult} must be a non-empty list of integers >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"network: dropout={self.dropout} must be in [0, 1)")
+
+    def resolutions(self, resolution: int) -> list[int]:
+        """The feature-map sizes of the encoder levels for a `resolution`-pixel image."""
+        out = [resolution]
+        for _ in self.channel_mult[1:]:
+            out.append((out[-1] + 1) // 2)
+        return out
+
+    def check_resolution(self, resolution: int) -> None:
+        """Attention at a size the network never has would silently do nothing: refuse it."""
+        have = self.resolutions(resolution)
+        if resolution < 1:
+            raise ValueError(f"network: image resolution {resolution} must be >= 1")
+        bad = [r for r in self.attn_resolutions if r not in have]
+        if bad:
+            raise ValueError(f"network: attn_resolutions={bad} are not among this network's feature-map sizes "
+                             f"{have} (image {resolution} px, channel_mult {self.channel_mult}); use some of {have} or []")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -210,6 +235,7 @@ class EDMPrecond(nn.Module):
 
 def build_model(img_channels: int, resolution: int, masked: bool, formulation: str = "split",
                 config: UNetConfig | None = None) -> EDMPrecond:
+    (config or UNetConfig()).check_resolution(resolution)
     in_ch = 2 * img_channels if masked else img_channels
     net = UNet(in_ch, img_channels, resolution, config)
     return EDMPrecond(net, img_channels, masked=masked, formulation=formulation)

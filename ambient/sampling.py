@@ -77,6 +77,8 @@ def generate(model: EDMPrecond, corruption: Corruption, num_samples: int, resolu
     """
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision {precision!r} is unknown: use fp32 or bf16")
+    if num_samples < 1 or batch_size < 1 or num_steps < 1:
+        raise ValueError(f"num_samples={num_samples}, batch_size={batch_size} and num_steps={num_steps} must be >= 1")
     model.eval()
     dev = torch.device(device)
     # bf16 autocast runs the network in bfloat16; the ODE state and its updates stay float64

@@ -23,8 +23,9 @@ from .corruption import Corruption
 from .data import read_image_zip
 from .losses import AmbientLoss, EDMLoss
 from .noisy import TweedieLoss
-from .networks import EDMPrecond, UNetConfig, build_model
-from .utils import SampleRNG, atomic_path, generator, resolve_device, sha256_file
+from .networks import FORMULATIONS, EDMPrecond, UNetConfig, build_model
+from .paths import check_writable
+from .utils import SampleRNG, atomic_path, generator, resolve_device, run_dir_lock, sha256_file
 
 CHECKPOINT_FORMAT = "ambient-checkpoint/1"
 LOSSES = ("auto", "edm", "ambient", "tweedie")
@@ -55,12 +56,26 @@ class TrainConfig:
     channels_last: bool = False
 
     def __post_init__(self):
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"steps={self.steps} and batch_size={self.batch_size} must be >= 1")
+        """The one place training settings are checked: the CLI and the Snakemake rules both build this."""
+        at_least = {"steps": 1, "batch_size": 1, "checkpoint_every": 1, "keep_checkpoints": 1, "log_every": 1,
+                    "warmup_steps": 0, "seed": 0}
+        for key, low in at_least.items():
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{key}={value!r} must be an integer >= {low}")
+        if not self.lr > 0:
+            raise ValueError(f"lr={self.lr} must be > 0")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay={self.ema_decay} must be in [0, 1) (0.999 is usual)")
+        if not self.grad_clip >= 0:
+            raise ValueError(f"grad_clip={self.grad_clip} must be >= 0 (0 turns clipping off)")
+        if not self.consistency_weight >= 0:
+            raise ValueError(f"consistency_weight={self.consistency_weight} must be >= 0 (0 turns the term off)")
+        if self.formulation not in FORMULATIONS:
+            raise ValueError(f"formulation {self.formulation!r} is unknown: use one of {', '.join(FORMULATIONS)}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision {self.precision!r} is unknown: use fp32 or bf16")
-        if self.checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every={self.checkpoint_every} must be >= 1")
+        UNetConfig(**self.network)  # validates
         corr = Corruption(**self.corruption)  # validates
         if self.loss not in LOSSES:
             raise ValueError(f"loss {self.loss!r} is unknown: use one of {', '.join(LOSSES)}")
@@ -68,6 +83,9 @@ class TrainConfig:
         if self.loss != "auto" and self.loss not in allowed[corr.kind]:
             raise ValueError(f"loss {self.loss!r} does not fit corruption {corr.kind!r}: use one of "
                              f"{', '.join(allowed[corr.kind])} (or auto)")
+        if self.consistency_weight > 0 and self.effective_loss != "tweedie":
+            raise ValueError(f"consistency_weight={self.consistency_weight} belongs to the Tweedie loss (noise "
+                             f"corruptions); this run uses the {self.effective_loss} loss: set it to 0")
 
     @property
     def corruption_spec(self) -> Corruption:
@@ -89,8 +107,10 @@ class TrainConfig:
 
 
 # The settings a resumed run must share with the checkpoint it resumes.
-_RESUME_KEYS = ("corruption", "network", "formulation", "loss", "consistency_weight", "batch_size", "lr", "warmup_steps", "ema_decay",
-                "grad_clip", "xflip", "seed", "precision")
+# Every key that shapes the weights; the rest (steps, the dataset *path*: its bytes are compared,
+# checkpoint_every, keep_checkpoints, log_every) may change between a run and its resumption.
+_RESUME_KEYS = ("corruption", "network", "formulation", "loss", "consistency_weight", "batch_size", "lr", "warmup_steps",
+                "ema_decay", "grad_clip", "xflip", "seed", "precision", "channels_last")
 
 
 def make_loss(cfg: TrainConfig):
@@ -115,32 +135,67 @@ def save_checkpoint(path: str | Path, model: EDMPrecond, ema: EDMPrecond, optimi
         "ema": ema.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else {},
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    # torch.save names the archive's root folder after a file *path* it is given (here a random
+    # temporary name); given an open file it uses a fixed one, so equal states give equal bytes
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
 
 
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Load a checkpoint with weights_only=True: a pickle carrying code is refused."""
+_STATE_KEYS = ("step", "config", "info", "model", "ema")
+
+
+def load_checkpoint(path: str | Path, map_location="cpu", hint: str = "") -> dict:
+    """Load a checkpoint with weights_only=True: a pickle carrying code is refused.
+
+    `hint` ends the message of an unreadable file (what the calling command's user can do)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated zip, foreign pickle, ...
-        raise ValueError(f"{path}: not a loadable checkpoint ({e.__class__.__name__}: {str(e).splitlines()[0][:200]}). "
-                         "It may be truncated or not made by ambient; delete it to resume from the previous one.") from None
+    except Exception as e:  # truncated zip, a pickle carrying code, another format, ...
+        why = "refused: it holds Python objects other than weights (code could run on loading)" \
+            if "weights_only" in str(e) or "Unsupported global" in str(e) else "truncated or not a PyTorch file"
+        raise ValueError(f"{path}: not a loadable checkpoint ({why})" + (f"; {hint}" if hint else "")) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not an ambient checkpoint (format {state.get('format') if isinstance(state, dict) else type(state)})")
+        raise ValueError(f"{path}: not an ambient checkpoint (format "
+                         f"{state.get('format') if isinstance(state, dict) else type(state).__name__})")
+    missing = [k for k in _STATE_KEYS if k not in state]
+    if missing:
+        raise ValueError(f"{path}: an incomplete ambient checkpoint (no {', '.join(missing)}); write it again with `ambient train`")
     return state
 
 
-def model_from_checkpoint(state: dict, use_ema: bool = True, device="cpu") -> tuple[EDMPrecond, TrainConfig, dict]:
-    cfg = TrainConfig(**state["config"])
+def model_from_checkpoint(state: dict, use_ema: bool = True, device="cpu",
+                          source: str = "checkpoint") -> tuple[EDMPrecond, TrainConfig, dict]:
+    """The network of a loaded checkpoint; `source` (its path) names it in every error."""
+    try:
+        cfg = TrainConfig(**state["config"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{source}: its recorded training config is not valid ({e})") from None
     info = state["info"]
-    model = build_model(info["channels"], info["resolution"], masked=cfg.corruption_spec.masked,
-                        formulation=cfg.formulation, config=UNetConfig(**cfg.network))
-    model.load_state_dict(state["ema" if use_ema else "model"])
+    try:
+        model = build_model(info["channels"], info["resolution"], masked=cfg.corruption_spec.masked,
+                            formulation=cfg.formulation, config=UNetConfig(**cfg.network))
+    except KeyError as e:
+        raise ValueError(f"{source}: its info lacks {e}; write it again with `ambient train`") from None
+    try:
+        model.load_state_dict(state["ema" if use_ema else "model"])
+    except RuntimeError as e:
+        n = str(e).count("size mismatch") + str(e).count("Missing key") + str(e).count("Unexpected key")
+        raise ValueError(f"{source}: its weights do not fit the network its recorded config describes "
+                         f"({n} mismatched or missing tensors); the file was edited or mixed up") from None
     return model.to(device).eval(), cfg, info
+
+
+def load_model(path: str | Path, device="cpu", use_ema: bool = True) -> tuple[EDMPrecond, TrainConfig, dict]:
+    """A trained model from its file, for sampling and evaluation."""
+    state = load_checkpoint(path, map_location="cpu", hint="train it again (`ambient train`, or its Snakemake rule)")
+    return model_from_checkpoint(state, use_ema, device, source=str(path))
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(_CKPT_NAME.match(path.name).group(1))
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
@@ -187,12 +242,18 @@ def train(cfg: TrainConfig, run_dir: str | Path, out: str | Path | None = None, 
     """
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "model.pt"
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads={threads} must be >= 1 (or unset: PyTorch's default)")
+    check_writable(out)  # before the work, not after it
     dev = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
     world, rank, dev = _init_distributed(dev, cfg.batch_size)
     try:
-        return _train(cfg, run_dir, out, dev, world, rank, progress and rank == 0)
+        if rank:  # only rank 0 writes into the run directory
+            return _train(cfg, run_dir, out, dev, world, rank, False)
+        with run_dir_lock(run_dir):
+            return _train(cfg, run_dir, out, dev, world, rank, progress)
     finally:
         if world > 1:
             import torch.distributed as dist
@@ -236,9 +297,15 @@ def _train(cfg: TrainConfig, run_dir: Path, out: Path, dev: torch.device, world:
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
     start = 0
 
-    ckpts = list_checkpoints(run_dir)
+    if rank == 0:
+        for stale in run_dir.glob(".checkpoint-*.tmp"):  # left by a kill mid-write
+            stale.unlink()
+    # A step's state does not depend on the total step count (constant LR after warm-up, EMA by
+    # step), so the latest checkpoint at or before `steps` is exactly this run's state there; a
+    # later one (a longer run in the same directory) is never returned under this run's label.
+    ckpts = [p for p in list_checkpoints(run_dir) if checkpoint_step(p) <= cfg.steps]
     if ckpts:
-        state = load_checkpoint(ckpts[-1], map_location=dev)
+        state = load_checkpoint(ckpts[-1], map_location=dev, hint="delete it to resume from the checkpoint before it")
         _check_resumable(ckpts[-1], state, cfg, info)
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
@@ -246,8 +313,6 @@ def _train(cfg: TrainConfig, run_dir: Path, out: Path, dev: torch.device, world:
         start = state["step"]
         if progress:
             tqdm.write(f"resuming from {ckpts[-1]} at step {start}")
-    if start >= cfg.steps and out.exists():
-        return out
 
     images, a, a_tilde = images.to(dev), a.to(dev), a_tilde.to(dev)
     net = model
@@ -308,7 +373,8 @@ def _train(cfg: TrainConfig, run_dir: Path, out: Path, dev: torch.device, world:
             running, seen, t0 = 0.0, 0, time.perf_counter()
         if rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
             save_checkpoint(run_dir / f"checkpoint-{done:07d}.pt", model, ema, optimizer, done, cfg, info)
-            for old in list_checkpoints(run_dir)[: -cfg.keep_checkpoints]:
+            mine = [p for p in list_checkpoints(run_dir) if checkpoint_step(p) <= done]
+            for old in mine[: -cfg.keep_checkpoints]:
                 old.unlink()
         if done == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -332,10 +398,11 @@ def _mean_over_ranks(value: float, dev: torch.device) -> float:
 
 def _check_resumable(path: Path, state: dict, cfg: TrainConfig, info: dict) -> None:
     old = state["config"]
-    for key in _RESUME_KEYS:
-        if old.get(key) != getattr(cfg, key):
-            raise ValueError(f"{path}: was trained with {key}={old.get(key)!r} but this run asks for "
-                             f"{key}={getattr(cfg, key)!r}; use another run directory or delete {path.parent}")
+    differ = [k for k in _RESUME_KEYS if old.get(k) != getattr(cfg, k)]
+    if differ:
+        what = ", ".join(f"{k}={old.get(k)!r} there, {getattr(cfg, k)!r} here" for k in differ)
+        raise ValueError(f"{path}: this run directory holds a run with other settings ({what}); only `steps` "
+                         f"may change on resume. Use another --run-dir, or delete {path.parent} to start afresh")
     if state["info"].get("dataset_sha256") != info["dataset_sha256"]:
         raise ValueError(f"{path}: was trained on another dataset file than {cfg.dataset}; "
                          f"use another run directory or delete {path.parent}")
@@ -346,6 +413,16 @@ def _truncate_log(path: Path, step: int) -> None:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    keep = []
+    for i, line in enumerate(lines):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:  # a torn last line: the kill came mid-append
+                break
+            raise ValueError(f"{path}: line {i + 1} is not JSON; fix or delete that line to resume") from None
+        if rec.get("step", 0) <= step:
+            keep.append(line)
     with atomic_path(path) as tmp:
         tmp.write_text("".join(line + "\n" for line in keep))

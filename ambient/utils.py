@@ -11,6 +11,8 @@ from typing import Iterator
 
 import torch
 
+from .paths import check_writable  # noqa: F401  (re-exported)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -24,6 +26,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results and DVC caches are shared
     try:
         yield tmp
         with open(tmp, "rb") as f:
@@ -32,6 +35,31 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on a run directory: a second writer fails at once with one clear line."""
+    from filelock import FileLock, Timeout
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(run_dir / ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RuntimeError(f"{run_dir}: another process is training in this run directory (lock {run_dir / '.lock'}); "
+                           "wait for it to finish, or use another --run-dir") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def write_json(path: str | os.PathLike, obj) -> None:

@@ -36,6 +36,7 @@ class FakeServer:
         self.files: dict[str, bytes] = {}
         self.truncate: dict[str, int] = {}
         self.ranges = True
+        self.etags = True
         self.gdrive: dict[str, bytes] = {}
         self.gdrive_mode = "form"
         self.requests: list[tuple[str, str | None]] = []
@@ -78,7 +79,13 @@ def _handler(state: FakeServer):
 
         def _serve(self, path, body):
             code, headers = 200, [("Accept-Ranges", "bytes")] if state.ranges else []
+            etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
+            if state.etags:
+                headers.append(("ETag", etag))
             rng = self.headers.get("Range")
+            if_range = self.headers.get("If-Range")
+            if if_range is not None and (not state.etags or if_range != etag):
+                rng = None  # RFC 9110: the file changed, so the whole file comes back with 200
             if rng and state.ranges:
                 start = int(re.fullmatch(r"bytes=(\d+)-", rng)[1])
                 if start >= len(body):
@@ -497,3 +504,39 @@ def test_sources_registry_shape():
     assert "0B7EVK8r0v71pZjFTYXZWM3FlRnM" in dl.SOURCES["celeba"]["urls"][0]
     with pytest.raises(ValueError, match="unknown dataset source"):
         dl.source("imagenet")
+
+
+# ---------------------------------------------------------------- a .part is resumed only when vouched for
+
+def test_a_stale_part_without_validator_or_checksum_is_restarted(server, tmp_path, capsys):
+    body = _blob()
+    server.files["/a.bin"] = body
+    dest = tmp_path / "a.bin"
+    dl.part_path(dest).write_bytes(b"foreign bytes" * 100)  # no .part.json: nothing vouches for it
+    dl.download(server("/a.bin"), dest, **FAST)
+    assert dest.read_bytes() == body
+    assert server.requests == [("/a.bin", None)]
+    assert "no validator and no checksum" in capsys.readouterr().err
+    assert not dl.part_meta_path(dl.part_path(dest)).exists()
+
+
+def test_a_part_resumes_with_if_range_and_restarts_when_the_file_changed(server, tmp_path):
+    old, new = _blob(30_000), _blob(30_000)[::-1]
+    server.files["/a.bin"] = old
+    server.truncate["/a.bin"] = -1
+    dest = tmp_path / "a.bin"
+    with pytest.raises(dl.DownloadError):  # leaves half of `old` in the .part, with its ETag beside it
+        dl.download(server("/a.bin"), dest, retries=0, **FAST)
+    part = dl.part_path(dest)
+    assert part.stat().st_size == 15_000 and dl.part_meta_path(part).exists()
+    server.truncate["/a.bin"] = 0
+    dl.download(server("/a.bin"), dest, **FAST)  # same file: resumed, no checksum needed
+    assert dest.read_bytes() == old and server.requests[-1][1] == "bytes=15000-"
+
+    dest.unlink()
+    server.truncate["/a.bin"] = -1
+    with pytest.raises(dl.DownloadError):
+        dl.download(server("/a.bin"), dest, retries=0, **FAST)
+    server.files["/a.bin"], server.truncate["/a.bin"] = new, 0  # the file changes on the server
+    dl.download(server("/a.bin"), dest, **FAST)
+    assert dest.read_bytes() == new  # If-Range did not match: the whole new file, not old + new's tail

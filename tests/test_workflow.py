@@ -145,6 +145,7 @@ BAD_CONFIGS = {
     "batch_not_split": (lambda c: c.update(device="cuda", resources={"gpu": 1, "train_gpu": 3}),
                         ["training.batch_size", "3 GPUs"]),
     "gpu_on_cpu_device": (lambda c: c.update(resources={"gpu": 1}), ["device", "cpu"]),
+    "attention_nowhere": (lambda c: c["network"].update(attn_resolutions=[99]), ["network.attn_resolutions", "99"]),
 }
 
 
@@ -307,20 +308,36 @@ def test_summary_noise_runs_and_hf_energy(tmp_path):
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
+    """The smoke config end to end, with a second `snakemake` started in the same checkout while
+    the first runs (issue 11): Snakemake's lock must refuse it, and the first must still finish."""
     wd = copy_workflow(tmp_path_factory.mktemp("smoke") / "wf")
+    args = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config/smoke.yaml"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     t0 = time.perf_counter()
-    r = snakemake(wd, "--cores", "2", "--configfile", "config/smoke.yaml")
+    first = subprocess.Popen(args, cwd=wd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    locks = wd / ".snakemake" / "locks"
+    while first.poll() is None and not (locks.is_dir() and any(locks.iterdir())) and time.perf_counter() - t0 < 120:
+        time.sleep(0.2)
+    second = subprocess.run(args, cwd=wd, capture_output=True, text=True, env=env, timeout=300)
+    _, err = first.communicate(timeout=900)
     seconds = time.perf_counter() - t0
-    if r.returncode != 0:
+    if first.returncode != 0:
         logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in sorted((wd / "logs").rglob("*.log")))
-        pytest.fail(f"smoke workflow failed:\n{r.stderr[-5000:]}\n{logs}")
+        pytest.fail(f"smoke workflow failed:\n{err[-5000:]}\n{logs}")
     print(f"smoke workflow: {seconds:.0f} s")
-    return wd, seconds
+    return wd, seconds, second
+
+
+@pytest.mark.slow
+def test_smoke_second_snakemake_in_the_same_checkout_is_refused(smoke_run):
+    _, _, second = smoke_run
+    assert second.returncode != 0, "a second snakemake ran beside the first"
+    assert "cannot be locked" in second.stderr or "LockException" in second.stderr, second.stderr[-2000:]
 
 
 @pytest.mark.slow
 def test_smoke_outputs(smoke_run):
-    wd, seconds = smoke_run
+    wd, seconds, _ = smoke_run
     cfg = smoke_config()
     names = [load_common()["corruption_name"](c) for c in cfg["corruptions"]]
     figs = wd / "results" / "figures"
@@ -391,7 +408,7 @@ def test_smoke_outputs(smoke_run):
 
 @pytest.mark.slow
 def test_smoke_nothing_to_do_afterwards(smoke_run):
-    wd, _ = smoke_run
+    wd, _, _ = smoke_run
     r = snakemake(wd, "-n", "--cores", "2", "--configfile", "config/smoke.yaml")
     assert r.returncode == 0, r.stderr
     assert "Nothing to be done" in r.stdout + r.stderr, r.stdout + r.stderr
@@ -399,7 +416,7 @@ def test_smoke_nothing_to_do_afterwards(smoke_run):
 
 @pytest.mark.slow
 def test_smoke_report_embeds_every_figure(smoke_run):
-    wd, _ = smoke_run
+    wd, _, _ = smoke_run
     report = wd / "results" / "report.html"
     r = snakemake(wd, "--configfile", "config/smoke.yaml", "--report", report)
     assert r.returncode == 0, r.stderr
@@ -423,7 +440,7 @@ def test_smoke_report_embeds_every_figure(smoke_run):
 def test_smoke_touch_after_restore_then_nothing_to_do(smoke_run):
     """A consumer (`dvc pull` into a fresh clone) has the files with new, arbitrary mtimes and no
     .snakemake metadata; `snakemake --touch` makes the DAG consistent again."""
-    wd, _ = smoke_run
+    wd, _, _ = smoke_run
     shutil.rmtree(wd / ".snakemake")
     now = time.time()
     files = [p for d in ("data", "results") for p in (wd / d).rglob("*") if p.is_file()]

@@ -67,6 +67,14 @@ def validate_config(cfg, schema):
     if ds["source"] == "embedded" and ds["resolution"] > 25:
         raise WorkflowError(f"invalid config at dataset.resolution: {ds['resolution']} > 25, "
                             "the embedded faces are 25x25 (a center crop)")
+    net, sizes = cfg["network"], [ds["resolution"]]
+    for _ in net["channel_mult"][1:]:  # the U-Net's feature-map sizes (as ambient.networks.UNetConfig.resolutions)
+        sizes.append((sizes[-1] + 1) // 2)
+    bad = [r for r in net["attn_resolutions"] if r not in sizes]
+    if bad:
+        raise WorkflowError(f"invalid config at network.attn_resolutions: {bad} are not among the network's "
+                            f"feature-map sizes {sizes} (dataset.resolution {ds['resolution']}, channel_mult "
+                            f"{net['channel_mult']}); attention there would never run")
 
 
 def corruption_name(c):
