@@ -8,6 +8,11 @@ Each training variant runs the real `ambient.training` step code path (loss, cli
 for a few warm-up steps and then `--steps` timed steps; `plain` is a bare PyTorch loop of
 the same network and loss (no EMA, clipping or seeded draws), the reference the issue
 asks to compare with. Numbers go to stdout as a table and, with --json, to a file.
+
+The roofline, measured in the same run: a large fp32 and a large bf16 GEMM give the machine's
+practical peak; the training step's and the sampler's FLOPs (counted by
+torch.utils.flop_counter) over their measured time give the achieved GFLOP/s, reported as a
+fraction of the peak of their precision.
 """
 from __future__ import annotations
 
@@ -117,6 +122,54 @@ def bench_loss(name: str, steps: int, warmup: int = 5, batch: int = 32, precisio
     return steps * batch / (time.perf_counter() - t0)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (speeds compare only within one machine: the README names it)."""
+    import platform
+
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gemm_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:
+    """GFLOP/s of a large square matrix product in `dtype`: the machine's practical peak."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    for _ in range(2):
+        torch.mm(a, b)
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        torch.mm(a, b)
+        reps += 1
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def train_step_flops(batch: int = 32) -> float:
+    """FLOPs of one training step of the embedded default's masked network (forward and backward),
+    counted by torch.utils.flop_counter (convolutions, matrix products, attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x, a, at, model = _setup("fp32")
+    loss_fn = AmbientLoss("split")
+    with FlopCounterMode(display=False) as counter:
+        loss = loss_fn(model, x[:batch], SampleRNG(0, 0, 12, range(batch)), mask=a[:batch], further_mask=at[:batch]).sum()
+        loss.backward()
+    return float(counter.get_total_flops())
+
+
+def sample_flops(num: int = 256, num_steps: int = 18) -> float:
+    """FLOPs of drawing `num` samples: 2 * num_steps - 1 network evaluations per sample (Heun)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x, a, at, model = _setup("fp32")
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x[:1], torch.ones(1), at[:1])
+    return float(counter.get_total_flops()) * num * (2 * num_steps - 1)
+
+
 def bench_sample(num: int = 256, precision: str = "fp32") -> float:
     """Seconds for `num` samples (18 Heun steps, 35 network evaluations, one batch).
     fp32 is the plain-loop reference: the sampler adds nothing to the network calls."""
@@ -137,12 +190,30 @@ def main(argv=None) -> None:
     p.add_argument("--losses", default="edm,tweedie,tweedie+consistency",
                    help="training step cost per loss (bf16), side by side; empty to skip")
     p.add_argument("--json", default=None)
+    p.add_argument("--gemm-n", type=int, default=2048, help="size of the square GEMMs that measure the peak")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    rows = {}
+    rows = {"cpu": cpu_model()}
+    print(f"cpu: {rows['cpu']}, {a.threads} threads", flush=True)
+    # the roofline: what this machine's matrix units do at best, measured in the same run
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        rows[f"gemm[{name}] GFLOP/s"] = gemm_peak(dtype, a.gemm_n)
+        print(f"gemm[{name}] {a.gemm_n}^3: {rows[f'gemm[{name}] GFLOP/s']:.0f} GFLOP/s", flush=True)
+    rows["train step GFLOP"] = train_step_flops() / 1e9
+    rows[f"sample {a.samples} GFLOP"] = sample_flops(a.samples) / 1e9
+    print(f"one training step (batch 32): {rows['train step GFLOP']:.1f} GFLOP; {a.samples} samples: "
+          f"{rows[f'sample {a.samples} GFLOP']:.0f} GFLOP", flush=True)
+
+    def roofline(key: str, gflops: float, precision: str) -> None:
+        peak = rows[f"gemm[{precision}] GFLOP/s"]
+        rows[f"{key} GFLOP/s"] = gflops
+        rows[f"{key} of {precision} peak"] = gflops / peak
+        print(f"  {key}: {gflops:.0f} GFLOP/s = {gflops / peak:.0%} of the {precision} GEMM peak", flush=True)
     for v in a.variants.split(","):
         rows[f"train[{v}] img/s"] = bench_train(v, a.steps)
         print(f"train[{v}]: {rows[f'train[{v}] img/s']:.0f} img/s", flush=True)
+        roofline(f"train[{v}]", rows[f"train[{v}] img/s"] / 32 * rows["train step GFLOP"],
+                 "bf16" if "bf16" in v else "fp32")
     losses = [v for v in a.losses.split(",") if v]
     for v in losses:
         rows[f"loss[{v}] img/s"] = bench_loss(v, a.steps)
@@ -152,9 +223,11 @@ def main(argv=None) -> None:
     for v in a.sample_variants.split(","):
         rows[f"sample[{v}] {a.samples} s"] = bench_sample(a.samples, v)
         print(f"sample[{v}] {a.samples}: {rows[f'sample[{v}] {a.samples} s']:.1f} s", flush=True)
+        roofline(f"sample[{v}]", rows[f"sample {a.samples} GFLOP"] / rows[f"sample[{v}] {a.samples} s"], v)
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"threads": a.threads, **rows}, f, indent=2)
+        from .utils import write_json
+
+        write_json(a.json, {"threads": a.threads, "date": time.strftime("%Y-%m-%d"), **rows})
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ README.md holds blocks between marker comments, each rewritten from one source:
     results   a table from results/metrics/summary.csv (one row per model)
     claims    a table from results/metrics/claims.csv (`python -m ambient.claims`)
     timings   wall time and peak RSS per job and per rule from Snakemake's benchmark files
-              (benchmarks/**/*.tsv, columns `s` and `max_rss` in MB)
+              (benchmarks/**/*.tsv, columns `s` and `max_rss` in MB), the whole run's wall time
+              (benchmarks/reproduce.json) and a fresh clone's set-up (benchmarks/setup.json)
+    speed     `make bench`'s roofline (benchmarks/bench.json)
 
 Each block starts with its provenance, `<!-- source: PATH md5=... -->` (the md5 of the file, as
 dvc.lock records it; for timings, of the benchmark files' paths and contents), so a test can check
@@ -34,7 +36,7 @@ from pathlib import Path
 
 from .claims import fmt3, kd_columns
 
-BLOCKS = ("results", "claims", "timings")
+BLOCKS = ("results", "claims", "timings", "speed")
 TOP_JOBS = 12
 PROG = "python -m ambient.readme_tables"
 _BLOCK = re.compile(r"<!-- BEGIN (?P<name>[A-Za-z0-9_-]+)\b[^\n]*?-->(?P<body>.*?)<!-- END (?P=name) -->", re.S)
@@ -175,7 +177,7 @@ def render_results(summary: Path, readme: Path) -> str:
 def render_claims(claims: Path, readme: Path) -> str:
     _, rows = _read_csv(claims, "snakemake results/metrics/claims.csv")
     n = {k: sum(r.get("holds") == k for r in rows) for k in ("yes", "no", "n/a")}
-    text = (f"{n['yes']} of {len(rows)} claims hold here ({n['no']} do not, {n['n/a']} n/a: the run has no model "
+    text = (f"{n['yes']} of {len(rows)} claims hold here ({n['no']} {'does' if n['no'] == 1 else 'do'} not, {n['n/a']} n/a: the run has no model "
             f"the claim needs) (`{_shown(claims, readme)}`; thresholds in `ambient/claims.py`).")
     table = _table(["claim", "holds", "measured", "threshold", "the paper", "source", "note"],
                    [[f"`{r.get('claim', '')}`", r.get("holds", ""), r.get("measured", ""), r.get("threshold", ""),
@@ -245,12 +247,17 @@ def render_timings(bench: Path, readme: Path) -> str:
     text = (f"Wall time and peak RSS of each job from Snakemake's benchmark files (`{shown}/**/*.tsv`): "
             f"{len(jobs)} jobs, {fmt3(all_s)} s ({fmt3(all_s / 60)} min) summed over jobs, which partly ran side "
             f"by side. Per rule (total time, largest peak), then the {min(TOP_JOBS, len(jobs))} slowest jobs.")
-    wall = bench / "reproduce.json"
+    wall, setup = bench / "reproduce.json", bench / "setup.json"
     if wall.is_file():  # written by `make reproduce`: the whole run, set-up excluded
         w = json.loads(wall.read_text())
         h.update(wall.read_bytes())
+        first = ""
+        if setup.is_file():  # written when `make` created .venv: the set-up of a fresh clone
+            st = json.loads(setup.read_text())
+            h.update(setup.read_bytes())
+            first = f"; the set-up of a fresh clone (venv, pip install) took {fmt3(st['seconds'] / 60)} min more"
         text = (f"**The whole `make reproduce`: {fmt3(w['seconds'] / 60)} min wall** ({w['cores']} cores, "
-                f"{w['cpu']}, set-up excluded). " + text)
+                f"{w['cpu']}, {w['jobs']} jobs, set-up excluded{first}). " + text)
     by_job = by_job[:TOP_JOBS]
     return "\n".join([f"<!-- source: {shown}/ files={len(files)} md5={h.hexdigest()} -->", "", text, "",
                       *_table(["rule", "jobs", "wall time (s)", "peak RSS (MB)"],
@@ -258,6 +265,34 @@ def render_timings(bench: Path, readme: Path) -> str:
                       "",
                       *_table(["job", "wall time (s)", "peak RSS (MB)"],
                               [[f"`{rel.as_posix()}`", fmt3(s), fmt3(r)] for rel, s, r in by_job])])
+
+
+def render_speed(bench_json: Path, readme: Path) -> str:
+    """`make bench`'s numbers (benchmarks/bench.json): the machine's GEMM peaks and each variant's
+    img/s (training) or seconds (sampling) with its achieved GFLOP/s as a share of that peak."""
+    if not bench_json.is_file():
+        raise FileNotFoundError(f"{bench_json}: not found (make it with `make bench`)")
+    b = json.loads(bench_json.read_text())
+    rows = []
+    plain = b.get("train[plain] img/s")
+    for key, value in b.items():
+        m = re.fullmatch(r"(train|sample|loss)\[(.+)\] (img/s|\d+ s)", key)
+        if not m:
+            continue
+        kind, variant, unit = m.groups()
+        share = b.get(f"{kind}[{variant}] of bf16 peak", b.get(f"{kind}[{variant}] of fp32 peak"))
+        peak = "bf16" if f"{kind}[{variant}] of bf16 peak" in b else "fp32"
+        achieved = b.get(f"{kind}[{variant}] GFLOP/s")
+        vs = f"{value / plain:.2f}x" if kind == "train" and plain else "-"
+        what = {"train": "training step", "sample": "sampling", "loss": "unmasked net, bf16, loss"}[kind]
+        rows.append([f"{what} `{variant}`", f"{fmt3(value)} {unit if unit == 'img/s' else 's for ' + unit[:-2] + ' samples'}",
+                     vs, fmt3(achieved) if achieved else "-", f"{share:.0%} of {peak}" if share else "-"])
+    text = (f"`make bench` on {b.get('cpu', '?')}, {b.get('threads', '?')} threads, {b.get('date', '?')}: "
+            f"GEMM peak {fmt3(b.get('gemm[fp32] GFLOP/s'))} GFLOP/s fp32, {fmt3(b.get('gemm[bf16] GFLOP/s'))} "
+            f"GFLOP/s bf16; one training step (batch 32) is {fmt3(b.get('train step GFLOP'))} GFLOP.")
+    shown = _shown(bench_json, readme)
+    return "\n".join([f"<!-- source: {shown} md5={md5_file(bench_json)} -->", "", text, "",
+                      *_table(["what", "speed", "vs plain fp32 loop", "GFLOP/s", "share of the GEMM peak"], rows)])
 
 
 # ---------------------------------------------------------------- README blocks
@@ -322,11 +357,14 @@ def update_readme(readme: Path, sources: dict[str, Path], blocks: list[str] | No
         want = missing or list(BLOCKS)
         raise ValueError(f"{readme}: no markers for block(s) {', '.join(want)}; put these two lines where each "
                          f"goes, then rerun: " + "; ".join(f"{begin_marker(b)} / {end_marker(b)}" for b in want))
-    render = {"results": render_results, "claims": render_claims, "timings": render_timings}
+    render = {"results": render_results, "claims": render_claims, "timings": render_timings, "speed": render_speed}
     if "timings" in names and not explicit and not benchmark_files(sources["timings"]):
         names.remove("timings")
         log(f"{readme}: block timings skipped: no benchmark files under {sources['timings']} "
             "(not versioned; they exist where the workflow ran)", file=sys.stderr)
+    if "speed" in names and not explicit and not Path(sources["speed"]).is_file():
+        names.remove("speed")
+        log(f"{readme}: block speed skipped: no {sources['speed']} (`make bench` writes it)", file=sys.stderr)
     contents = {name: render[name](sources[name], readme) for name in names}  # every source read before any output
     new, differ = text, []
     for name, content in contents.items():
@@ -377,11 +415,27 @@ def record_wall(start: float, bench: Path, log=print) -> Path | None:
     return out
 
 
+def record_setup(start: float, bench: Path, log=print) -> Path:
+    """Write bench/setup.json: the seconds since `start` that creating .venv took (a fresh clone's set-up)."""
+    import time
+
+    out = bench / "setup.json"
+    rec = {"seconds": round(time.time() - start, 1), "cpu": cpu_model(), "date": time.strftime("%Y-%m-%d")}
+    bench.mkdir(parents=True, exist_ok=True)
+    _write_text(out, json.dumps(rec, indent=1) + "\n")
+    log(f"wrote {out}: set-up {rec['seconds'] / 60:.1f} min")
+    return out
+
+
 def cmd_readme_tables(a) -> int:
     if a.record_wall is not None:
         record_wall(a.record_wall, Path(a.benchmarks))
         return 0
-    sources = {"results": Path(a.summary), "claims": Path(a.claims), "timings": Path(a.benchmarks)}
+    if a.record_setup is not None:
+        record_setup(a.record_setup, Path(a.benchmarks))
+        return 0
+    sources = {"results": Path(a.summary), "claims": Path(a.claims), "timings": Path(a.benchmarks),
+               "speed": Path(a.benchmarks) / "bench.json"}
     differ = update_readme(Path(a.readme), sources, a.blocks, check=a.check)
     return 1 if a.check and differ else 0
 
@@ -398,6 +452,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record-wall", type=float, default=None, metavar="START",
                    help="instead: write BENCHMARKS/reproduce.json, the wall time since START (epoch seconds) of a "
                         "workflow run (`make reproduce` does)")
+    p.add_argument("--record-setup", type=float, default=None, metavar="START",
+                   help="instead: write BENCHMARKS/setup.json, the seconds since START that the set-up took")
     p.set_defaults(func=cmd_readme_tables)
 
 

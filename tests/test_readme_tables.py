@@ -7,6 +7,7 @@ dvc.lock records (results/ is not in git: DVC holds it).
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,13 @@ SUMMARY, CLAIMS = "results/metrics/summary.csv", "results/metrics/claims.csv"
 
 BENCH = ("s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"  # Snakemake's header
          "{s}\t0:00:00\t{rss}\t1\t1\t1\t0\t0\t50\t1\n")
+
+
+BENCH_JSON = {"threads": 2, "date": "2026-11-28", "cpu": "Test CPU", "gemm[fp32] GFLOP/s": 200.0,
+              "gemm[bf16] GFLOP/s": 400.0, "train step GFLOP": 26.8, "sample 256 GFLOP": 2500.0,
+              "train[plain] img/s": 100.0, "train[plain] GFLOP/s": 83.75, "train[plain] of fp32 peak": 0.41875,
+              "train[bf16] img/s": 150.0, "train[bf16] GFLOP/s": 125.6, "train[bf16] of bf16 peak": 0.314,
+              "sample[bf16] 256 s": 10.0, "sample[bf16] GFLOP/s": 250.0, "sample[bf16] of bf16 peak": 0.625}
 
 
 def md5(path: Path) -> str:
@@ -41,6 +49,7 @@ def project(tmp_path):
         p = tmp_path / "benchmarks" / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(BENCH.format(s=s, rss=rss))
+    (tmp_path / "benchmarks" / "bench.json").write_text(json.dumps(BENCH_JSON))
     readme = tmp_path / "README.md"
     readme.write_text("# title\n\nHand-written text stays.\n\n"
                       + "".join(f"{RT.begin_marker(b)}\nplaceholder\n{RT.end_marker(b)}\n\nbetween\n\n"
@@ -56,11 +65,11 @@ def tables(project: Path, *args: str) -> int:
 def test_write_then_check_then_hand_edit(project, capsys):
     readme = project / "README.md"
     assert tables(project, "--check") == 1  # placeholders differ
-    assert readme.read_text().count("placeholder") == 3  # --check writes nothing
+    assert readme.read_text().count("placeholder") == len(RT.BLOCKS)  # --check writes nothing
     assert tables(project) == 0
     text = readme.read_text(encoding="utf-8")
     assert text.startswith("# title\n\nHand-written text stays.\n\n") and text.endswith("the end\n")
-    assert text.count("between") == 3 and "placeholder" not in text
+    assert text.count("between") == len(RT.BLOCKS) and "placeholder" not in text
     capsys.readouterr()
     assert tables(project, "--check") == 0
     assert "agree with the files" in capsys.readouterr().out
@@ -89,6 +98,11 @@ def test_write_then_check_then_hand_edit(project, capsys):
     assert "| `faces24/clean/train.tsv` | 843 | 612 |" in timings
     assert "| `faces24/clean/neighbors_pixel.tsv` | 5.50 | - |" in timings
 
+    speed = RT.find_blocks(text)["speed"]
+    assert "`make bench` on Test CPU, 2 threads" in speed and "GEMM peak 200 GFLOP/s fp32, 400 GFLOP/s bf16" in speed
+    assert "| training step `bf16` | 150 img/s | 1.50x | 126 | 31% of bf16 |" in speed
+    assert "| sampling `bf16` | 10.0 s for 256 samples | - | 250 | 62% of bf16 |" in speed
+
     # a hand edit of one number: --check names the block and exits 1; a rewrite restores it
     readme.write_text(text.replace("| clean | 3000 | 0.672 |", "| clean | 3000 | 0.700 |"), encoding="utf-8")
     capsys.readouterr()
@@ -109,9 +123,11 @@ def test_check_fails_when_the_source_file_changes(project, capsys):
 
 def test_missing_source_is_one_line_naming_file_and_command(project, capsys):
     (project / CLAIMS).unlink()
+    (project / "benchmarks" / "bench.json").unlink()  # optional: skipped with a note of its own
     assert tables(project, "--check") == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "block speed skipped" in err[0] and len(err) == 2
+    err = err[1]
     assert f"{project / CLAIMS}: not found" in err and "snakemake results/metrics/claims.csv" in err
 
 
@@ -168,15 +184,8 @@ def _lock_md5() -> dict[str, str]:
 
 
 README_SOURCES = RT.block_sources((REPO / "README.md").read_text(encoding="utf-8"))
-# TEMPORARY: until README.md's blocks are generated from the recorded run (python -m ambient.readme_tables
-# after the run that dvc.lock records); remove this skip condition then.
-needs_generated_readme = pytest.mark.skipif(
-    "results" not in README_SOURCES,
-    reason="README.md has no generated `results` block yet: run `python -m ambient.readme_tables` on the "
-           "recorded run, then remove this skip")
 
 
-@needs_generated_readme
 def test_readme_numbers_come_from_the_recorded_run():
     """The md5 in README.md's blocks is the md5 dvc.lock records for summary.csv (and claims.csv)."""
     lock = _lock_md5()
@@ -189,7 +198,6 @@ def test_readme_numbers_come_from_the_recorded_run():
             "README.md's claims block was not generated from the claims.csv dvc.lock records"
 
 
-@needs_generated_readme
 def test_readme_check_passes_on_the_recorded_files(capsys):
     """Where the recorded files are here (`dvc pull evaluate`), the README is what they generate."""
     lock = _lock_md5()

@@ -222,7 +222,8 @@ def test_dry_run_noise_entry_and_folder_source(tmp_path):
                             "num_images": None, "channels": 3},
                 "corruptions": [{"kind": "clean"}, {"kind": "noise", "sigma_n": 0.2},
                                 {"kind": "noise", "sigma_n": 0.2, "loss": "edm"}],
-                "training": {"consistency_weight": 0.25}}
+                "training": {"consistency_weight": 0.25},
+                "network": {"attn_resolutions": [4]}}  # 16 px: feature maps 16, 8, 4 (6 exists only at 24 px)
     (wd / "override.yaml").write_text(yaml.safe_dump(override))
     r = snakemake(wd, "-n", "--cores", "1", "--configfile", "override.yaml", "-p")
     assert r.returncode == 0, r.stderr
