@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import time
 
 import torch
@@ -27,6 +26,7 @@ from .corruption import Corruption
 from .data import embedded_faces
 from .losses import AmbientLoss
 from .networks import UNetConfig, build_model
+from .readme_tables import cpu_model
 from .sampling import generate
 from .training import _BatchSampler, _ema_update
 from .utils import SampleRNG
@@ -120,19 +120,6 @@ def bench_loss(name: str, steps: int, warmup: int = 5, batch: int = 32, precisio
     for i in range(warmup, warmup + steps):
         step(i)
     return steps * batch / (time.perf_counter() - t0)
-
-
-def cpu_model() -> str:
-    """The CPU's model name (speeds compare only within one machine: the README names it)."""
-    import platform
-
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def gemm_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:

@@ -16,13 +16,10 @@ def _add_device(p: argparse.ArgumentParser) -> None:
 def cmd_prepare(a) -> None:
     from . import data
 
-    # 0 means 0 (never "the default"); the defaults are None
-    if a.num_images is not None and a.num_images < 1:
-        raise ValueError(f"--num-images {a.num_images} must be >= 1 (omit it to train on every image not held out)")
+    # 0 means 0 (never "the default": the defaults are None); --num-images and --resolution >= 1
+    # are checked for every command by entry.check_arguments
     if a.heldout_images < 0:
         raise ValueError(f"--heldout-images {a.heldout_images} must be >= 0")
-    if a.resolution is not None and a.resolution < 1:
-        raise ValueError(f"--resolution {a.resolution} must be >= 1")
     if (a.heldout_images > 0) != bool(a.heldout_out):
         raise ValueError("--heldout-images N > 0 and --heldout-out PATH go together")
     if a.source == "embedded":

@@ -308,7 +308,7 @@ def _fetch(opener, url: str, part: Path, timeout: float, progress: bool, gdrive:
     must match (`checked`). A .part that nothing vouches for is started again."""
     offset = part.stat().st_size if part.exists() else 0
     meta = _read_part_meta(part) if offset else {}
-    validator = meta.get("etag") or meta.get("last_modified") if meta.get("url") == url else None
+    validator = (meta.get("etag") or meta.get("last_modified")) if meta.get("url") == url else None
     if offset and not validator and not checked:
         _log(f"{desc}: {part} has no validator and no checksum to check it against; downloading from the start")
         _drop_part(part)

@@ -39,9 +39,9 @@ class UNetConfig:
 
     def check_resolution(self, resolution: int) -> None:
         """Attention at a size the network never has would silently do nothing: refuse it."""
-        have = self.resolutions(resolution)
         if resolution < 1:
             raise ValueError(f"network: image resolution {resolution} must be >= 1")
+        have = self.resolutions(resolution)
         bad = [r for r in self.attn_resolutions if r not in have]
         if bad:
             raise ValueError(f"network: attn_resolutions={bad} are not among this network's feature-map sizes "

@@ -11,8 +11,6 @@ from typing import Iterator
 
 import torch
 
-from .paths import check_writable  # noqa: F401  (re-exported)
-
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:

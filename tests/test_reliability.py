@@ -9,20 +9,12 @@ import time
 import pytest
 import torch
 
-from ambient.training import TrainConfig, list_checkpoints, load_checkpoint, train
+from ambient.training import list_checkpoints, load_checkpoint, train
 from ambient.utils import atomic_path, run_dir_lock
 
-from conftest import TINY_NET, TINY_NET_ARGS, run_cli
-
-
-def _cfg(dataset, **kw):
-    base = dict(dataset=str(dataset), corruption={"kind": "dust", "p": 0.5, "delta": 0.1, "sigma_n": 0.0, "seed": 0},
-                network=TINY_NET, steps=6, batch_size=8, warmup_steps=2, checkpoint_every=2, log_every=1)
-    return TrainConfig(**{**base, **kw})
-
-
-def _same(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+from conftest import TINY_NET_ARGS, run_cli
+from test_training import _Evil, _cfg
+from test_training import _states_equal as _same
 
 
 # ---------------------------------------------------------------- a shorter run never returns a longer one
@@ -269,11 +261,6 @@ def test_a_checkpoint_that_does_not_fit_its_config_is_one_line(tiny_dataset, tmp
         load_model(tmp_path / "noinfo.pt")
 
 
-class _Evil:
-    def __reduce__(self):
-        return (print, ("this pickle runs code",))
-
-
 def test_the_refusal_of_pickled_code_is_one_short_line_per_command(tiny_dataset, tmp_path):
     torch.save({"format": "ambient-checkpoint/1", "payload": _Evil()}, tmp_path / "evil.pt")
     r = run_cli(["sample", "--checkpoint", tmp_path / "evil.pt", "--out", tmp_path / "s.zip", "--quiet"])
@@ -305,17 +292,13 @@ TRAINING_BAD = [("ema_decay", 1.0), ("ema_decay", -0.1), ("warmup_steps", -5), (
 @pytest.mark.parametrize("key,value", TRAINING_BAD)
 def test_the_workflow_schema_refuses_what_the_training_config_refuses(tiny_dataset, key, value):
     """The Snakemake config is refused before any job for the same settings a TrainConfig refuses."""
-    from pathlib import Path
-
-    import yaml
     from snakemake.exceptions import WorkflowError
 
-    repo = Path(__file__).resolve().parents[1]
-    ns: dict = {"config": {}}
-    exec(compile((repo / "workflow/rules/common.smk").read_text(), "common.smk", "exec"), ns)
-    cfg = yaml.safe_load((repo / "config/smoke.yaml").read_text())
+    from test_workflow import REPO, load_common, smoke_config
+
+    cfg = smoke_config()
     cfg["training"][key] = value
     with pytest.raises(WorkflowError, match=f"training.{key}"):
-        ns["validate_config"](cfg, str(repo / "workflow/schemas/config.schema.yaml"))
+        load_common()["validate_config"](cfg, str(REPO / "workflow/schemas/config.schema.yaml"))
     with pytest.raises(ValueError, match=key):
         _cfg(tiny_dataset, **{key: value})
