@@ -4,10 +4,11 @@
 
 Variants: plain (bare loop), fp32 (our step), bf16 (autocast), -cl (channels_last),
 -compile (torch.compile).
-Each training variant runs the real `ambient.training` step code path (loss, clipping, EMA)
-for a few warm-up steps and then `--steps` timed steps; `plain` is a bare PyTorch loop of
-the same network and loss (no EMA, clipping or seeded draws), the reference the issue
-asks to compare with. Numbers go to stdout as a table and, with --json, to a file.
+Each training variant calls `ambient.training.train_step` on batches from `batch_at`, the
+code that trains the models (loss, clipping, warm-up, fused Adam, EMA), for a few warm-up steps
+and then `--steps` timed steps; `plain` is a bare PyTorch loop of the same network and loss (no
+EMA, clipping or seeded draws), the reference the issue asks to compare with. Resolution, network
+and batch size are the embedded default's (config/config.yaml). Numbers go to stdout as a table and, with --json, to a file.
 
 The roofline, measured in the same run: a large fp32 and a large bf16 GEMM give the machine's
 practical peak; the training step's and the sampler's FLOPs (counted by
@@ -17,8 +18,8 @@ fraction of the peak of their precision.
 from __future__ import annotations
 
 import argparse
-import copy
 import time
+from pathlib import Path
 
 import torch
 
@@ -28,98 +29,106 @@ from .losses import AmbientLoss
 from .networks import UNetConfig, build_model
 from .readme_tables import cpu_model
 from .sampling import generate
-from .training import _BatchSampler, _ema_update
+from .training import TrainConfig, _BatchSampler, batch_at, build_training, make_loss, train_step
 from .utils import SampleRNG
 
 
-def _setup(variant: str):
-    images, _ = embedded_faces()
-    x = torch.from_numpy(images).float().div(127.5).sub(1)
+def default_setup(config: str | None = "config/config.yaml") -> dict:
+    """Resolution, network and batch size of the embedded default (config/config.yaml when present)."""
+    setup = {"resolution": 16, "network": UNetConfig().to_dict(), "batch_size": 32}
+    if config and Path(config).is_file():
+        import yaml
+
+        cfg = yaml.safe_load(Path(config).read_text())
+        setup = {"resolution": cfg["dataset"]["resolution"], "batch_size": cfg["training"]["batch_size"],
+                 "network": {**setup["network"], **cfg["network"]}}
+    return setup
+
+
+def _observations(setup: dict, corruption: Corruption) -> tuple[torch.Tensor, ...]:
+    images, _ = embedded_faces(100, setup["resolution"])
+    return corruption.apply(torch.from_numpy(images).float().div(127.5).sub(1))
+
+
+def _train_config(setup: dict, corruption: Corruption, precision: str, channels_last: bool = False,
+                  consistency_weight: float = 0.0) -> TrainConfig:
+    return TrainConfig(dataset="(bench)", corruption=corruption.to_dict(), network=setup["network"],
+                       batch_size=setup["batch_size"], precision=precision, channels_last=channels_last,
+                       consistency_weight=consistency_weight)
+
+
+def _timed(step, steps: int, warmup: int) -> float:
+    for i in range(warmup):
+        step(i)
+    t0 = time.perf_counter()
+    for i in range(warmup, warmup + steps):
+        step(i)
+    return time.perf_counter() - t0
+
+
+def _bench_our_step(cfg: TrainConfig, observations: tuple[torch.Tensor, ...], steps: int, warmup: int,
+                    compile_model: bool = False) -> float:
+    """img/s of `ambient.training.train_step`, the step that trains the models, on batches from `batch_at`."""
+    torch.manual_seed(0)
+    res = observations[0].shape[-1]
+    model, ema, optimizer = build_training(cfg, observations[0].shape[1], res, torch.device("cpu"))
+    net = torch.compile(model) if compile_model else model
+    sampler = _BatchSampler(len(observations[0]), cfg.batch_size, cfg.seed)
+    positions = range(cfg.batch_size)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    loss_fn = make_loss(cfg)
+
+    def step(i):
+        batch = batch_at(cfg, sampler, i, positions, observations)
+        train_step(cfg, net, model, ema, optimizer, loss_fn, batch, i, positions, autocast).item()
+
+    return steps * cfg.batch_size / _timed(step, steps, warmup)
+
+
+def bench_train(variant: str, steps: int, warmup: int = 10, setup: dict | None = None) -> float:
+    """img/s of the masked (dust p=0.5) model's training step; `plain` is a bare fp32 loop."""
+    setup = setup or default_setup()
     corr = Corruption("dust", p=0.5, delta=0.1)
-    _, a, at = corr.apply(x)
+    observations = _observations(setup, corr)
+    if variant == "plain":
+        return _bench_plain(setup, observations, steps, warmup)
+    cfg = _train_config(setup, corr, "bf16" if "bf16" in variant else "fp32", channels_last="cl" in variant)
+    return _bench_our_step(cfg, observations, steps, warmup, compile_model="compile" in variant)
+
+
+def _bench_plain(setup: dict, observations: tuple[torch.Tensor, ...], steps: int, warmup: int) -> float:
+    """The reference: the same network and ambient loss as a bare PyTorch loop (fp32, no EMA,
+    clipping or seeded draws, per-parameter Adam), as a user would first write it."""
+    x, a, at = observations
+    batch = setup["batch_size"]
     torch.manual_seed(0)
-    model = build_model(1, 24, masked=True, config=UNetConfig())
-    if "cl" in variant:
-        model = model.to(memory_format=torch.channels_last)
-    return x, a, at, model
-
-
-def bench_train(variant: str, steps: int, warmup: int = 10, batch: int = 32) -> float:
-    x, a, at, model = _setup(variant)
-    ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=variant != "plain")
-    loss_fn = AmbientLoss("split")
-    sampler = _BatchSampler(len(x), batch, 0)
-    bf16 = "bf16" in variant
-    step_model = torch.compile(model) if "compile" in variant else model
+    model = build_model(x.shape[1], x.shape[-1], masked=True, config=UNetConfig(**setup["network"]))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    perm = torch.randperm(len(x))
 
     def step(i):
-        idx = sampler.indices(i)
+        idx = perm.roll(-i * batch)[:batch]
         xb = x[idx]
-        if "cl" in variant:
-            xb = xb.contiguous(memory_format=torch.channels_last)
-        if variant == "plain":
-            sigma = (torch.randn(batch, 1, 1, 1) * 1.2 - 1.2).exp()
-            n = torch.randn_like(xb) * sigma
-            w = (sigma**2 + 0.25) / (sigma * 0.5) ** 2
-            d = model(at[idx] * (xb * a[idx] + n), sigma, at[idx])
-            loss = (w * (a[idx] * (d - xb)) ** 2).sum() / batch
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            return
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = loss_fn(step_model, xb, SampleRNG(0, i, 12, range(batch)), mask=a[idx], further_mask=at[idx]).sum() / batch
-        opt.zero_grad(set_to_none=True)
+        sigma = (torch.randn(batch, 1, 1, 1) * 1.2 - 1.2).exp()
+        n = torch.randn_like(xb) * sigma
+        w = (sigma**2 + 0.25) / (sigma * 0.5) ** 2
+        d = model(at[idx] * (xb * a[idx] + n), sigma, at[idx])
+        loss = (w * (a[idx] * (d - xb)) ** 2).sum() / batch
+        opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        _ema_update(ema, model, i, 0.999)
-        loss.item()
 
-    for i in range(warmup):
-        step(i)
-    t0 = time.perf_counter()
-    for i in range(warmup, warmup + steps):
-        step(i)
-    return steps * batch / (time.perf_counter() - t0)
+    return steps * batch / _timed(step, steps, warmup)
 
 
-def bench_loss(name: str, steps: int, warmup: int = 5, batch: int = 32, precision: str = "bf16") -> float:
-    """img/s of a full training step (bf16 autocast, clipping, Adam, EMA) of an unmasked network with
-    the loss `name`: edm (the clean model's), tweedie (noisy data, sigma_n = 0.4, the Tweedie term on
-    the whole batch) or tweedie+consistency (weight 0.1: two extra gradient passes and one no-grad pass
-    per sample)."""
-    from .losses import EDMLoss
-    from .noisy import TweedieLoss
-
-    images, _ = embedded_faces()
-    x = torch.from_numpy(images).float().div(127.5).sub(1)
-    torch.manual_seed(0)
-    model = build_model(1, 24, masked=False, config=UNetConfig())
-    ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
-    loss_fn = {"edm": EDMLoss(), "tweedie": TweedieLoss(0.4, 0.0),
-               "tweedie+consistency": TweedieLoss(0.4, 0.1)}[name]
-    sampler = _BatchSampler(len(x), batch, 0)
-
-    def step(i):
-        xb = x[sampler.indices(i)]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = loss_fn(model, xb, SampleRNG(0, i, 12, range(batch))).sum() / batch
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        _ema_update(ema, model, i, 0.999)
-        loss.item()
-
-    for i in range(warmup):
-        step(i)
-    t0 = time.perf_counter()
-    for i in range(warmup, warmup + steps):
-        step(i)
-    return steps * batch / (time.perf_counter() - t0)
+def bench_loss(name: str, steps: int, warmup: int = 5, precision: str = "bf16", setup: dict | None = None) -> float:
+    """img/s of our training step of an unmasked network with the loss `name`: edm (the clean
+    model's), tweedie (noisy data, sigma_n = 0.4, the Tweedie term on the whole batch) or
+    tweedie+consistency (weight 0.1: two extra gradient passes and one no-grad pass per sample)."""
+    setup = setup or default_setup()
+    corr = Corruption() if name == "edm" else Corruption("noise", sigma_n=0.4)
+    cfg = _train_config(setup, corr, precision, consistency_weight=0.1 if "consistency" in name else 0.0)
+    return _bench_our_step(cfg, _observations(setup, corr), steps, warmup)
 
 
 def gemm_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:
@@ -134,12 +143,21 @@ def gemm_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
 
 
-def train_step_flops(batch: int = 32) -> float:
+def _masked_model(setup: dict):
+    corr = Corruption("dust", p=0.5, delta=0.1)
+    x, a, at = _observations(setup, corr)
+    torch.manual_seed(0)
+    return x, a, at, build_model(x.shape[1], x.shape[-1], masked=True, config=UNetConfig(**setup["network"]))
+
+
+def train_step_flops(setup: dict | None = None) -> float:
     """FLOPs of one training step of the embedded default's masked network (forward and backward),
     counted by torch.utils.flop_counter (convolutions, matrix products, attention)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    x, a, at, model = _setup("fp32")
+    setup = setup or default_setup()
+    batch = setup["batch_size"]
+    x, a, at, model = _masked_model(setup)
     loss_fn = AmbientLoss("split")
     with FlopCounterMode(display=False) as counter:
         loss = loss_fn(model, x[:batch], SampleRNG(0, 0, 12, range(batch)), mask=a[:batch], further_mask=at[:batch]).sum()
@@ -147,23 +165,23 @@ def train_step_flops(batch: int = 32) -> float:
     return float(counter.get_total_flops())
 
 
-def sample_flops(num: int = 256, num_steps: int = 18) -> float:
+def sample_flops(num: int = 256, num_steps: int = 18, setup: dict | None = None) -> float:
     """FLOPs of drawing `num` samples: 2 * num_steps - 1 network evaluations per sample (Heun)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    x, a, at, model = _setup("fp32")
+    x, a, at, model = _masked_model(setup or default_setup())
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x[:1], torch.ones(1), at[:1])
     return float(counter.get_total_flops()) * num * (2 * num_steps - 1)
 
 
-def bench_sample(num: int = 256, precision: str = "fp32") -> float:
+def bench_sample(num: int = 256, precision: str = "fp32", setup: dict | None = None) -> float:
     """Seconds for `num` samples (18 Heun steps, 35 network evaluations, one batch).
     fp32 is the plain-loop reference: the sampler adds nothing to the network calls."""
-    x, a, at, model = _setup("fp32")
+    x, a, at, model = _masked_model(setup or default_setup())
     corr = Corruption("dust", p=0.5, delta=0.1)
     t0 = time.perf_counter()
-    generate(model, corr, num, 24, seed=0, batch_size=num, precision=precision, progress=False)
+    generate(model, corr, num, x.shape[-1], seed=0, batch_size=num, precision=precision, progress=False)
     return time.perf_counter() - t0
 
 
@@ -178,17 +196,22 @@ def main(argv=None) -> None:
                    help="training step cost per loss (bf16), side by side; empty to skip")
     p.add_argument("--json", default=None)
     p.add_argument("--gemm-n", type=int, default=2048, help="size of the square GEMMs that measure the peak")
+    p.add_argument("--config", default="config/config.yaml",
+                   help="resolution, network and batch size come from this config (if the file exists)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    rows = {"cpu": cpu_model()}
-    print(f"cpu: {rows['cpu']}, {a.threads} threads", flush=True)
+    setup = default_setup(a.config)
+    batch = setup["batch_size"]
+    rows = {"cpu": cpu_model(), "resolution": setup["resolution"], "batch_size": batch}
+    print(f"cpu: {rows['cpu']}, {a.threads} threads; {setup['resolution']}x{setup['resolution']}, batch {batch}",
+          flush=True)
     # the roofline: what this machine's matrix units do at best, measured in the same run
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         rows[f"gemm[{name}] GFLOP/s"] = gemm_peak(dtype, a.gemm_n)
         print(f"gemm[{name}] {a.gemm_n}^3: {rows[f'gemm[{name}] GFLOP/s']:.0f} GFLOP/s", flush=True)
-    rows["train step GFLOP"] = train_step_flops() / 1e9
-    rows[f"sample {a.samples} GFLOP"] = sample_flops(a.samples) / 1e9
-    print(f"one training step (batch 32): {rows['train step GFLOP']:.1f} GFLOP; {a.samples} samples: "
+    rows["train step GFLOP"] = train_step_flops(setup) / 1e9
+    rows[f"sample {a.samples} GFLOP"] = sample_flops(a.samples, setup=setup) / 1e9
+    print(f"one training step (batch {batch}): {rows['train step GFLOP']:.1f} GFLOP; {a.samples} samples: "
           f"{rows[f'sample {a.samples} GFLOP']:.0f} GFLOP", flush=True)
 
     def roofline(key: str, gflops: float, precision: str) -> None:
@@ -197,18 +220,18 @@ def main(argv=None) -> None:
         rows[f"{key} of {precision} peak"] = gflops / peak
         print(f"  {key}: {gflops:.0f} GFLOP/s = {gflops / peak:.0%} of the {precision} GEMM peak", flush=True)
     for v in a.variants.split(","):
-        rows[f"train[{v}] img/s"] = bench_train(v, a.steps)
+        rows[f"train[{v}] img/s"] = bench_train(v, a.steps, setup=setup)
         print(f"train[{v}]: {rows[f'train[{v}] img/s']:.0f} img/s", flush=True)
-        roofline(f"train[{v}]", rows[f"train[{v}] img/s"] / 32 * rows["train step GFLOP"],
+        roofline(f"train[{v}]", rows[f"train[{v}] img/s"] / batch * rows["train step GFLOP"],
                  "bf16" if "bf16" in v else "fp32")
     losses = [v for v in a.losses.split(",") if v]
     for v in losses:
-        rows[f"loss[{v}] img/s"] = bench_loss(v, a.steps)
+        rows[f"loss[{v}] img/s"] = bench_loss(v, a.steps, setup=setup)
         ratio = rows[f"loss[{v}] img/s"] / rows[f"loss[{losses[0]}] img/s"]
         print(f"loss[{v}]: {rows[f'loss[{v}] img/s']:.0f} img/s ({1 / ratio:.2f}x the cost of a {losses[0]} step)",
               flush=True)
     for v in a.sample_variants.split(","):
-        rows[f"sample[{v}] {a.samples} s"] = bench_sample(a.samples, v)
+        rows[f"sample[{v}] {a.samples} s"] = bench_sample(a.samples, v, setup=setup)
         print(f"sample[{v}] {a.samples}: {rows[f'sample[{v}] {a.samples} s']:.1f} s", flush=True)
         roofline(f"sample[{v}]", rows[f"sample {a.samples} GFLOP"] / rows[f"sample[{v}] {a.samples} s"], v)
     if a.json:

@@ -85,9 +85,13 @@ def analyze(samples: np.ndarray, train: np.ndarray, sample_features: np.ndarray,
     t2 = time.perf_counter()
     top1 = sims[:, 0]
     order = np.argsort(-top1, kind="stable")[:gallery_size]
+    # the scale of "a copy": how close a training image comes to its nearest *other* training image
+    train_nn = nearest(train_features, train_features, k=1, exclude_self=True)[0][:, 0] if len(train) > 1 else None
     summary = {
         "n": int(len(samples)), "n_train": int(len(train)), "k": int(k),
         **similarity_summary(top1),
+        "train_nn_sim_mean": None if train_nn is None else float(train_nn.mean()),
+        "train_nn_sim_max": None if train_nn is None else float(train_nn.max()),
         "histogram": histogram(top1, bins),
         "gallery": [{"sample": int(i), "train": int(idx[i, 0]), "sim": round(float(top1[i]), 6)} for i in order],
         "carlini": {"threshold": CARLINI_THRESHOLD, "share_flagged": float(c["flagged"].mean()),

@@ -10,7 +10,8 @@ README.md holds blocks between marker comments, each rewritten from one source:
     claims    a table from results/metrics/claims.csv (`python -m ambient.claims`)
     timings   wall time and peak RSS per job and per rule from Snakemake's benchmark files
               (benchmarks/**/*.tsv, columns `s` and `max_rss` in MB), the whole run's wall time
-              (benchmarks/reproduce.json) and a fresh clone's set-up (benchmarks/setup.json)
+              (benchmarks/reproduce.json), its bounds (benchmarks/critical_path.json, `python -m
+              ambient.critical_path`) and a fresh clone's set-up (benchmarks/setup.json)
     speed     `make bench`'s roofline (benchmarks/bench.json)
 
 Each block starts with its provenance, `<!-- source: PATH md5=... -->` (the md5 of the file, as
@@ -158,6 +159,9 @@ def render_results(summary: Path, readme: Path) -> str:
     text = (f"Dataset `{_one(rows, 'dataset')}`, {_one(rows, 'n_samples')} samples per model, "
             f"{len(rows)} models (`{_shown(summary, readme)}`). Memorization: the share of samples whose "
             f"top-1 similarity to the training set (`{sim}` features) is above 0.95 / 0.90, and its mean.")
+    if "train_nn_sim_mean" in columns and rows and rows[0].get("train_nn_sim_mean") not in (None, ""):
+        text += (f" For scale: a training image's nearest *other* training image scores {fmt3(rows[0]['train_nn_sim_mean'])}"
+                 f" on average and {fmt3(rows[0]['train_nn_sim_max'])} at most.")
     if quality:
         x, kd, std, fd = quality
         text += (f" Quality: {'KID' if x == 'inception' else 'KD'} ± std and "
@@ -258,6 +262,17 @@ def render_timings(bench: Path, readme: Path) -> str:
             first = f"; the set-up of a fresh clone (venv, pip install) took {fmt3(st['seconds'] / 60)} min more"
         text = (f"**The whole `make reproduce`: {fmt3(w['seconds'] / 60)} min wall** ({w['cores']} cores, "
                 f"{w['cpu']}, {w['jobs']} jobs, set-up excluded{first}). " + text)
+    path = bench / "critical_path.json"
+    if path.is_file():  # written by `make reproduce` from Snakemake's metadata (python -m ambient.critical_path)
+        cp = json.loads(path.read_text())
+        h.update(path.read_bytes())
+        if cp.get("jobs"):
+            text += (f" From Snakemake's metadata (`python -m ambient.critical_path`), all {cp['jobs']} jobs summed "
+                     f"over {cp['cores']} cores bound the run at {fmt3(cp['throughput_bound_s'] / 60)} min, and its "
+                     f"longest dependency chain at {fmt3(cp['longest_chain_s'] / 60)} min, against "
+                     f"{fmt3(cp['wall_s'] / 60)} min measured: "
+                     + ("the run is bound by its total compute." if cp["throughput_bound_s"] >= cp["longest_chain_s"]
+                        else "the run is bound by its longest chain."))
     by_job = by_job[:TOP_JOBS]
     return "\n".join([f"<!-- source: {shown}/ files={len(files)} md5={h.hexdigest()} -->", "", text, "",
                       *_table(["rule", "jobs", "wall time (s)", "peak RSS (MB)"],

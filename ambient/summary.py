@@ -15,7 +15,8 @@ C is a run name (ambient.runs): a corruption name, or noise-sS-naive for the nai
 Columns: model, dataset, corruption, kind, level, loss (the loss trained with: edm, ambient,
 tweedie; edm on noise data = the naive baseline), delta, formulation, steps, n_samples,
 sampler_steps, extractor (the similarity feature space), sim_mean, sim_median, sim_max,
-share_gt_0.90, share_gt_0.95, share_gt_0.99, carlini_share, then fd_<x>/kd_<x> per FD
+share_gt_0.90, share_gt_0.95, share_gt_0.99, carlini_share, train_nn_sim_mean and train_nn_sim_max (a
+training image's top-1 similarity to another training image: the scale of a copy), then fd_<x>/kd_<x> per FD
 extractor (fid/kid for the official Inception; a requested extractor whose weights were missing
 shows under its fallback's name, with `<requested>_fallback` naming it; each key ends in the
 reference set it was measured against, `_heldout` or `_train`, and kd_*_std is KD's standard
@@ -38,7 +39,7 @@ from .utils import read_json
 
 BASE_COLUMNS = ["model", "dataset", "corruption", "kind", "level", "loss", "delta", "formulation", "steps", "n_samples",
                 "sampler_steps", "extractor", "sim_mean", "sim_median", "sim_max", "share_gt_0.90", "share_gt_0.95",
-                "share_gt_0.99", "carlini_share"]
+                "share_gt_0.99", "carlini_share", "train_nn_sim_mean", "train_nn_sim_max"]
 
 
 def _read_json(path: Path) -> dict:
@@ -100,6 +101,7 @@ def model_row(run_dir: Path, dataset: str, similarity_extractor: str, extractors
     for key in ("sim_mean", "sim_median", "sim_max", "share_gt_0.90", "share_gt_0.95", "share_gt_0.99"):
         row[key] = nb.get(key)
     row["carlini_share"] = (nb.get("carlini") or {}).get("share_flagged")
+    row["train_nn_sim_mean"], row["train_nn_sim_max"] = nb.get("train_nn_sim_mean"), nb.get("train_nn_sim_max")
     if nb.get("n") is not None:
         row["n_samples"] = int(nb["n"])
 

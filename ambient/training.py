@@ -288,13 +288,7 @@ def _train(cfg: TrainConfig, run_dir: Path, out: Path, dev: torch.device, world:
     info = {"channels": c, "resolution": h, "num_images": n, "dataset_sha256": sha256_file(cfg.dataset),
             "corruption_name": corr.name}
 
-    model = build_model(c, h, masked=corr.masked, formulation=cfg.formulation, config=UNetConfig(**cfg.network))
-    model.to(dev)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
-    # fused Adam: one kernel for all parameters (on CPU the default is a per-parameter loop)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
+    model, ema, optimizer = build_training(cfg, c, h, dev)
     start = 0
 
     if rank == 0:
@@ -337,25 +331,8 @@ def _train(cfg: TrainConfig, run_dir: Path, out: Path, dev: torch.device, world:
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train {corr.name}",
                unit="step", disable=not progress)
     for step in bar:
-        idx = sampler.indices(step)[positions.start : positions.stop]
-        x, m, mt = images[idx], a[idx], a_tilde[idx]
-        if cfg.xflip:  # flip the observation with its masks, so no hidden pixel is revealed
-            flip = torch.rand(cfg.batch_size, generator=generator(cfg.seed, step, _STREAM_LOSS + 1)) < 0.5
-            flip = flip[positions.start : positions.stop].to(dev)[:, None, None, None]
-            x, m, mt = (torch.where(flip, t.flip(-1), t) for t in (x, m, mt))
-        if cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        g = SampleRNG(cfg.seed, step, _STREAM_LOSS, positions, dev)
-        with autocast:
-            loss = loss_fn(net, x, g, mask=m, further_mask=mt).sum() / local
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-        optimizer.step()
-        _ema_update(ema, model, step, cfg.ema_decay)
+        batch = batch_at(cfg, sampler, step, positions, (images, a, a_tilde))
+        loss = train_step(cfg, net, model, ema, optimizer, loss_fn, batch, step, positions, autocast)
 
         running += loss.item()
         seen += 1
@@ -386,6 +363,57 @@ def _train(cfg: TrainConfig, run_dir: Path, out: Path, dev: torch.device, world:
 
         dist.barrier()
     return out
+
+
+def build_training(cfg: TrainConfig, channels: int, resolution: int,
+                   dev: torch.device) -> tuple[EDMPrecond, EDMPrecond, torch.optim.Optimizer]:
+    """The network (initialised from torch's global RNG), its EMA copy and the optimizer."""
+    model = build_model(channels, resolution, masked=cfg.corruption_spec.masked, formulation=cfg.formulation,
+                        config=UNetConfig(**cfg.network))
+    model.to(dev)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    # fused Adam: one kernel for all parameters (on CPU the default is a per-parameter loop)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
+    return model, ema, optimizer
+
+
+def batch_at(cfg: TrainConfig, sampler: _BatchSampler, step: int, positions: range,
+             observations: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """This process's slice of step `step`'s batch of (x, A, A~): seeded order, optional x-flip."""
+    idx = sampler.indices(step)[positions.start : positions.stop]
+    x, m, mt = (t[idx] for t in observations)
+    if cfg.xflip:  # flip the observation with its masks, so no hidden pixel is revealed
+        flip = torch.rand(cfg.batch_size, generator=generator(cfg.seed, step, _STREAM_LOSS + 1)) < 0.5
+        flip = flip[positions.start : positions.stop].to(x.device)[:, None, None, None]
+        x, m, mt = (torch.where(flip, t.flip(-1), t) for t in (x, m, mt))
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, m, mt
+
+
+def train_step(cfg: TrainConfig, net: torch.nn.Module, model: EDMPrecond, ema: EDMPrecond, optimizer,
+               loss_fn, batch: tuple[torch.Tensor, ...], step: int, positions: range, autocast) -> torch.Tensor:
+    """One optimizer step: loss (under `autocast`), backward, clipping, warm-up LR, Adam, EMA.
+
+    `net` is the model the loss calls (`model` itself, or its DDP wrapper); the loss's draws come
+    from (seed, step, sample position), so a step does not depend on how the batch is split.
+    Returns the batch's mean loss (detached).
+    """
+    x, m, mt = batch
+    g = SampleRNG(cfg.seed, step, _STREAM_LOSS, positions, x.device)
+    with autocast:
+        loss = loss_fn(net, x, g, mask=m, further_mask=mt).sum() / len(x)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    for group in optimizer.param_groups:
+        group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+    optimizer.step()
+    _ema_update(ema, model, step, cfg.ema_decay)
+    return loss.detach()
 
 
 def _mean_over_ranks(value: float, dev: torch.device) -> float:

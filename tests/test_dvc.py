@@ -133,13 +133,14 @@ def test_dvc_yaml_stages():
             assert path.startswith(("data/", "results/")) and not path.startswith("results/figures/"), path
         for dep in spec["deps"]:
             assert (REPO / dep).is_file() or outs.get(dep) not in (None, stage), (stage, dep)
-    assert outs["data/faces24.zip"] == "data"
+    dataset = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["dataset"]["name"]
+    assert outs[f"data/{dataset}.zip"] == "data"
     for run_name in ("clean", "dust-p0.10", "dust-p0.50", "box-p0.40"):
-        base = f"results/faces24/{run_name}"
+        base = f"results/{dataset}/{run_name}"
         assert outs[f"{base}/model.pt"] == "train" and outs[f"{base}/samples.zip"] == "sample"
         assert outs[f"{base}/neighbors_pixel.json"] == outs[f"{base}/attack_inpaint.json"] == "evaluate"
     assert outs["results/metrics/summary.csv"] == "evaluate"
-    assert "results/faces24/clean/model.pt" in doc["stages"]["sample"]["deps"]
+    assert f"results/{dataset}/clean/model.pt" in doc["stages"]["sample"]["deps"]
     assert "ambient/training.py" in doc["stages"]["train"]["deps"]
     assert "ambient/training.py" not in doc["stages"]["data"]["deps"]
     assert {"config/config.yaml": ["sampling"]} in doc["stages"]["sample"]["params"]

@@ -93,6 +93,9 @@ def test_training_image_is_its_own_nearest_neighbour(faces):
     assert sum(summary["histogram"]["counts"]) == 8 and len(summary["histogram"]["edges"]) == 201
     assert [r["top1_index"] for r in rows] == list(range(8))
     assert np.array_equal(gallery["samples"], gallery["train"])
+    # the scale of a copy: each training face against its nearest *other* face (never itself)
+    assert summary["train_nn_sim_mean"] == pytest.approx(float(sims[:, 1].mean()), abs=1e-6)
+    assert summary["train_nn_sim_max"] == pytest.approx(float(sims[:, 1].max()), abs=1e-6)
     # unrelated noise images are neither similar nor flagged
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, (8, 1, 24, 24), dtype=np.uint8)

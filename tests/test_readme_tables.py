@@ -208,3 +208,17 @@ def test_readme_check_passes_on_the_recorded_files(capsys):
     rc = RT.main(["--readme", str(REPO / "README.md"), "--summary", str(REPO / SUMMARY),
                   "--claims", str(REPO / CLAIMS), "--check", "--blocks", *blocks])
     assert rc == 0, capsys.readouterr().err
+
+
+def test_timings_name_the_bound_of_the_run(project):
+    """benchmarks/critical_path.json (written by `make reproduce`) adds the run's two bounds."""
+    assert tables(project) == 0
+    before = RT.find_blocks((project / "README.md").read_text())["timings"]
+    report = {"jobs": 87, "cores": 2, "wall_s": 2340.0, "job_s": 4680.0, "throughput_bound_s": 2340.0,
+              "longest_chain_s": 702.0}
+    (project / "benchmarks" / "critical_path.json").write_text(json.dumps(report))
+    assert tables(project) == 0
+    timings = RT.find_blocks((project / "README.md").read_text())["timings"]
+    assert timings.split("md5=")[1][:32] != before.split("md5=")[1][:32]  # the provenance covers the file
+    assert "bound the run at 39.0 min, and its longest dependency chain at 11.7 min" in timings
+    assert "bound by its total compute" in timings

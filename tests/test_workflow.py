@@ -110,9 +110,9 @@ def test_default_config_is_the_embedded_grid():
     assert names[0] == "clean" and "box-p0.40" in names and "noise-s0.40-naive" in names
     dust = [c["p"] for c in cfg["corruptions"] if c["kind"] == "dust"]
     assert len(dust) >= 3 and min(dust) < 0.2 and max(dust) >= 0.5  # the transition and the far end
-    assert cfg["dataset"] == {"name": "faces24", "source": "embedded", "folder": None, "resolution": 24,
-                              "num_images": 80, "heldout_images": 20, "split_seed": 0}
-    assert cfg["network"]["channel_mult"] == [1, 2, 2] and cfg["network"]["attn_resolutions"] == [6]
+    assert cfg["dataset"] == {"name": "faces16", "source": "embedded", "folder": None, "resolution": 16,
+                              "num_images": 40, "heldout_images": 60, "split_seed": 0}
+    assert cfg["network"]["channel_mult"] == [1, 2, 2] and cfg["network"]["attn_resolutions"] == [4]
     assert cfg["training"]["precision"] == "bf16" and cfg["training"]["consistency_weight"] == 0.0
     assert cfg["evaluation"]["attacks"]["resample"] == [1, 5]
     assert cfg["sampling"]["precision"] == "bf16"  # README, Speed: same memorization numbers, faster
@@ -223,7 +223,7 @@ def test_dry_run_noise_entry_and_folder_source(tmp_path):
                 "corruptions": [{"kind": "clean"}, {"kind": "noise", "sigma_n": 0.2},
                                 {"kind": "noise", "sigma_n": 0.2, "loss": "edm"}],
                 "training": {"consistency_weight": 0.25},
-                "network": {"attn_resolutions": [4]}}  # 16 px: feature maps 16, 8, 4 (6 exists only at 24 px)
+                "network": {"attn_resolutions": [4]}}  # 16 px: feature maps 16, 8, 4
     (wd / "override.yaml").write_text(yaml.safe_dump(override))
     r = snakemake(wd, "-n", "--cores", "1", "--configfile", "override.yaml", "-p")
     assert r.returncode == 0, r.stderr
@@ -235,8 +235,9 @@ def test_dry_run_noise_entry_and_folder_source(tmp_path):
     assert "-m ambient.metrics_hf" in out and "--corruption noise-s0.20-naive --corruption-seed 0" in out
     assert "fig5_noise_generations" in out and "fig6_noise_histograms" in out
     assert "--device auto --threads 1" in out and "torch.distributed.run" not in out
+    heldout = default_config()["dataset"]["heldout_images"]  # config.yaml's held-out split
     assert (f"--source folder --resolution 16 --folder {folder} --channels 3 --heldout-out data/mine-heldout.zip "
-            "--heldout-images 20 --split-seed 0 --out data/mine.zip") in out  # config.yaml's held-out split
+            f"--heldout-images {heldout} --split-seed 0 --out data/mine.zip") in out
     assert "ambient ref-stats --images data/mine-heldout.zip" in out and "--ref-name heldout" in out
     assert "--num-images" not in out.split("ambient prepare")[1].split("\n")[0]
 

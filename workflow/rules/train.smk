@@ -39,6 +39,9 @@ rule train:
         device=train_device,
         threads=train_threads,
     threads: config["threads_per_job"]
+    # longest first: the run is bound by its total compute, and a long training started last
+    # would leave the other cores idle at the end
+    priority: run_steps
     resources:
         mem_mb=mem("train"),
         runtime=runtime("train"),
