@@ -94,10 +94,18 @@ def test_run_names_match_the_library():
         parse_run_name("dust-p0.50-naive")
 
 
-@pytest.mark.parametrize("path", ["config/config.yaml", "config/smoke.yaml"])
+def _merged(base: dict, override: dict) -> dict:
+    """--configfile's merge: nested mappings merge key by key, anything else is replaced."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
+
+
+@pytest.mark.parametrize("path", ["config/config.yaml", "config/smoke.yaml", "config/faces24.yaml"])
 def test_shipped_configs_are_valid(path):
     common = load_common()
-    cfg = yaml.safe_load((REPO / path).read_text())
+    cfg = _merged(yaml.safe_load((REPO / "config/config.yaml").read_text()), yaml.safe_load((REPO / path).read_text()))
     common["validate_config"](cfg, str(REPO / "workflow/schemas/config.schema.yaml"))
     # defaults were filled in
     assert cfg["resources"]["gpu"] == 0 and cfg["training"]["corruption_seed"] == 0
