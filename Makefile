@@ -39,7 +39,7 @@ test-fast: $(STAMP)
 
 # The roofline and the speed-ups, side by side on this machine; benchmarks/bench.json feeds `make readme`
 bench: $(STAMP)
-	$(BIN)/python -m ambient.bench --json benchmarks/bench.json
+	$(BIN)/python -m ambient.bench --packing --json benchmarks/bench.json
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

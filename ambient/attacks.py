@@ -1,4 +1,4 @@
-"""Memorization attacks on any checkpoint, clean or ambient: inpainting and noise.
+"""Memorization attacks on any checkpoint, clean or ambient: inpainting, noise and mask key.
 
 Both start from a training image x0 (in [-1, 1]), corrupt it, let the model restore it, and
 compare the restoration with x0 and with the most similar *other* training image, by the
@@ -39,6 +39,16 @@ Noise (`kind="noise"`): x_sigma = x0 + sigma eps (default sigma = 2.0 on [-1, 1]
   same two methods with A~ = ones are reported as "onestep_ones" / "sample_ones" (in-domain
   pixels, out-of-distribution mask). Outputs of ambient models are clipped to [-1, 1].
 
+Mask key (`kind="key"`): sample from pure noise, the starting noise of image i, as the sampler
+does (Heun from sigma_max), and score the sample against training image i. An ambient model gets
+  - "key_train": A~ = image i's own training mask A * B (what an attacker holding the corrupted
+    training set knows: the mask is visible in the released data),
+  - "key_fresh": a fresh A~ of the same law (the control; the sampler's masks).
+Unmasked models have no key, so their one method "key_none" is the chance level of sample i
+landing on image i. This is not an attack of the papers: it measures whether a model trained on
+masked data recognizes a training image from its mask alone and returns it (README, the mask is
+a key); the papers' sampler draws fresh masks and so measures "key_fresh" only.
+
 Models trained on noisy data (kind "noise") stop at their sigma_n and take one x0 step there
 (as `sampling.generate`). Every random draw comes from `utils.generator(seed, image index,
 stream)`: results do not depend on the batch size or on which images are attacked together.
@@ -58,7 +68,7 @@ from .memorization import THRESHOLDS, pixel_features
 from .sampling import edm_sigmas, heun_sample, model_denoiser, to_uint8
 from .utils import derive_seed, generator
 
-KINDS = ("inpaint", "noise")
+KINDS = ("inpaint", "noise", "key")
 ERASE = ("box", "pixels")
 _STREAM_ERASE, _STREAM_NOISE, _STREAM_MASK, _STREAM_RESAMPLE = 101, 102, 103, 104
 
@@ -192,6 +202,25 @@ def denoise_from(model, x0: torch.Tensor, indices, cfg: AttackConfig, corruption
     return {"onestep": onestep, "sample": x.float(), "noisy": x_sigma.float()}
 
 
+@torch.no_grad()
+def sample_from(model, indices, shape, cfg: AttackConfig, corruption: Corruption | None = None,
+                mask: torch.Tensor | None = None, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Sample from image i's starting noise (sigma_max eps_i) with the model's sampler and mask A~ (mask key)."""
+    sigmas, tweedie = _schedule(corruption, cfg.sigma_max, cfg)
+    sigmas = sigmas.to(device)
+    d = _denoiser(model, mask)
+    x = heun_sample(d, _noise(cfg.seed, indices, shape).to(device, torch.float64) * sigmas[0], sigmas)
+    if tweedie:
+        x = d(x, sigmas[-1])
+    return x.float()
+
+
+def training_masks(corruption: Corruption, indices, resolution: int) -> torch.Tensor:
+    """A~ = A * B of training images `indices` (N, 1, H, W), exactly as training drew them."""
+    return torch.stack([corruption.observation_mask(int(i), resolution) * corruption.further_mask(int(i), resolution)
+                        for i in indices])
+
+
 # ---------------------------------------------------------------- scoring
 
 def region_similarity(a: np.ndarray, b: np.ndarray, region: np.ndarray | None = None) -> np.ndarray:
@@ -265,6 +294,8 @@ def summarize(s: dict[str, np.ndarray]) -> dict:
 def methods_for(kind: str, masked: bool, resample=(1, 5)) -> list[str]:
     if kind == "inpaint":
         return [f"inpaint_u{u}" for u in sorted(resample)]
+    if kind == "key":
+        return ["key_fresh", "key_train"] if masked else ["key_none"]
     return ["onestep", "sample"] + (["onestep_ones", "sample_ones"] if masked else [])
 
 
@@ -297,9 +328,9 @@ def run_attack(model, train_uint8: np.ndarray, cfg: AttackConfig, corruption: Co
     if masked and (corruption is None or not corruption.masked):
         raise ValueError("an ambient model needs its corruption (for its own masks A~)")
     recons = {m: [] for m in methods}
-    corrupted, regions = [], []
+    corrupted, regions, key_masks = [], [], []
     mask_seed = derive_seed(cfg.seed, _STREAM_MASK)
-    timing = {m: 0.0 for m in methods} if cfg.kind == "inpaint" else {"restore": 0.0, **({"restore_ones": 0.0} if masked else {})}
+    timing = {m: 0.0 for m in methods} if cfg.kind != "noise" else {"restore": 0.0, **({"restore_ones": 0.0} if masked else {})}
     for start in tqdm(range(0, len(indices), batch_size), desc=f"attack ({cfg.kind})", unit="batch",
                       disable=not progress):
         idx = indices[start : start + batch_size]
@@ -317,6 +348,21 @@ def run_attack(model, train_uint8: np.ndarray, cfg: AttackConfig, corruption: Co
                 timing[m] += time.perf_counter() - t0
             corrupted.append(to_uint8(x0 * known))
             regions.append((known < 0.5).cpu().numpy())
+        elif cfg.kind == "key":
+            keys = {"key_none": None, "key_fresh": own}
+            if masked:
+                keys["key_train"] = training_masks(corruption, idx, res).to(device)
+            for m in methods:
+                t0 = time.perf_counter()
+                with autocast:
+                    out = sample_from(model, idx, x0.shape[1:], cfg, corruption, keys[m], device)
+                recons[m].append(to_uint8(out))
+                timing[m] += time.perf_counter() - t0
+            # the gallery's "corrupted" image: what the key reveals of image i (its observed pixels)
+            key = keys[methods[-1]]
+            corrupted.append(to_uint8(x0 * key if key is not None else torch.zeros_like(x0)))
+            if key is not None:
+                key_masks.append(key.cpu().numpy())
         else:
             variants = [("", None)]
             if masked:
@@ -352,16 +398,23 @@ def run_attack(model, train_uint8: np.ndarray, cfg: AttackConfig, corruption: Co
         "threshold": cfg.threshold,
         "seed": cfg.seed,
         "params": cfg.to_dict(),
-        "primary_method": methods[-1] if cfg.kind == "inpaint" else "sample",
+        "primary_method": "sample" if cfg.kind == "noise" else methods[-1],
         "precision": precision,
-        "model_mask": "own training distribution of A~, fresh per image" if masked else None,
+        "model_mask": (None if not masked else "key_train: the image's own training A~; key_fresh: fresh A~ of its law"
+                       if cfg.kind == "key" else "own training distribution of A~, fresh per image"),
         "methods": {m: summarize(scores[m]) for m in methods},
         "timing": {**timing, "scoring": t_score},
         "seconds": time.perf_counter() - t_start,
     }
     g = np.arange(min(gallery_size, len(indices)))
+    if region is not None:
+        shown = (1 - region[g]).astype(np.uint8)
+    elif key_masks:
+        shown = np.concatenate(key_masks)[g].round().astype(np.uint8)
+    else:
+        shown = np.ones((len(g), 1, res, res), np.uint8)
     gallery = {"indices": indices[g], "original": originals[g], "corrupted": np.concatenate(corrupted)[g],
-               "mask": (1 - region[g]).astype(np.uint8) if region is not None else np.ones((len(g), 1, res, res), np.uint8),
+               "mask": shown,
                "methods": np.asarray(methods), "kind": np.asarray(cfg.kind)}
     for m in methods:
         gallery[f"recon_{m}"] = np.concatenate(recons[m])[g]

@@ -4,6 +4,9 @@
 
 Variants: plain (bare loop), fp32 (our step), bf16 (autocast), -cl (channels_last),
 -compile (torch.compile).
+Packing (`--packing`): Snakemake runs `threads_per_job` threads per job; two 1-thread jobs side
+by side against one 2-thread job, for the training step and for sampling (the two phases that
+dominate the run), measured as the total throughput of two concurrent 1-thread processes.
 Each training variant calls `ambient.training.train_step` on batches from `batch_at`, the
 code that trains the models (loss, clipping, warm-up, fused Adam, EMA), for a few warm-up steps
 and then `--steps` timed steps; `plain` is a bare PyTorch loop of the same network and loss (no
@@ -18,6 +21,9 @@ fraction of the peak of their precision.
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -185,6 +191,24 @@ def bench_sample(num: int = 256, precision: str = "fp32", setup: dict | None = N
     return time.perf_counter() - t0
 
 
+def _one(kind: str, steps: int, samples: int, setup: dict) -> float:
+    """One throughput in this process: training img/s (bf16 step) or samples/s (bf16 sampler)."""
+    if kind == "train":
+        return bench_train("bf16", steps, setup=setup)
+    return samples / bench_sample(samples, "bf16", setup=setup)
+
+
+def bench_packing(kind: str, steps: int, samples: int, config: str | None, jobs: int = 2) -> float:
+    """Total throughput of `jobs` concurrent 1-thread processes (the same work each)."""
+    cmd = [sys.executable, "-m", "ambient.bench", "--single", kind, "--threads", "1", "--steps", str(steps),
+           "--samples", str(samples), "--config", config or ""]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(jobs)]
+    outs = [p.communicate()[0] for p in procs]
+    if any(p.returncode for p in procs):
+        raise RuntimeError(f"a packing worker failed: {' '.join(cmd)}")
+    return sum(json.loads(o.strip().splitlines()[-1])["throughput"] for o in outs)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=60)
@@ -194,13 +218,19 @@ def main(argv=None) -> None:
     p.add_argument("--sample-variants", default="fp32,bf16")
     p.add_argument("--losses", default="edm,tweedie,tweedie+consistency",
                    help="training step cost per loss (bf16), side by side; empty to skip")
+    p.add_argument("--packing", action="store_true",
+                   help="also measure two concurrent 1-thread jobs against one job with --threads threads")
+    p.add_argument("--single", choices=["train", "sample"], default=None, help=argparse.SUPPRESS)  # a packing worker
     p.add_argument("--json", default=None)
     p.add_argument("--gemm-n", type=int, default=2048, help="size of the square GEMMs that measure the peak")
     p.add_argument("--config", default="config/config.yaml",
                    help="resolution, network and batch size come from this config (if the file exists)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    setup = default_setup(a.config)
+    setup = default_setup(a.config or None)
+    if a.single:
+        print(json.dumps({"throughput": _one(a.single, a.steps, a.samples, setup)}))
+        return
     batch = setup["batch_size"]
     rows = {"cpu": cpu_model(), "resolution": setup["resolution"], "batch_size": batch}
     print(f"cpu: {rows['cpu']}, {a.threads} threads; {setup['resolution']}x{setup['resolution']}, batch {batch}",
@@ -234,6 +264,14 @@ def main(argv=None) -> None:
         rows[f"sample[{v}] {a.samples} s"] = bench_sample(a.samples, v, setup=setup)
         print(f"sample[{v}] {a.samples}: {rows[f'sample[{v}] {a.samples} s']:.1f} s", flush=True)
         roofline(f"sample[{v}]", rows[f"sample {a.samples} GFLOP"] / rows[f"sample[{v}] {a.samples} s"], v)
+    if a.packing:
+        for kind, unit in (("train", "img/s"), ("sample", "samples/s")):
+            one = _one(kind, a.steps, a.samples, setup)
+            two = bench_packing(kind, a.steps, a.samples, a.config)
+            rows[f"packing[{kind}] 1 job x {a.threads} threads {unit}"] = one
+            rows[f"packing[{kind}] 2 jobs x 1 thread {unit}"] = two
+            print(f"packing[{kind}]: 1 job x {a.threads} threads {one:.0f} {unit}, 2 jobs x 1 thread {two:.0f} {unit} "
+                  f"({two / one:.2f}x)", flush=True)
     if a.json:
         from .utils import write_json
 

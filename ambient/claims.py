@@ -54,6 +54,11 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("copies_fall_with_p",
           "The share of memorized samples does not rise with the corruption level p.",
           f"{AMBIENT}, Fig. 8", {"tolerance": 0.02}),
+    Claim("key_copies_fall_with_p",
+          "Memorization falls with p also for an attacker who holds a training image's mask: handed image i's "
+          "own training mask A~, the models at small p return image i, those at p >= 0.5 (almost) never.",
+          f"{AMBIENT}, Figs. 3 and 8 (memorization vs p), tested with this pipeline's mask-key attack",
+          {"tolerance": 0.02, "min_p": 0.5, "max_extracted": 0.05}),
     Claim("quality_cost",
           "Training on corrupted data costs sample quality: the most corrupted model is farther from the "
           "data distribution (held-out KD) than the clean one.",
@@ -247,6 +252,25 @@ def copies_fall_with_p(runs, columns, p) -> Result:
     return Result(measured, t, _yes(ok), "; ".join(notes))
 
 
+def key_copies_fall_with_p(runs, columns, p) -> Result:
+    col, tol = "key_extracted", p["tolerance"]
+    t = (f"non-increasing in p (each step rises by <= {tol:.2f}), and <= {p['max_extracted']:.2f} "
+         f"for p >= {p['min_p']:g}")
+    dust = _dust(runs)
+    notes = [f"{r.name}: no {col}" for r in dust if r.get(col) is None]
+    series = [r for r in dust if r.get(col) is not None]
+    if len(series) < 2:
+        return _na(f"needs two or more dust runs with {col} (the key attack: evaluation.attacks)"
+                   + (f" ({'; '.join(notes)})" if notes else ""), t)
+    seq = [r.get(col) for r in series]
+    heavy = [v for r, v in zip(series, seq) if r.level >= p["min_p"]]
+    if not heavy:
+        notes.append(f"no dust run with p >= {p['min_p']:g}: only the trend is tested")
+    ok = all(b <= a + tol for a, b in zip(seq, seq[1:])) and all(v <= p["max_extracted"] for v in heavy)
+    measured = f"{col} by p: " + ", ".join(f"p={r.level:g}: {_f(v)}" for r, v in zip(series, seq))
+    return Result(measured, t, _yes(ok), "; ".join(notes))
+
+
 def _kd_series(runs, columns):
     cols = kd_columns(columns)
     if cols is None:
@@ -360,6 +384,7 @@ CHECKS = {
     "clean_copies": clean_copies,
     "heavy_corruption_no_copies": heavy_corruption_no_copies,
     "copies_fall_with_p": copies_fall_with_p,
+    "key_copies_fall_with_p": key_copies_fall_with_p,
     "quality_cost": quality_cost,
     "quality_cost_rises_with_p": quality_cost_rises_with_p,
     "tweedie_samples_clean": tweedie_samples_clean,

@@ -79,6 +79,27 @@ def cmd_fid(a) -> None:
     print(json.dumps({k: res[k] for k in ("extractor", res["fd_key"], res["kd_key"], "n", "ref_n", "seconds")}))
 
 
+def cmd_extractor_check(a) -> None:
+    from .extractor_check import check
+    from .features import load_images
+    from .fid import load_ref_stats
+    from .utils import write_json
+
+    dev = _setup(a)
+    ex = _extractor(a, dev)
+    ref = load_ref_stats(a.ref)
+    if ref.get("extractor") and ref["extractor"] != ex.name:
+        raise ValueError(f"{a.ref}: reference features are {ref['extractor']}, but the extractor is {ex.name}: "
+                         f"make the reference with `ambient ref-stats --extractor {ex.name}`")
+    if ref.get("features") is None:
+        raise ValueError(f"{a.ref}: holds no per-image features (KD needs them): remake it with `ambient ref-stats`")
+    res = check(ex, load_images(a.images), ref["features"], ref_name=a.ref_name, seed=a.seed,
+                kid_subsets=a.kid_subsets)
+    res.update({"images": str(a.images), "ref": str(a.ref), **_fallback_info(a, ex)})
+    write_json(a.out, res)
+    print(json.dumps({k: res[k] for k in ("extractor", "fd_consistent", "kd_consistent", "fd_fails", "kd_fails")}))
+
+
 def cmd_neighbors(a) -> None:
     from . import neighbors as nb
     from .utils import write_json
@@ -173,6 +194,19 @@ def add_eval_commands(sub) -> None:
     _device_args(p)
     p.set_defaults(func=cmd_fid)
 
+    p = sub.add_parser("extractor-check", help="does FD/KD in this feature space rise as real images are disturbed "
+                       "(noise, blur, salt and pepper, black rectangles; Heusel et al. 2017)?")
+    p.add_argument("--images", required=True, help="real images to disturb (dataset zip or folder)")
+    p.add_argument("--ref", required=True, help="reference .npz from ref-stats (the same extractor)")
+    p.add_argument("--out", required=True, help="output JSON")
+    p.add_argument("--ref-name", default="heldout", help="name of the reference set, suffixed to the metric keys")
+    p.add_argument("--seed", type=int, default=0, help="seed of the disturbances and of KD's subsets")
+    p.add_argument("--kid-subsets", type=int, default=100)
+    p.add_argument("--quiet", action="store_true")
+    _extractor_args(p, "inception", "filterbank")
+    _device_args(p)
+    p.set_defaults(func=cmd_extractor_check)
+
     p = sub.add_parser("neighbors", help="nearest training neighbours of samples: similarity histogram, gallery, Carlini criterion")
     p.add_argument("--samples", required=True)
     p.add_argument("--train", required=True)
@@ -189,10 +223,11 @@ def add_eval_commands(sub) -> None:
     _device_args(p)
     p.set_defaults(func=cmd_neighbors)
 
-    p = sub.add_parser("attack", help="inpainting or noise attack on training images with a checkpoint as the prior")
+    p = sub.add_parser("attack", help="inpainting, noise or mask-key attack on training images with a checkpoint as the prior")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--train", required=True, help="the training dataset zip")
-    p.add_argument("--kind", choices=["inpaint", "noise"], required=True)
+    p.add_argument("--kind", choices=["inpaint", "noise", "key"], required=True,
+                   help="inpaint | noise | key (sample from noise with the image's own training mask: README)")
     p.add_argument("--out", required=True, help="summary JSON")
     p.add_argument("--csv", default=None, help="per-image CSV (default OUT stem + .csv)")
     p.add_argument("--gallery", default=None, help="gallery .npz (default OUT stem + _gallery.npz)")

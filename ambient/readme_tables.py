@@ -148,7 +148,8 @@ def render_results(summary: Path, readme: Path) -> str:
     for c in inpaint:
         u = re.findall(r"_u(\d+)_", c)
         spec.append((f"inpaint extracted U={u[0]}" if u else "inpaint extracted", c))
-    for label, c in (("noise extracted", "noise_extracted"), ("HF energy of samples", "hf_samples")):
+    for label, c in (("noise extracted", "noise_extracted"), ("mask-key extracted", "key_extracted"),
+                     ("HF energy of samples", "hf_samples")):
         if c in columns:
             spec.append((label, c))
     spec = [(h, v) for h, v in spec if callable(v) or v in columns]
@@ -172,6 +173,9 @@ def render_results(summary: Path, readme: Path) -> str:
     if inpaint:
         text += (" Attacks: the share of attacked training images extracted (above the attack's similarity "
                  "threshold); inpainting with RePaint resampling U, every model given the same known pixels.")
+    if "key_extracted" in columns:
+        text += (" Mask key: sampling from noise with a training image's own training mask (ambient models; "
+                 "the others have no key, so theirs is the chance level): the share that returns that image.")
     if "hf_samples" in columns:
         text += " HF energy: power above half Nyquist of the samples."
     return "\n".join([f"<!-- source: {_shown(summary, readme)} md5={md5_file(summary)} -->", "", text, "",
@@ -304,7 +308,18 @@ def render_speed(bench_json: Path, readme: Path) -> str:
                      vs, fmt3(achieved) if achieved else "-", f"{share:.0%} of {peak}" if share else "-"])
     text = (f"`make bench` on {b.get('cpu', '?')}, {b.get('threads', '?')} threads, {b.get('date', '?')}: "
             f"GEMM peak {fmt3(b.get('gemm[fp32] GFLOP/s'))} GFLOP/s fp32, {fmt3(b.get('gemm[bf16] GFLOP/s'))} "
-            f"GFLOP/s bf16; one training step (batch 32) is {fmt3(b.get('train step GFLOP'))} GFLOP.")
+            f"GFLOP/s bf16; one training step (batch {b.get('batch_size', 32)}) is {fmt3(b.get('train step GFLOP'))} GFLOP.")
+    packing = []
+    for kind, what in (("train", "training (bf16 step)"), ("sample", "sampling (bf16)")):
+        one = next(((k, v) for k, v in b.items() if re.fullmatch(rf"packing\[{kind}\] 1 job x \d+ threads .+", k)), None)
+        two = next(((k, v) for k, v in b.items() if re.fullmatch(rf"packing\[{kind}\] 2 jobs x 1 thread .+", k)), None)
+        if one and two:
+            unit = two[0].rsplit(" ", 1)[-1]
+            threads = re.findall(r"x (\d+) threads", one[0])[0]
+            packing.append(f"{what}: {fmt3(two[1])} {unit} from two 1-thread jobs side by side against "
+                           f"{fmt3(one[1])} from one {threads}-thread job ({two[1] / one[1]:.2f}x)")
+    if packing:
+        text += " Threads per job (`make bench` with `--packing`): " + "; ".join(packing) + "."
     shown = _shown(bench_json, readme)
     return "\n".join([f"<!-- source: {shown} md5={md5_file(bench_json)} -->", "", text, "",
                       *_table(["what", "speed", "vs plain fp32 loop", "GFLOP/s", "share of the GEMM peak"], rows)])

@@ -179,7 +179,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run names, e.g. clean dust-p0.20 box-p0.40 noise-s0.20 noise-s0.20-naive")
     p.add_argument("--similarity-extractor", default="pixel", help="X of neighbors_<X>.json (default pixel)")
     p.add_argument("--extractors", nargs="*", default=[], help="E of fd_<E>.json, one FD/KD pair each")
-    p.add_argument("--attacks", nargs="*", default=[], choices=["inpaint", "noise"], help="K of attack_<K>.json")
+    p.add_argument("--attacks", nargs="*", default=[], choices=["inpaint", "noise", "key"], help="K of attack_<K>.json")
     p.add_argument("--hf-energy", action="store_true", help="add the hf_* columns from C/hf_energy.json")
     p.add_argument("--dataset", default=None, help="dataset name (default: the name of --runs-dir)")
     p.add_argument("--out", required=True, help="output CSV")

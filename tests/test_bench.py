@@ -47,9 +47,16 @@ def test_main_writes_the_roofline(tmp_path):
                    "network: {base_channels: 8, channel_mult: [1, 2], attn_resolutions: [8]}\n")
     out = tmp_path / "bench.json"
     B.main(["--steps", "1", "--threads", "1", "--variants", "plain,bf16", "--samples", "4", "--sample-variants",
-            "bf16", "--losses", "edm", "--gemm-n", "64", "--config", str(cfg), "--json", str(out)])
+            "bf16", "--losses", "edm", "--gemm-n", "64", "--config", str(cfg), "--packing", "--json", str(out)])
     rows = json.loads(out.read_text())
     assert rows["resolution"] == 16 and rows["batch_size"] == 4
     for key in ("gemm[fp32] GFLOP/s", "gemm[bf16] GFLOP/s", "train[plain] img/s", "train[bf16] of bf16 peak",
-                "loss[edm] img/s", "sample[bf16] 4 s", "sample[bf16] of bf16 peak"):
+                "loss[edm] img/s", "sample[bf16] 4 s", "sample[bf16] of bf16 peak",
+                "packing[train] 1 job x 1 threads img/s", "packing[train] 2 jobs x 1 thread img/s",
+                "packing[sample] 2 jobs x 1 thread samples/s"):
         assert rows[key] > 0, key
+    # the README's speed block states the packing comparison
+    from ambient.readme_tables import render_speed
+
+    text = render_speed(out, tmp_path / "README.md")
+    assert "two 1-thread jobs side by side" in text and "training (bf16 step)" in text

@@ -13,25 +13,25 @@ from ambient import claims as C
 COLUMNS = ["model", "dataset", "corruption", "kind", "level", "loss", "steps", "n_samples", "extractor", "sim_mean",
            "share_gt_0.90", "share_gt_0.95", "share_gt_0.99", "fd_filterbank_heldout", "kd_filterbank_heldout",
            "kd_filterbank_heldout_std", "fd_pixel_heldout", "kd_pixel_heldout", "kd_pixel_heldout_std",
-           "inpaint_u1_extracted", "inpaint_u5_extracted", "inpaint_extracted", "noise_extracted", "hf_samples",
+           "inpaint_u1_extracted", "inpaint_u5_extracted", "inpaint_extracted", "noise_extracted", "key_extracted", "hf_samples",
            "hf_train_clean", "hf_train_noisy"]
 
 
-def run(name, kind, level, loss, share, kd, inpaint, noise, hf, hf_noisy=""):
+def run(name, kind, level, loss, share, kd, inpaint, noise, hf, hf_noisy="", key=0.0):
     return {"model": f"faces24/{name}", "dataset": "faces24", "corruption": name, "kind": kind, "level": level,
             "loss": loss, "steps": 3000, "n_samples": 256, "extractor": "pixel", "sim_mean": 0.8,
             "share_gt_0.90": min(1.0, share + 0.1), "share_gt_0.95": share, "share_gt_0.99": 0.0,
             "fd_filterbank_heldout": kd * 30, "kd_filterbank_heldout": kd, "kd_filterbank_heldout_std": 0.001,
             "fd_pixel_heldout": 1.0, "kd_pixel_heldout": 0.5, "kd_pixel_heldout_std": 0.01,
             "inpaint_u1_extracted": inpaint / 2, "inpaint_u5_extracted": inpaint, "inpaint_extracted": inpaint,
-            "noise_extracted": noise, "hf_samples": hf, "hf_train_clean": 0.023, "hf_train_noisy": hf_noisy}
+            "noise_extracted": noise, "key_extracted": key, "hf_samples": hf, "hf_train_clean": 0.023, "hf_train_noisy": hf_noisy}
 
 
 def holding_runs():
     """The README's run: every claim holds."""
     return [run("clean", "clean", 0, "edm", 0.672, 0.0007, 0.68, 0.54, 0.017),
-            run("dust-p0.20", "dust", 0.2, "ambient", 0.316, 0.0185, 0.0, 0.0, 0.014),
-            run("dust-p0.50", "dust", 0.5, "ambient", 0.0, 0.0348, 0.0, 0.0, 0.014),
+            run("dust-p0.20", "dust", 0.2, "ambient", 0.316, 0.0185, 0.0, 0.0, 0.014, key=0.6),
+            run("dust-p0.50", "dust", 0.5, "ambient", 0.0, 0.0348, 0.0, 0.0, 0.014, key=0.0),
             run("box-p0.40", "box", 0.4, "ambient", 0.07, 0.0137, 0.0, 0.0, 0.015),
             run("noise-s0.40", "noise", 0.4, "tweedie", 0.0, 0.0049, 0.0, 0.0, 0.012, 0.130),
             run("noise-s0.40-naive", "noise", 0.4, "edm", 0.0, 0.0092, 0.0, 0.0, 0.086, 0.130)]
@@ -40,8 +40,8 @@ def holding_runs():
 def failing_runs():
     """Every claim fails: copies rise with p, quality does not pay, Tweedie noisy, naive smooth, attacks wrong."""
     return [run("clean", "clean", 0, "edm", 0.30, 0.0300, 0.10, 0.0, 0.017),
-            run("dust-p0.20", "dust", 0.2, "ambient", 0.10, 0.0400, 0.0, 0.0, 0.014),
-            run("dust-p0.50", "dust", 0.5, "ambient", 0.20, 0.0100, 0.30, 0.20, 0.014),
+            run("dust-p0.20", "dust", 0.2, "ambient", 0.10, 0.0400, 0.0, 0.0, 0.014, key=0.1),
+            run("dust-p0.50", "dust", 0.5, "ambient", 0.20, 0.0100, 0.30, 0.20, 0.014, key=0.4),
             run("noise-s0.40", "noise", 0.4, "tweedie", 0.0, 0.0049, 0.0, 0.0, 0.040, 0.130),
             run("noise-s0.40-naive", "noise", 0.4, "edm", 0.0, 0.0092, 0.0, 0.0, 0.030, 0.130)]
 
@@ -68,7 +68,7 @@ def claims_of(tmp_path: Path, rows: list[dict], columns: list[str] = COLUMNS, *e
 
 
 def test_claim_table_is_complete():
-    assert len(C.CLAIMS) == 9 and len(set(C.CLAIM_IDS)) == 9 and set(C.CHECKS) == set(C.CLAIM_IDS)
+    assert len(C.CLAIMS) == 10 and len(set(C.CLAIM_IDS)) == 10 and set(C.CHECKS) == set(C.CLAIM_IDS)
     assert all(c.params for c in C.CLAIMS)  # every claim has a threshold `--set` can override
 
 
@@ -84,14 +84,15 @@ def test_every_claim_holds_on_the_readme_run(tmp_path, capsys):
     assert "noise-s0.40-naive: 0.0860 vs 0.130" in got["naive_reproduces_noise"]["measured"]
     assert "inpaint_u1_extracted = 0.340" in got["attacks_extract_clean"]["measured"]
     out = capsys.readouterr().out
-    assert "9 hold, 0 do not, 0 n/a" in out
-    assert sum(line.startswith("  yes  ") for line in out.splitlines()) == 9  # one line per claim
+    assert got["key_copies_fall_with_p"]["measured"] == "key_extracted by p: p=0.2: 0.600, p=0.5: 0"
+    assert "10 hold, 0 do not, 0 n/a" in out
+    assert sum(line.startswith("  yes  ") for line in out.splitlines()) == 10  # one line per claim
 
 
 def test_every_claim_fails_and_the_exit_status_is_still_0(tmp_path, capsys):
     got = claims_of(tmp_path, failing_runs())
     assert {k: r["holds"] for k, r in got.items()} == {k: "no" for k in C.CLAIM_IDS}
-    assert "0 hold, 9 do not" in capsys.readouterr().out
+    assert "0 hold, 10 do not" in capsys.readouterr().out
 
 
 def test_claims_without_their_runs_are_na_with_a_reason(tmp_path):
@@ -152,6 +153,16 @@ def test_tolerances_and_std(tmp_path):
     # fewer than two dust runs: the monotone claim has nothing to order
     got = claims_of(tmp_path, [r for r in holding_runs() if r["corruption"] != "dust-p0.20"])
     assert got["quality_cost_rises_with_p"]["holds"] == "n/a" and got["quality_cost"]["holds"] == "yes"
+    assert got["key_copies_fall_with_p"]["holds"] == "n/a"
+
+    # the mask key: a trend within its tolerance, and an upper bound at p >= 0.5
+    rows = holding_runs()
+    rows[1]["key_extracted"], rows[2]["key_extracted"] = 0.03, 0.045  # +0.015, and below 0.05
+    assert claims_of(tmp_path, rows)["key_copies_fall_with_p"]["holds"] == "yes"
+    rows[1]["key_extracted"], rows[2]["key_extracted"] = 0.6, 0.07  # falls, but 0.07 > 0.05 at p = 0.5
+    assert claims_of(tmp_path, rows)["key_copies_fall_with_p"]["holds"] == "no"
+    rows[1]["key_extracted"], rows[2]["key_extracted"] = 0.0, 0.03  # below the bound, but rises by 0.03
+    assert claims_of(tmp_path, rows)["key_copies_fall_with_p"]["holds"] == "no"
 
 
 def test_kid_is_preferred_to_the_offline_extractors(tmp_path):

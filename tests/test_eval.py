@@ -341,7 +341,7 @@ def test_attacks_identity_model_reconstructs_and_constant_fails(faces, masked):
     corr = Corruption("dust", p=0.5, delta=0.1) if masked else Corruption()
     for cfg in (AttackConfig("inpaint", erase="pixels", fraction=0.8, num_steps=4),
                 AttackConfig("inpaint", erase="box", fraction=0.5, num_steps=4),
-                AttackConfig("noise", sigma=2.0, num_steps=4)):
+                AttackConfig("noise", sigma=2.0, num_steps=4), AttackConfig("key", num_steps=4)):
         s, rows, gallery = run_attack(_Fake(x0, masked), train, cfg, corr, batch_size=64)
         for m, stats in s["methods"].items():
             assert stats["sim_mean"] > 0.999 and stats["share_extracted"] == 1.0, (cfg.kind, m, stats)
@@ -349,8 +349,10 @@ def test_attacks_identity_model_reconstructs_and_constant_fails(faces, masked):
         bad, _, _ = run_attack(_Fake(None, masked), train, cfg, corr, batch_size=64)
         for m, stats in bad["methods"].items():
             assert stats["sim_mean"] < 0.5 and stats["share_extracted"] == 0.0, (cfg.kind, m, stats)
-        assert set(s["methods"]) == ({"inpaint_u1", "inpaint_u5"} if cfg.kind == "inpaint" else
-                                     {"onestep", "sample"} | ({"onestep_ones", "sample_ones"} if masked else set()))
+        expected = {"inpaint": {"inpaint_u1", "inpaint_u5"},
+                    "noise": {"onestep", "sample"} | ({"onestep_ones", "sample_ones"} if masked else set()),
+                    "key": {"key_fresh", "key_train"} if masked else {"key_none"}}[cfg.kind]
+        assert set(s["methods"]) == expected
         assert len(rows) == len(train) * len(s["methods"])
     # the known pixels of a completion are the original's; erased ones show as mid-grey in 'corrupted'
     s, _, g = run_attack(_Fake(None, masked), train, AttackConfig("inpaint", erase="box", fraction=0.5, num_steps=2), corr)
@@ -390,6 +392,31 @@ def test_inpainting_conditions_on_the_noised_original(faces, masked):
         assert not any(torch.equal(own[i], train_masks[i]) for i in range(4))  # never the image's training mask
 
 
+@pytest.mark.parametrize("kind", ["dust", "box"])
+def test_mask_key_attack_hands_over_the_training_mask(faces, kind):
+    """A model that recognizes a training image by its training mask A~ = A * B (and returns a blank
+    otherwise) is extracted by key_train for every image, and by key_fresh for none."""
+    train = faces[:10]
+    x0 = torch.from_numpy(train).float().div(127.5).sub(1)
+    corr = Corruption(kind, p=0.3, delta=0.1 if kind == "dust" else 0.0, seed=7)
+    known = corr.dataset_masks(len(train), train.shape[-1])[1]
+
+    class KeyReader(_Fake):
+        def __call__(self, x, sigma, mask=None):
+            out = torch.zeros_like(x)
+            for j, m in enumerate(mask):
+                hit = [i for i in range(len(known)) if torch.equal(m, known[i])]
+                if hit:
+                    out[j] = x0[hit[0]]
+            return out
+
+    s, rows, g = run_attack(KeyReader(None, True), train, AttackConfig("key", num_steps=3), corr, batch_size=4)
+    assert s["primary_method"] == "key_train"
+    assert s["methods"]["key_train"]["share_extracted"] == 1.0
+    assert s["methods"]["key_fresh"]["share_extracted"] == 0.0
+    assert np.array_equal(g["mask"], known[: len(g["mask"])].numpy().astype(np.uint8))  # the gallery shows the key
+
+
 # ---------------------------------------------------------------- CLI with tiny real models
 
 @pytest.fixture(scope="module")
@@ -411,7 +438,7 @@ def test_attack_cli_outputs_and_determinism(tiny_runs):
     from ambient.training import load_checkpoint, model_from_checkpoint
 
     root, ckpts = tiny_runs
-    for name, kind in (("clean", "inpaint"), ("dust", "inpaint"), ("dust", "noise")):
+    for name, kind in (("clean", "inpaint"), ("dust", "inpaint"), ("dust", "noise"), ("clean", "key"), ("dust", "key")):
         out = root / f"attack_{name}_{kind}.json"
         assert main(["attack", "--checkpoint", str(ckpts[name]), "--train", str(root / "train.zip"), "--kind", kind,
                      "--out", str(out), "--steps", "3", "--num-images", "6", "--gallery-size", "4", "--quiet",
@@ -432,7 +459,8 @@ def test_attack_cli_outputs_and_determinism(tiny_runs):
     # seeded: the same numbers whatever the batch size or the subset attacked
     model, tcfg, _ = model_from_checkpoint(load_checkpoint(ckpts["dust"]))
     train_images = embedded_faces(16, 8)[0]
-    for cfg in (AttackConfig("noise", sigma=1.0, num_steps=3), AttackConfig("inpaint", num_steps=3, resample=2)):
+    for cfg in (AttackConfig("noise", sigma=1.0, num_steps=3), AttackConfig("inpaint", num_steps=3, resample=2),
+                AttackConfig("key", num_steps=3)):
         a, _, ga = run_attack(model, train_images, cfg, tcfg.corruption_spec, indices=range(6), batch_size=6)
         b, _, gb = run_attack(model, train_images, cfg, tcfg.corruption_spec, indices=[3, 4, 5], batch_size=2)
         for m in a["methods"]:
@@ -479,3 +507,40 @@ def test_load_images_from_a_folder(tmp_path, faces):
     assert fdir is None and len(files) == 3
     with pytest.raises(FileNotFoundError):
         features.load_images(tmp_path / "missing")
+
+
+# ---------------------------------------------------------------- the disturbance test of the extractors
+
+def test_disturbances_are_seeded_and_grow(faces):
+    from ambient.extractor_check import DISTURBANCES, disturb
+
+    x = faces[:12]
+    for kind, levels in DISTURBANCES.items():
+        assert np.array_equal(disturb(x, kind, 0.0), x)
+        a, b = disturb(x, kind, levels[1], seed=3), disturb(x, kind, levels[1], seed=3)
+        assert np.array_equal(a, b) and a.dtype == np.uint8 and a.shape == x.shape
+        assert not np.array_equal(disturb(x, kind, levels[1], seed=4), a) or kind == "blur"  # blur draws nothing
+        err = [np.abs(disturb(x, kind, lv).astype(float) - x).mean() for lv in levels]
+        assert all(e2 > e1 for e1, e2 in zip(err, err[1:])), (kind, err)
+    with pytest.raises(ValueError, match="disturbance 'swirl' is unknown"):
+        disturb(x, "swirl", 0.1)
+
+
+def test_extractor_check_cli_reports_each_disturbance(tmp_path, faces):
+    write_image_zip(tmp_path / "train.zip", faces[:30])
+    write_image_zip(tmp_path / "heldout.zip", faces[30:70])
+    ref = tmp_path / "ref.npz"
+    assert main(["ref-stats", "--images", str(tmp_path / "heldout.zip"), "--out", str(ref), "--extractor",
+                 "filterbank", "--quiet", "--device", "cpu"]) == 0
+    out = tmp_path / "check.json"
+    assert main(["extractor-check", "--images", str(tmp_path / "train.zip"), "--ref", str(ref), "--out", str(out),
+                 "--extractor", "filterbank", "--kid-subsets", "20", "--quiet", "--device", "cpu"]) == 0
+    res = json.loads(out.read_text())
+    assert res["extractor"] == "filterbank" and res["kd_key"] == "kd_filterbank_heldout" and res["n"] == 30
+    for kind in ("noise", "blur", "saltpepper", "rectangles"):
+        d = res["disturbances"][kind]
+        assert len(d["levels"]) == len(d["fd"]) == len(d["kd"]) == 5 and d["levels"][0] == 0.0
+        assert d["fd"][-1] > 2 * d["fd"][0], kind  # the heaviest damage is far from the real faces
+    # a reference made with another extractor is refused, naming the command that fixes it
+    assert main(["extractor-check", "--images", str(tmp_path / "train.zip"), "--ref", str(ref), "--out",
+                 str(tmp_path / "x.json"), "--extractor", "pixel", "--quiet", "--device", "cpu"]) == 2

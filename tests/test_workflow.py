@@ -213,7 +213,7 @@ def test_dry_run_plans_the_grid(tmp_path):
     assert r.returncode == 0, r.stderr
     out = r.stdout + r.stderr
     runs = len(default_config()["corruptions"])  # one model per entry; a naive entry is its own run
-    for rule, count in [("train", runs), ("sample", runs), ("neighbors", runs), ("attack", 2 * runs),
+    for rule, count in [("train", runs), ("sample", runs), ("neighbors", runs), ("attack", 3 * runs),
                         ("hf_energy", runs),
                         ("summary", 1), ("fig3_nearest_neighbors", 1), ("fig5_noise_generations", 1),
                         ("fig6_noise_histograms", 1), ("prepare_dataset", 1)]:

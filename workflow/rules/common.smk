@@ -228,7 +228,7 @@ def extractor_fallback(wildcards):
 
 
 def attack_kinds():
-    return ["inpaint", "noise"] if config["evaluation"]["attacks"]["enabled"] else []
+    return ["inpaint", "noise", "key"] if config["evaluation"]["attacks"]["enabled"] else []
 
 
 def attack_options(wildcards):
@@ -238,7 +238,7 @@ def attack_options(wildcards):
         opts += f" --num-images {a['num_images']}"
     if wildcards.attack == "inpaint":
         opts += f" --erase {a['erase']} --fraction {a['fraction']} --resample {list_args(a['resample'])}"
-    else:
+    elif wildcards.attack == "noise":
         opts += f" --sigma {a['sigma']}"
     return opts
 

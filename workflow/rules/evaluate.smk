@@ -1,6 +1,7 @@
 # Metrics of each model's samples: nearest training neighbours (memorization), FD/KD against
 # the held-out split (images no model trained on; the training set only when the config holds
-# none out, and then the columns say *_train), and the inpainting / noise attacks on training images.
+# none out, and then the columns say *_train), and the attacks on training images (inpainting,
+# noise, and the mask key: sampling with a training image's own mask).
 
 
 rule neighbors:
@@ -126,7 +127,7 @@ rule attack:
     benchmark:
         "benchmarks/{dataset}/{corruption}/attack_{attack}.tsv"
     wildcard_constraints:
-        attack="inpaint|noise",
+        attack="inpaint|noise|key",
     params:
         options=attack_options,
         device=config["device"],

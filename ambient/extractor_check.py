@@ -1,0 +1,110 @@
+"""Is a feature space a quality ruler? The disturbance test of the FID paper, for every extractor.
+
+Heusel et al. (2017, "GANs Trained by a Two Time-Scale Update Rule...", Fig. 1 and App.) validate
+FID by disturbing real images more and more: the distance to the real distribution must rise with
+the disturbance level. We apply four of their disturbances to the training faces and score them
+against the held-out reference, exactly as the samples are scored:
+
+    noise        additive Gaussian noise, std = level on [-1, 1] images
+    blur         Gaussian blur, std = level pixels at 16x16 (scaled with the resolution)
+    saltpepper   a share `level` of the pixels set to black or white
+    rectangles   a black square of side level x H at a seeded position per image
+
+FD and KD pass a disturbance when they do not fall from one level to the next (level 0 = the
+undisturbed images). Small levels sit near the metrics' own noise (KD over a few dozen reference
+images), so a single small dip is weak evidence; the useful reading is how strongly each feature
+space responds to each kind of damage. On the embedded faces the filter bank barely responds to
+noise up to std 0.1 and strongly to blur and lost contrast, while raw pixels respond to noise and
+hardly to mild blur: the two rank speckled and blurred samples in opposite orders (README, Quality).
+A diagnostic (`ambient extractor-check`), not part of the DAG.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .features import Extractor, metric_keys
+from .fid import feature_stats, frechet, kernel
+from .utils import generator
+
+DISTURBANCES: dict[str, tuple[float, ...]] = {
+    "noise": (0.05, 0.1, 0.2, 0.4),
+    "blur": (0.5, 1.0, 1.5, 2.0),
+    "saltpepper": (0.02, 0.05, 0.1, 0.2),
+    "rectangles": (0.15, 0.3, 0.45, 0.6),
+}
+_STREAM = 201  # the disturbances' own random stream per image
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    half = max(1, math.ceil(3 * sigma))
+    k = torch.arange(-half, half + 1, dtype=x.dtype)
+    g = torch.exp(-(k**2) / (2 * sigma**2))
+    g = (g / g.sum()).to(x)
+    c = x.shape[1]
+    x = F.conv2d(F.pad(x, (half, half, 0, 0), mode="replicate"), g.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, half, half), mode="replicate"), g.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+def disturb(images: np.ndarray, kind: str, level: float, seed: int = 0) -> np.ndarray:
+    """uint8 (N, C, H, W) images disturbed by `kind` at `level` (0 = unchanged); seeded per image."""
+    if kind not in DISTURBANCES:
+        raise ValueError(f"disturbance {kind!r} is unknown: use one of {', '.join(DISTURBANCES)}")
+    if level <= 0:
+        return images.copy()
+    x = torch.from_numpy(np.asarray(images)).double().div(127.5).sub(1)
+    n, c, h, w = x.shape
+    gens = [generator(seed, i, _STREAM) for i in range(n)]
+    if kind == "noise":
+        x = x + level * torch.stack([torch.randn(c, h, w, generator=g, dtype=torch.float64) for g in gens])
+    elif kind == "blur":
+        x = _gaussian_blur(x, level * h / 16)
+    elif kind == "saltpepper":
+        u = torch.stack([torch.rand(1, h, w, generator=g, dtype=torch.float64) for g in gens]).expand_as(x)
+        x = torch.where(u < level / 2, -1.0, torch.where(u < level, 1.0, x))
+    else:
+        side = max(1, round(level * h))
+        x = x.clone()
+        for i, g in enumerate(gens):
+            top, left = (int(v) for v in torch.randint(0, h - side + 1, (2,), generator=g))
+            x[i, :, top : top + side, left : left + side] = -1.0
+    return x.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).numpy()
+
+
+def check(extractor: Extractor, images: np.ndarray, ref_features: np.ndarray, ref_name: str = "heldout",
+          seed: int = 0, kid_subsets: int = 100) -> dict:
+    """FD and KD of the disturbed `images` against `ref_features`, per disturbance and level, and
+    whether each rises (does not fall) with the level."""
+    mu_r, sigma_r = feature_stats(ref_features)
+    base = extractor(images)
+    out: dict = {"extractor": extractor.name, "n": int(len(images)), "ref_n": int(len(ref_features)),
+                 "method": "Heusel et al. 2017 disturbance test: FD/KD must not fall as the disturbance grows",
+                 "disturbances": {}}
+    fd_key, kd_key = metric_keys(extractor)
+    out["fd_key"], out["kd_key"] = (f"{fd_key}_{ref_name}", f"{kd_key}_{ref_name}") if ref_name else (fd_key, kd_key)
+
+    def score(feats: np.ndarray) -> tuple[float, float]:
+        mu, sigma = feature_stats(feats)
+        return frechet(mu, sigma, mu_r, sigma_r), kernel(feats, ref_features, seed=seed, num_subsets=kid_subsets)
+
+    fd0, kd0 = score(base)
+    for kind, levels in DISTURBANCES.items():
+        fds, kds = [fd0], [kd0]
+        for level in levels:
+            fd, kd = score(extractor(disturb(images, kind, level, seed)))
+            fds.append(fd)
+            kds.append(kd)
+        out["disturbances"][kind] = {
+            "levels": [0.0, *levels], "fd": fds, "kd": kds,
+            "fd_rises": all(b >= a for a, b in zip(fds, fds[1:])),
+            "kd_rises": all(b >= a for a, b in zip(kds, kds[1:])),
+        }
+    d = out["disturbances"].values()
+    out["fd_consistent"] = all(v["fd_rises"] for v in d)
+    out["kd_consistent"] = all(v["kd_rises"] for v in d)
+    out["fd_fails"] = [k for k, v in out["disturbances"].items() if not v["fd_rises"]]
+    out["kd_fails"] = [k for k, v in out["disturbances"].items() if not v["kd_rises"]]
+    return out
