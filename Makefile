@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CORES ?= all
 
-.PHONY: setup reproduce critical-path test test-fast bench lint report readme readme-check pull record dvc-yaml clean-results
+.PHONY: lock setup reproduce critical-path test test-fast bench lint report readme readme-check pull record dvc-yaml clean-results
 
 # A fresh clone's set-up time goes to benchmarks/setup.json (the README's timings block)
 $(STAMP): pyproject.toml
@@ -19,6 +19,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# The exact packages of .venv (what the recorded run used), pinned: requirements.lock.
+# `pip install -r requirements.lock && pip install --no-deps -e .` rebuilds that environment.
+lock: $(STAMP)
+	@{ echo "# pip freeze of .venv (make lock): the packages of the recorded run, pinned"; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -vi '^pyflakes=='; } > requirements.lock
+	@echo "wrote requirements.lock ($$(grep -vc '^#' requirements.lock) packages)"
 
 # The wall time of the whole run goes to benchmarks/reproduce.json, its throughput bound and
 # longest chain to benchmarks/critical_path.json (both feed the README's timings block)

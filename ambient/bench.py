@@ -35,7 +35,7 @@ from .losses import AmbientLoss
 from .networks import UNetConfig, build_model
 from .readme_tables import cpu_model
 from .sampling import generate
-from .training import TrainConfig, _BatchSampler, batch_at, build_training, make_loss, train_step
+from .training import TrainConfig, BatchSampler, batch_at, build_training, make_loss, train_step
 from .utils import SampleRNG
 
 
@@ -79,7 +79,7 @@ def _bench_our_step(cfg: TrainConfig, observations: tuple[torch.Tensor, ...], st
     res = observations[0].shape[-1]
     model, ema, optimizer = build_training(cfg, observations[0].shape[1], res, torch.device("cpu"))
     net = torch.compile(model) if compile_model else model
-    sampler = _BatchSampler(len(observations[0]), cfg.batch_size, cfg.seed)
+    sampler = BatchSampler(len(observations[0]), cfg.batch_size, cfg.seed)
     positions = range(cfg.batch_size)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     loss_fn = make_loss(cfg)

@@ -207,7 +207,7 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 
 # ---------------------------------------------------------------- training
 
-class _BatchSampler:
+class BatchSampler:
     """Epoch-wise random permutations of the dataset, seeded by (seed, epoch)."""
 
     def __init__(self, n: int, batch_size: int, seed: int):
@@ -318,7 +318,7 @@ def _train(cfg: TrainConfig, run_dir: Path, out: Path, dev: torch.device, world:
                                       broadcast_buffers=False)
     local = cfg.batch_size // world
     positions = range(rank * local, (rank + 1) * local)  # this process's slice of every global batch
-    sampler = _BatchSampler(n, cfg.batch_size, cfg.seed)
+    sampler = BatchSampler(n, cfg.batch_size, cfg.seed)
     loss_fn = make_loss(cfg)
     log_path = run_dir / "train_log.jsonl"
     if rank == 0:
@@ -379,7 +379,7 @@ def build_training(cfg: TrainConfig, channels: int, resolution: int,
     return model, ema, optimizer
 
 
-def batch_at(cfg: TrainConfig, sampler: _BatchSampler, step: int, positions: range,
+def batch_at(cfg: TrainConfig, sampler: BatchSampler, step: int, positions: range,
              observations: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     """This process's slice of step `step`'s batch of (x, A, A~): seeded order, optional x-flip."""
     idx = sampler.indices(step)[positions.start : positions.stop]

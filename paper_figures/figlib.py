@@ -168,10 +168,13 @@ def grid(images: np.ndarray, columns: int, pad: int = 1, fill: float = 1.0) -> n
 
 
 def save(fig, out_dir: Path, stem: str, dpi: int = 200) -> list[Path]:
-    """Save `fig` as PNG and PDF under `out_dir`; returns the paths."""
+    """Save `fig` as PNG and PDF under `out_dir`; returns the paths. Byte-stable: the PDF carries no
+    creation date (matplotlib writes the current time otherwise), so the same figure hashes the same
+    for DVC in every run."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
     for p in paths:
-        fig.savefig(p, dpi=dpi, bbox_inches="tight")
+        meta = {"CreationDate": None} if p.suffix == ".pdf" else {}
+        fig.savefig(p, dpi=dpi, bbox_inches="tight", metadata=meta)
     return paths

@@ -96,9 +96,19 @@ def is_naive(name):
     return name.endswith(NAIVE_SUFFIX)
 
 
+def uses_conda():
+    """Whether Snakemake deploys the rules' conda environments (`--sdm conda`)."""
+    methods = getattr(getattr(workflow, "deployment_settings", None), "deployment_method", None) or ()
+    return any(getattr(m, "name", str(m)).lower() == "conda" for m in methods)
+
+
 def python_cmd():
-    """The interpreter of the jobs, shell-quoted: config python, else the one running Snakemake."""
-    return shlex.quote(config.get("python") or sys.executable)
+    """The interpreter of the jobs, shell-quoted: config python; else, under `--sdm conda`, the
+    `python` of the rule's activated environment (environment.yml); else the one running Snakemake.
+    Jobs run in the workflow directory, so `python -m ambient` imports the checkout's package."""
+    if config.get("python"):
+        return shlex.quote(config["python"])
+    return "python" if uses_conda() else shlex.quote(sys.executable)
 
 
 # ---------------------------------------------------------------- run grid
@@ -187,6 +197,12 @@ def base_corruption(wildcards):
     return base_corruption_name(wildcards.corruption)
 
 
+def model_output():
+    """The trained model, write-protected when training.protect_models is set (paper configs)."""
+    path = "results/{dataset}/{corruption}/model.pt"
+    return protected(path) if config["training"].get("protect_models") else path
+
+
 def run_files(pattern, **extra):
     """`pattern` expanded over the configured corruptions (and `extra` wildcards)."""
     return expand(pattern, dataset=dataset_name(), corruption=corruption_names(), **extra)
@@ -201,11 +217,11 @@ def inception_weights():
 
 
 def fd_extractors():
-    """FD/KD extractors: the configured ones, plus inception when its weights are present (inception: auto)."""
+    """FD/KD extractors: the configured ones, plus inception with `inception: always`. A function of
+    the config alone: the job graph never depends on which files exist on this machine."""
     ev = config["evaluation"]
     out = list(ev["extractors"])
-    if "inception" not in out and (ev["inception"] == "always"
-                                   or (ev["inception"] == "auto" and Path(inception_weights()).is_file())):
+    if "inception" not in out and ev["inception"] == "always":
         out.append("inception")
     if ev["inception"] == "never" and "inception" in out:
         out.remove("inception")
@@ -213,9 +229,8 @@ def fd_extractors():
 
 
 def weights_input(wildcards):
-    """The Inception weights as an input of inception jobs, so fetching them reruns what used the fallback."""
-    if wildcards.extractor == "inception" and (config["evaluation"]["inception"] == "always"
-                                               or Path(inception_weights()).is_file()):
+    """The Inception weights as an input of inception jobs (made by fetch_weights when missing)."""
+    if wildcards.extractor == "inception" and config["evaluation"]["inception"] == "always":
         return {"weights": inception_weights()}
     return {}
 

@@ -36,7 +36,8 @@ rule neighbors:
 
 
 rule fetch_weights:
-    # Not part of `all` (it downloads): `snakemake --cores 1 fetch_weights` adds FID/KID to later runs.
+    # Runs when an inception job needs the weights (`evaluation.inception: always`), or alone:
+    # `snakemake --cores 1 fetch_weights`. The default config never downloads.
     output:
         config["evaluation"]["inception_weights"],
     log:

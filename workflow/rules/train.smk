@@ -9,7 +9,7 @@ rule train:
     input:
         dataset="data/{dataset}.zip",
     output:
-        model="results/{dataset}/{corruption}/model.pt",
+        model=model_output(),
     log:
         "logs/{dataset}/{corruption}/train.log",
     benchmark:
@@ -42,6 +42,10 @@ rule train:
     # longest first: the run is bound by its total compute, and a long training started last
     # would leave the other cores idle at the end
     priority: run_steps
+    # A training killed mid-way (out of memory, a SLURM --time limit, a preempted node) is retried
+    # and `ambient train` resumes from its last checkpoint, not from step 0. Only training: the
+    # other jobs are short, and a retry would only repeat their error.
+    retries: 2
     resources:
         mem_mb=mem("train"),
         runtime=runtime("train"),
