@@ -237,3 +237,77 @@ def test_cli_data_registers_on_a_parser():
     add_data_commands(parser.add_subparsers(dest="command"))
     a = parser.parse_args(["download-dataset", "--source", "celeba", "--out", "x.zip"])
     assert a.source == "celeba" and a.raw_dir == "data/raw" and a.resolution == 64 and callable(a.func)
+
+
+# ---------------------------------------------------------------- the SLURM profile, submitted for real
+
+def _slurm_run(wd: Path, bin_dir: Path, *args, env_extra=None, timeout=600):
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONUNBUFFERED": "1",
+           **(env_extra or {})}
+    cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "--workflow-profile", "none",
+           "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1",
+           "--latency-wait", "5", *map(str, args)]
+    return subprocess.run(cmd, cwd=wd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_slurm_profile_submits_through_the_plugin_and_a_killed_training_resumes(tmp_path):
+    """profiles/slurm through the pinned snakemake-executor-plugin-slurm, against stand-in sbatch,
+    sacct, srun, ... (tests/fake_slurm.py) that record their arguments and run each job here: every
+    option is accepted, each job's sbatch carries the account, partition, --time, --mem and
+    --cpus-per-task of the config, and a training killed mid-way (as at its --time limit) is
+    resubmitted and resumes from its checkpoint instead of starting again."""
+    import fake_slurm
+
+    wd = copy_workflow(tmp_path / "wf")
+    bin_dir, state = tmp_path / "bin", tmp_path / "slurm"
+    fake_slurm.install(bin_dir, state)
+    from test_workflow import _merged, default_config, smoke_config
+
+    cfg = _merged(default_config(), smoke_config())  # what --configfile config/smoke.yaml gives
+    target = "results/smoke8/clean/model.pt"
+    r = _slurm_run(wd, bin_dir, target, "--configfile", "config/smoke.yaml",  # --configfile takes the rest
+                   env_extra={"FAKE_SLURM_KILL": "train:results/smoke8/clean/train/checkpoint-*.pt"})
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    subs = [c for c in fake_slurm.calls(state) if c["cmd"] == "sbatch"]
+    assert [c["rule"] for c in subs] == ["prepare_dataset", "train", "train"], subs
+    step = {"prepare_dataset": "prepare", "train": "train"}
+    for c in subs:
+        argv = " ".join(c["argv"])
+        want = "YOUR_GPU_PARTITION" if c["rule"] in GPU_RULES else "YOUR_CPU_PARTITION"
+        assert " -A YOUR_ACCOUNT " in argv and f" -p {want} " in argv, argv
+        assert f" -t {cfg['resources']['runtime'][step[c['rule']]]} " in argv, argv
+        assert f" --mem {cfg['resources']['mem_mb'][step[c['rule']]]} " in argv, argv
+        assert f"--cpus-per-task={cfg['threads_per_job'] if c['rule'] == 'train' else 1}" in argv, argv
+        assert "--gpus" not in argv  # the smoke config asks for no GPU
+    assert "--attempt 2" in " ".join(subs[2]["argv"])  # the retry of the killed training
+    # the retry resumed: the checkpoint the killed job had written is the same file, untouched
+    killed = json.loads((state / "killed-train").read_text())
+    st = os.stat(killed["file"])
+    assert (st.st_ino, st.st_mtime_ns) == (killed["inode"], killed["mtime_ns"])
+    steps = [json.loads(line)["step"] for line in (wd / "results/smoke8/clean/train/train_log.jsonl").open()]
+    assert steps == sorted(set(steps)) and steps[-1] == cfg["training"]["steps"]
+    assert (wd / target).is_file()
+
+
+@pytest.mark.slow
+def test_slurm_profile_gpu_and_memory_reach_sbatch_and_only_training_retries(tmp_path):
+    """A GPU config: the training job's sbatch asks for --gpus=N and --mem as the profile's comments
+    say; a failing training is submitted 1 + retries times (its rule's `retries: 2`)."""
+    import fake_slurm
+
+    wd = copy_workflow(tmp_path / "wf")
+    bin_dir, state = tmp_path / "bin", tmp_path / "slurm"
+    fake_slurm.install(bin_dir, state)
+    r = subprocess.run([sys.executable, "-m", "snakemake", "data/smoke8.zip", "--cores", "1", "--configfile",
+                        "config/smoke.yaml"], cwd=wd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (wd / "gpu.yaml").write_text(yaml.safe_dump({"device": "auto", "resources": {"gpu": 1, "mem_mb": {"train": 64000}}}))
+    r = _slurm_run(wd, bin_dir, "results/smoke8/clean/model.pt", "--configfile", "config/smoke.yaml", "gpu.yaml",
+                   env_extra={"FAKE_SLURM_FAIL": "1"})
+    assert r.returncode != 0
+    subs = [c for c in fake_slurm.calls(state) if c["cmd"] == "sbatch"]
+    assert [c["rule"] for c in subs] == ["train"] * 3, (r.stdout + r.stderr)[-4000:]
+    for c in subs:
+        argv = " ".join(c["argv"])
+        assert " --gpus=1" in argv and " --mem 64000 " in argv and " -p YOUR_GPU_PARTITION " in argv, argv

@@ -1,0 +1,88 @@
+"""The latent (DDPM/VP) Tweedie loss of the SDXL branch: analytic Gaussian toy, identities, errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ambient.latent_tweedie import LatentTweedieLoss, ddpm_alphas_cumprod
+
+MU, S, T_N = 0.3, 0.8, 100
+
+
+def _toy(n=400_000, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x0 = MU + S * torch.randn(n, 1, generator=g, dtype=torch.float64)
+    return x0, torch.randn(n, 1, generator=g, dtype=torch.float64), g
+
+
+@pytest.mark.parametrize("t", [150, 400, 900])
+def test_minimised_by_the_clean_denoiser_on_a_gaussian(t):
+    """x0 ~ N(mu, s^2): E[x0 | x_t] = mu + k (x_t - sqrt(abar_t) mu) with k = sqrt(abar_t) s^2 /
+    (abar_t s^2 + 1 - abar_t). The loss, quadratic in the slope a of h = mu + a (x_t - sqrt(abar_t) mu),
+    has its minimum at k, not at the slope of E[x_n | x_t] that plain training on x_n would learn."""
+    loss = LatentTweedieLoss(ddpm_alphas_cumprod(), T_N)
+    x0, eps, g = _toy()
+    x_n = loss.noisy_latents(x0, eps)
+    tt = torch.full((len(x0),), t)
+    x_t = loss.noise_further(x_n, tt, torch.randn(x0.shape, generator=g, dtype=torch.float64))
+    a_t, a_n = loss.abar[t].item(), loss.abar[T_N].item()
+    k = a_t**0.5 * S**2 / (a_t * S**2 + 1 - a_t)
+
+    def value(a):
+        return loss.residual(MU + a * (x_t - a_t**0.5 * MU), x_t, x_n, tt).mean().item()
+
+    l0, l1, l2 = value(0.0), value(0.5), value(1.0)
+    best = 0.5 * (l0 - l2) / (2 * (l0 - 2 * l1 + l2)) + 0.5
+    assert best == pytest.approx(k, rel=0.02)
+    # regressing x_n itself on x_t (what fitting the noisy data directly learns) has another slope
+    naive = (a_t / a_n) ** 0.5 * (a_n * S**2 + 1 - a_n) / (a_t * S**2 + 1 - a_t)
+    assert abs(best - naive) > 0.05 * naive  # about 12% apart, against the 2% tolerance above
+
+
+def test_x_t_has_the_forward_law_and_x0_from_eps_inverts_it():
+    loss = LatentTweedieLoss(ddpm_alphas_cumprod(), T_N)
+    x0, eps, g = _toy()
+    t = torch.full((len(x0),), 600)
+    x_t = loss.noise_further(loss.noisy_latents(x0, eps), t, torch.randn(x0.shape, generator=g, dtype=torch.float64))
+    a = loss.abar[600].item()
+    assert x_t.mean().item() == pytest.approx(a**0.5 * MU, abs=0.01)
+    assert x_t.var().item() == pytest.approx(a * S**2 + 1 - a, rel=0.01)
+    e = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    xt = a**0.5 * x0 + (1 - a) ** 0.5 * e
+    assert torch.allclose(loss.x0_from_eps(e, xt, t), x0, atol=1e-9)
+
+
+def test_ve_limit_is_the_pixel_tweedie_residual():
+    """With abar close to 1 the coefficients tend to the VE ones: r -> sigma_n^2 / sigma^2, c0 -> 1 - r."""
+    abar = 1.0 / (1.0 + torch.linspace(1e-6, 4e-4, 50, dtype=torch.float64))  # sigma^2 = 1/abar - 1
+    loss = LatentTweedieLoss(abar, 10)
+    t = torch.tensor([30])
+    c0, r = loss.coefficients(t, torch.zeros(1, 1, dtype=torch.float64))
+    s2 = 1 / abar - 1
+    assert r.item() == pytest.approx((s2[10] / s2[30]).item(), rel=1e-3)
+    assert c0.item() == pytest.approx(1 - r.item(), abs=1e-3)
+
+
+def test_call_draws_t_above_t_n_and_matches_the_terms():
+    loss = LatentTweedieLoss(ddpm_alphas_cumprod(), T_N)
+    x_n = torch.randn(64, 4, 8, 8)
+    seen = []
+
+    def eps_model(x_t, t, **cond):
+        seen.append((x_t, t, cond))
+        return torch.zeros_like(x_t)
+
+    out = loss(eps_model, x_n, torch.Generator().manual_seed(3), encoder_hidden_states="c")
+    x_t, t, cond = seen[0]
+    assert out.shape == x_n.shape and cond == {"encoder_hidden_states": "c"}
+    assert int(t.min()) >= T_N and int(t.max()) < 1000
+    assert torch.allclose(out, loss.residual(loss.x0_from_eps(torch.zeros_like(x_t), x_t, t), x_t, x_n, t))
+
+
+@pytest.mark.parametrize("t_n, match", [(-1, "timestep_nature"), (999, "timestep_nature"), (5000, "must lie")])
+def test_bad_noise_level_is_a_clear_error(t_n, match):
+    with pytest.raises(ValueError, match=match):
+        LatentTweedieLoss(ddpm_alphas_cumprod(), t_n)
+    loss = LatentTweedieLoss(ddpm_alphas_cumprod(), T_N)
+    with pytest.raises(ValueError, match="needs t >= t_n=100"):
+        loss.noise_further(torch.zeros(2, 1), torch.tensor([50, 200]), torch.zeros(2, 1))
