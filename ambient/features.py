@@ -55,7 +55,6 @@ class Extractor:
     """Base class: `extractor(images_uint8) -> (N, D) float32` in batches."""
 
     name: str = "base"
-    normalized: bool = False  # whether the features are unit vectors
     is_inception: bool = False
 
     def __init__(self, device: str | torch.device = "cpu"):
@@ -88,7 +87,6 @@ class Extractor:
 
 class PixelExtractor(Extractor):
     name = "pixel"
-    normalized = True
 
     def batch(self, images):
         from .memorization import pixel_features
@@ -112,7 +110,6 @@ class FilterBankExtractor(Extractor):
     dog_sigmas = (1.0, 2.0, 4.0)
     lowpass_sigma = 2.0
     grid = 2
-    scale = 1.0  # features are used as they are
 
     def __init__(self, device="cpu"):
         super().__init__(device)
@@ -142,10 +139,6 @@ class FilterBankExtractor(Extractor):
         self.banks.append((half, torch.stack(others)[:, None].float(), 0))
         self.banks = [(h, w.to(self.device), n) for h, w, n in self.banks]
 
-    @property
-    def num_maps(self) -> int:
-        return len(self.wavelengths) * self.orientations + len(self.dog_sigmas) + 1
-
     def batch(self, images):
         x = images.to(self.device, torch.float32) / 255.0
         lum = x.mean(dim=1, keepdim=True)
@@ -163,7 +156,7 @@ class FilterBankExtractor(Extractor):
         feats = [pooled, spread]
         if x.shape[1] == 3:
             feats += [x.flatten(2).mean(dim=2), x.flatten(2).std(dim=2, unbiased=False)]
-        return torch.cat(feats, dim=1) * self.scale
+        return torch.cat(feats, dim=1)
 
 
 # ---------------------------------------------------------------- Inception (clean-fid)
@@ -250,7 +243,6 @@ def dinov2_paths(model: str = DINOV2_DEFAULT, hub_dir: str | os.PathLike | None 
 
 
 class DinoV2Extractor(Extractor):
-    normalized = True
 
     def __init__(self, device="cpu", model: str = DINOV2_DEFAULT, hub_dir: str | os.PathLike | None = None):
         super().__init__(device)

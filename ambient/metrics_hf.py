@@ -154,7 +154,7 @@ def cmd_hf_energy(a) -> None:
     from .data import read_image_zip
     from .utils import write_json
 
-    report = hf_report(read_image_zip(a.samples).images, read_image_zip(a.train).images, a.run or a.corruption,
+    report = hf_report(read_image_zip(a.samples).images, read_image_zip(a.train).images, a.corruption,
                        a.corruption_seed, a.cutoff)
     report.update(samples_zip=str(a.samples), train_zip=str(a.train))
     write_json(a.out, report)
@@ -166,7 +166,6 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", required=True, help="sample zip (ambient sample)")
     p.add_argument("--train", required=True, help="prepared training dataset zip (clean images)")
     p.add_argument("--corruption", default="clean", help="run name: clean, dust-p0.50, noise-s0.20, noise-s0.20-naive")
-    p.add_argument("--run", default=None, help=argparse.SUPPRESS)  # alias of --corruption
     p.add_argument("--corruption-seed", type=int, default=0, help="seed of the per-image noise (training.corruption_seed)")
     p.add_argument("--cutoff", type=float, default=DEFAULT_CUTOFF, help="cutoff as a fraction of Nyquist (default 0.5)")
     p.add_argument("--out", required=True, help="output JSON")

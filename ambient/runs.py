@@ -39,6 +39,3 @@ def parse_run_name(name: str, delta: float = 0.0, seed: int = 0) -> tuple[Corrup
         raise ValueError(f"run name {name!r}: the {NAIVE_SUFFIX} suffix is for noisy data (noise-sS) only")
     return corr, loss
 
-
-def is_naive(name: str) -> bool:
-    return name.endswith(NAIVE_SUFFIX)
