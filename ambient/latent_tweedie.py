@@ -22,8 +22,13 @@ plain MSE). In the VE limit (abar -> 1 with sigma^2 = (1 - abar)/abar) r -> sigm
 c0 -> 1 - r, the pixel loss of ambient.noisy.TweedieLoss. The UNet predicts epsilon; x0 comes
 from it by the usual DDPM identity (`x0_from_eps`).
 
+Sampling (`ddim_sample`): deterministic DDIM from t = T - 1 down to a last timestep. The
+early-stopped sampler of the paper stops at t_n, where the model has been trained, and returns its
+x0 estimate there (one x0 step): the samples never carry the training noise. Down to t = 0 it is
+the full-length sampler (which needs the consistency term to be right below t_n).
+
 Not here yet (issue 13): the optional consistency term (coefficient 0 in the shipped config), the
-LoRA training loop, the early-stopped sampler and the attacks.
+LoRA training loop and the attacks.
 """
 from __future__ import annotations
 
@@ -89,3 +94,34 @@ class LatentTweedieLoss:
         x_t = self.noise_further(x_n, t, eta)
         x0 = self.x0_from_eps(eps_model(x_t, t, **cond), x_t, t)
         return self.residual(x0, x_t, x_n, t)
+
+
+@torch.no_grad()
+def ddim_sample(eps_model, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, num_steps: int = 50,
+                stop_t: int = 0, **cond) -> torch.Tensor:
+    """Deterministic DDIM (eta = 0) from x_T ~ N(0, I) at t = T - 1 down to `stop_t`, then the x0
+    estimate there. stop_t = t_n: the early-stopped sampler; stop_t = 0: the full-length one.
+    `eps_model(x_t, t, **cond)` predicts epsilon; t is a (N,) long tensor."""
+    abar = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
+    T = len(abar)
+    if not 0 <= stop_t < T - 1:
+        raise ValueError(f"stop_t={stop_t} must lie in [0, {T - 2}]")
+    if num_steps < 1:
+        raise ValueError(f"num_steps={num_steps} must be >= 1")
+    ts = torch.linspace(T - 1, stop_t, num_steps + 1, dtype=torch.float64).round().long().unique_consecutive()
+    x = x_T.to(torch.float64)
+    n = len(x)
+    shape = (n, *([1] * (x.ndim - 1)))
+
+    def x0_eps(x, t):
+        a = abar[t].to(x.device).view(1).expand(n).view(shape)
+        eps = eps_model(x.to(x_T.dtype), torch.full((n,), int(t), device=x.device, dtype=torch.long), **cond)
+        eps = eps.to(torch.float64)
+        return (x - (1 - a).sqrt() * eps) / a.sqrt(), eps
+
+    for t_cur, t_next in zip(ts[:-1], ts[1:]):
+        x0, eps = x0_eps(x, t_cur)
+        a_next = abar[t_next].to(x.device)
+        x = a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
+    x0, _ = x0_eps(x, ts[-1])
+    return x0.to(x_T.dtype)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ambient.latent_tweedie import LatentTweedieLoss, ddpm_alphas_cumprod
+from ambient.latent_tweedie import LatentTweedieLoss, ddim_sample, ddpm_alphas_cumprod
 
 MU, S, T_N = 0.3, 0.8, 100
 
@@ -86,3 +86,32 @@ def test_bad_noise_level_is_a_clear_error(t_n, match):
     loss = LatentTweedieLoss(ddpm_alphas_cumprod(), T_N)
     with pytest.raises(ValueError, match="needs t >= t_n=100"):
         loss.noise_further(torch.zeros(2, 1), torch.tensor([50, 200]), torch.zeros(2, 1))
+
+
+def _exact_eps(abar):
+    """The exact epsilon predictor of x0 ~ N(mu, s^2): eps = (x_t - sqrt(a) E[x0 | x_t]) / sqrt(1 - a)."""
+    def eps_model(x_t, t, **_):
+        a = abar[t].view(-1, *([1] * (x_t.ndim - 1))).to(x_t)
+        x0 = MU + a.sqrt() * S**2 / (a * S**2 + 1 - a) * (x_t - a.sqrt() * MU)
+        return (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+    return eps_model
+
+
+def test_ddim_full_and_early_stopped_samplers_on_a_gaussian():
+    """With the exact epsilon of N(mu, s^2): the full-length DDIM ends at N(mu, s^2); the early-stopped
+    sampler returns E[x0 | x_{t_n}], whose variance is abar_n s^4 / (abar_n s^2 + 1 - abar_n) (no
+    training noise added back)."""
+    abar = ddpm_alphas_cumprod()
+    # start from the forward marginal at T - 1: SDXL's schedule keeps sqrt(abar_T) = 0.07 of the signal
+    # there (nonzero terminal SNR), which N(0, I) would drop and a deterministic sampler never restores
+    a_T = abar[-1].item()
+    z = torch.randn(200_000, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x_T = a_T**0.5 * MU + (a_T * S**2 + 1 - a_T) ** 0.5 * z
+    full = ddim_sample(_exact_eps(abar), x_T, abar, num_steps=100, stop_t=0)
+    assert full.mean().item() == pytest.approx(MU, abs=0.01) and full.std().item() == pytest.approx(S, rel=0.02)
+    early = ddim_sample(_exact_eps(abar), x_T, abar, num_steps=100, stop_t=T_N)
+    a_n = abar[T_N].item()
+    assert early.mean().item() == pytest.approx(MU, abs=0.01)
+    assert early.var().item() == pytest.approx(a_n * S**4 / (a_n * S**2 + 1 - a_n), rel=0.03)
+    with pytest.raises(ValueError, match="stop_t=999"):
+        ddim_sample(_exact_eps(abar), x_T[:2], abar, stop_t=999)
