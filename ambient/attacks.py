@@ -215,12 +215,6 @@ def sample_from(model, indices, shape, cfg: AttackConfig, corruption: Corruption
     return x.float()
 
 
-def training_masks(corruption: Corruption, indices, resolution: int) -> torch.Tensor:
-    """A~ = A * B of training images `indices` (N, 1, H, W), exactly as training drew them."""
-    return torch.stack([corruption.observation_mask(int(i), resolution) * corruption.further_mask(int(i), resolution)
-                        for i in indices])
-
-
 # ---------------------------------------------------------------- scoring
 
 def region_similarity(a: np.ndarray, b: np.ndarray, region: np.ndarray | None = None) -> np.ndarray:
@@ -351,7 +345,7 @@ def run_attack(model, train_uint8: np.ndarray, cfg: AttackConfig, corruption: Co
         elif cfg.kind == "key":
             keys = {"key_none": None, "key_fresh": own}
             if masked:
-                keys["key_train"] = training_masks(corruption, idx, res).to(device)
+                keys["key_train"] = corruption.training_masks(idx, res).to(device)
             for m in methods:
                 t0 = time.perf_counter()
                 with autocast:
@@ -388,6 +382,10 @@ def run_attack(model, train_uint8: np.ndarray, cfg: AttackConfig, corruption: Co
             rows.append({"index": int(i), "method": m, "sim": float(s["sim"][j]), "sim_full": float(s["sim_full"][j]),
                          "mse": float(s["mse"][j]), "other_sim": float(s["other_sim"][j]),
                          "other_index": int(s["other_index"][j]), "extracted": bool(s["extracted"][j])})
+    model_mask = None
+    if masked:
+        model_mask = ("key_train: the image's own training A~; key_fresh: fresh A~ of its law"
+                      if cfg.kind == "key" else "own training distribution of A~, fresh per image")
     summary = {
         "kind": cfg.kind,
         "masked": masked,
@@ -400,8 +398,7 @@ def run_attack(model, train_uint8: np.ndarray, cfg: AttackConfig, corruption: Co
         "params": cfg.to_dict(),
         "primary_method": "sample" if cfg.kind == "noise" else methods[-1],
         "precision": precision,
-        "model_mask": (None if not masked else "key_train: the image's own training A~; key_fresh: fresh A~ of its law"
-                       if cfg.kind == "key" else "own training distribution of A~, fresh per image"),
+        "model_mask": model_mask,
         "methods": {m: summarize(scores[m]) for m in methods},
         "timing": {**timing, "scoring": t_score},
         "seconds": time.perf_counter() - t_start,

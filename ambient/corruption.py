@@ -156,6 +156,11 @@ class Corruption:
         b = torch.stack([self.further_mask(i, resolution) for i in range(num_images)])
         return a, a * b
 
+    def training_masks(self, indices, resolution: int) -> torch.Tensor:
+        """A~ = A * B of training images `indices` (N, 1, H, W), exactly as training draws them."""
+        return torch.stack([self.observation_mask(int(i), resolution) * self.further_mask(int(i), resolution)
+                            for i in indices])
+
     def sampling_masks(self, indices, resolution: int, seed: int) -> torch.Tensor:
         """A~ = A * B for samples `indices`: the training distribution of A~, drawn fresh from the sampling
         streams (never a training image's mask, whatever `seed` is)."""

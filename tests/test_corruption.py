@@ -118,6 +118,8 @@ def test_sampling_masks_never_replay_training_masks(corr):
     if corr.kind == "dust":
         train = {x.numpy().tobytes() for x in at}
         assert not any(x.numpy().tobytes() in train for x in m)
+    # the mask-key attack's training masks are the ones training used, image by image
+    assert torch.equal(corr.training_masks([7, 3, 99], 24), at[[7, 3, 99]])
 
 
 def test_apply_zeroes_erased_pixels_and_noise_is_fixed():

@@ -267,9 +267,10 @@ def test_job_graph_depends_on_the_config_not_on_files(tmp_path):
     assert int(always["fid"]) == int(dict(before)["fid"]) + runs and always["fetch_weights"] == "1"
 
 
-def test_protected_models_stop_a_retraining(tmp_path):
-    """training.protect_models (paper configs): the finished model is read-only, and a forced
-    retraining stops with Snakemake's write-protection error instead of overwriting it."""
+def test_protect_models_write_protects_the_model(tmp_path):
+    """training.protect_models (paper configs): the finished model is read-only. For an ordinary user
+    a forced retraining then stops with Snakemake's write-protection error; as root (this machine,
+    CI) only the mode bits can be checked, since root may write anything."""
     wd = copy_workflow(tmp_path / "wf")
     model = "results/smoke8/clean/model.pt"
     (wd / "protect.yaml").write_text("training: {protect_models: true}\n")
