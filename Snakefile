@@ -15,6 +15,7 @@ configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/sdxl_common.smk"
 
 
 validate_config(config, "workflow/schemas/config.schema.yaml")
@@ -37,22 +38,15 @@ include: "workflow/rules/sample.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/claims.smk"
+include: "workflow/rules/sdxl.smk"
 
 
-# Cheap rules stay on the submitting host on cluster profiles.
+# Cheap rules stay on the submitting host on cluster profiles (the figure rules too: `localrule: True`
+# in workflow/rules/figures.smk).
 localrules:
     all,
     summary,
     claims,
-    fig1_inpainting_attack,
-    fig2_training_data,
-    fig3_nearest_neighbors,
-    fig4_noise_attack,
-    fig8_similarity_histograms,
-    tradeoff,
-    sample_grids,
-    fig5_noise_generations,
-    fig6_noise_histograms,
     hf_energy,
     fetch_weights,
 
@@ -67,6 +61,5 @@ if is_paper_source():
 rule all:
     default_target: True
     input:
-        "results/metrics/summary.csv",
-        "results/metrics/claims.csv",
-        figure_outputs(),
+        pixel_targets(),  # summary.csv, claims.csv and the figures; none with `pixel: false`
+        sdxl_outputs(),  # the SDXL branch (workflow/rules/sdxl.smk); none without `sdxl:`

@@ -166,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .claims import add_claims_command
     from .cli_data import add_data_commands
     from .cli_eval import add_eval_commands
+    from .latent.cli import add_sdxl_commands
     from .metrics_hf import add_hf_command
     from .pull import add_pull_command
     from .summary import add_summary_command
@@ -176,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_summary_command(sub)
     add_claims_command(sub)
     add_pull_command(sub)
+    add_sdxl_commands(sub)
     return parser
 
 

@@ -27,8 +27,8 @@ early-stopped sampler of the paper stops at t_n, where the model has been traine
 x0 estimate there (one x0 step): the samples never carry the training noise. Down to t = 0 it is
 the full-length sampler (which needs the consistency term to be right below t_n).
 
-Not here yet (issue 13): the optional consistency term (coefficient 0 in the shipped config), the
-LoRA training loop and the attacks.
+The LoRA training loop, generation and the attacks on SDXL are in ambient/latent/ (issue 13). Not
+here: the optional consistency term (coefficient 0 in the shipped config).
 """
 from __future__ import annotations
 

@@ -1,0 +1,9 @@
+"""The SDXL (latent diffusion) branch of the papers, on diffusers + peft (issue 13).
+
+Modules: `tiny` (random-weight tiny SDXL components for offline/CPU runs), `models` (loading from a
+local path or the local Hugging Face cache, never downloading), `lora` (LoRA fine-tuning with the
+latent Tweedie loss, resumable), `generate` (early-stopped / full-length sampling), `attacks` (noise
+and inpainting attacks), `scoring` (similarity histograms), `cli` (the `ambient sdxl-*` commands).
+Everything heavy (diffusers, peft, transformers) is imported inside these modules only, so the
+pixel branch never needs the `sdxl` extra.
+"""
