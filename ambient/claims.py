@@ -30,6 +30,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .layout import AUTO_LOSS
+
 COLUMNS = ["claim", "statement", "source", "measured", "threshold", "holds", "note"]
 SHARE = "share_gt_0.95"  # the memorization share of every copy claim
 AMBIENT = "Ambient Diffusion (NeurIPS 2023)"
@@ -91,7 +93,6 @@ class ClaimsError(ValueError):
 # ---------------------------------------------------------------- reading summary.csv
 
 _RUN = re.compile(r"^(?P<kind>clean|dust|box|noise)(?:-[ps](?P<level>[0-9.]+))?(?P<naive>-naive)?$")
-_AUTO_LOSS = {"clean": "edm", "dust": "ambient", "box": "ambient", "noise": "tweedie"}
 
 
 @dataclass
@@ -138,7 +139,7 @@ def read_summary(path: str | Path) -> tuple[list[str], list[Run]]:
         level = _number(row.get("level"))
         if level is None:
             level = float(m.group("level")) if m and m.group("level") else 0.0
-        loss = (row.get("loss") or "").strip() or ("edm" if m and m.group("naive") else _AUTO_LOSS.get(kind, ""))
+        loss = (row.get("loss") or "").strip() or ("edm" if m and m.group("naive") else AUTO_LOSS.get(kind, ""))
         if name in seen:
             raise ClaimsError(f"{path}: two rows for run {name!r}")
         seen.add(name)

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from .layout import MASKED_KINDS, corruption_name
 from .utils import generator
 
 KINDS = ("clean", "dust", "box", "noise")
@@ -62,15 +63,11 @@ class Corruption:
     @property
     def masked(self) -> bool:
         """Whether models trained on this data see masks (ambient inpainting models)."""
-        return self.kind in ("dust", "box")
+        return self.kind in MASKED_KINDS
 
     @property
     def name(self) -> str:
-        if self.kind == "clean":
-            return "clean"
-        if self.kind == "noise":
-            return f"noise-s{self.sigma_n:.2f}"
-        return f"{self.kind}-p{self.p:.2f}"
+        return corruption_name(self.kind, self.p, self.sigma_n)
 
     @property
     def level(self) -> float:

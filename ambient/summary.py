@@ -9,7 +9,7 @@ Layout read (as workflow/rules/*.smk write it), for each corruption name C under
     C/attack_<K>.json            attack K in inpaint|noise (`ambient attack`), one per --attacks entry
     C/hf_energy.json             high-frequency energy (`python -m ambient.metrics_hf`), with --hf-energy
 
-C is a run name (ambient.runs): a corruption name, or noise-sS-naive for the naive baseline
+C is a run name (ambient.layout): a corruption name, or noise-sS-naive for the naive baseline
 (plain EDM loss on the noisy data of noise-sS).
 
 Columns: model, dataset, corruption, kind, level, loss (the loss trained with: edm, ambient,
@@ -35,6 +35,7 @@ import json
 import sys
 from pathlib import Path
 
+from .layout import AUTO_LOSS
 from .utils import read_json
 
 BASE_COLUMNS = ["model", "dataset", "corruption", "kind", "level", "loss", "delta", "formulation", "steps", "n_samples",
@@ -65,7 +66,6 @@ def _train_config(path: Path) -> dict:
 
 
 HF_COLUMNS = ("hf_samples", "hf_train_clean", "hf_train_noisy", "hf_noise_index")
-_AUTO_LOSS = {"clean": "edm", "dust": "ambient", "box": "ambient", "noise": "tweedie"}
 
 
 def model_row(run_dir: Path, dataset: str, similarity_extractor: str, extractors: list[str],
@@ -77,7 +77,7 @@ def model_row(run_dir: Path, dataset: str, similarity_extractor: str, extractors
     name = run_dir.name
     corr, loss = parse_run_name(name)
     row: dict = {"model": f"{dataset}/{name}", "dataset": dataset, "corruption": name, "kind": corr.kind,
-                 "level": corr.level, "loss": loss if loss != "auto" else _AUTO_LOSS[corr.kind]}
+                 "level": corr.level, "loss": loss if loss != "auto" else AUTO_LOSS[corr.kind]}
     model = run_dir / "model.pt"
     if model.is_file():
         cfg = _train_config(model)
@@ -85,7 +85,7 @@ def model_row(run_dir: Path, dataset: str, similarity_extractor: str, extractors
         if c.get("kind") != corr.kind or Corruption(**c).name != corr.name:
             raise ValueError(f"{model}: was trained on {Corruption(**c).name}, but its directory says {name}")
         trained = cfg.get("loss", "auto")
-        trained = _AUTO_LOSS[corr.kind] if trained == "auto" else trained
+        trained = AUTO_LOSS[corr.kind] if trained == "auto" else trained
         if trained != row["loss"]:
             raise ValueError(f"{model}: was trained with the {trained} loss, but its directory name {name} "
                              f"means {row['loss']}")
@@ -164,10 +164,22 @@ def write_csv(path: str | Path, columns: list[str], rows: list[dict]) -> None:
             w.writerow({k: fmt(r.get(k)) for k in columns})
 
 
+def write_metrics_json(path: str | Path, rows: list[dict]) -> None:
+    """The numeric columns, one object per model ({run: {column: value}}): DVC's `metrics:` file,
+    so that `dvc metrics diff` compares two recorded runs."""
+    from .utils import write_json
+
+    write_json(path, {r["corruption"]: {k: v for k, v in r.items() if isinstance(v, (int, float))
+                                        and not isinstance(v, bool) and k not in ("steps", "n_samples", "sampler_steps")}
+                      for r in rows})
+
+
 def cmd_summarize(a) -> None:
     columns, rows = summarize(a.runs_dir, a.corruptions, a.similarity_extractor, a.extractors, a.attacks, a.dataset,
                               a.hf_energy)
     write_csv(a.out, columns, rows)
+    if a.metrics_json:
+        write_metrics_json(a.metrics_json, rows)
     print(f"wrote {a.out}: {len(rows)} models, {len(columns)} columns")
     for r in rows:
         print(f"  {r['corruption']:>18}: share_gt_0.95={r['share_gt_0.95']}, sim_mean={r['sim_mean']}")
@@ -183,6 +195,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hf-energy", action="store_true", help="add the hf_* columns from C/hf_energy.json")
     p.add_argument("--dataset", default=None, help="dataset name (default: the name of --runs-dir)")
     p.add_argument("--out", required=True, help="output CSV")
+    p.add_argument("--metrics-json", default=None, help="also the numeric columns as JSON, {run: {column: value}}")
     p.set_defaults(func=cmd_summarize)
 
 

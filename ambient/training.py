@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from .corruption import Corruption
 from .data import read_image_zip
+from .layout import AUTO_LOSS, KIND_LOSSES
 from .losses import AmbientLoss, EDMLoss
 from .noisy import TweedieLoss
 from .networks import FORMULATIONS, EDMPrecond, UNetConfig, build_model
@@ -79,10 +80,9 @@ class TrainConfig:
         corr = Corruption(**self.corruption)  # validates
         if self.loss not in LOSSES:
             raise ValueError(f"loss {self.loss!r} is unknown: use one of {', '.join(LOSSES)}")
-        allowed = {"clean": ("edm",), "dust": ("ambient",), "box": ("ambient",), "noise": ("tweedie", "edm")}
-        if self.loss != "auto" and self.loss not in allowed[corr.kind]:
+        if self.loss != "auto" and self.loss not in KIND_LOSSES[corr.kind]:
             raise ValueError(f"loss {self.loss!r} does not fit corruption {corr.kind!r}: use one of "
-                             f"{', '.join(allowed[corr.kind])} (or auto)")
+                             f"{', '.join(KIND_LOSSES[corr.kind])} (or auto)")
         if self.consistency_weight > 0 and self.effective_loss != "tweedie":
             raise ValueError(f"consistency_weight={self.consistency_weight} belongs to the Tweedie loss (noise "
                              f"corruptions); this run uses the {self.effective_loss} loss: set it to 0")
@@ -95,7 +95,7 @@ class TrainConfig:
     def effective_loss(self) -> str:
         if self.loss != "auto":
             return self.loss
-        return {"clean": "edm", "dust": "ambient", "box": "ambient", "noise": "tweedie"}[self.corruption["kind"]]
+        return AUTO_LOSS[self.corruption["kind"]]
 
     @property
     def sampling_stop_sigma(self) -> float | None:

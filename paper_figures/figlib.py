@@ -1,52 +1,41 @@
 """Helpers shared by the figure notebooks: locating files, reading small result files, saving figures.
 
 The notebooks read only small files the workflow wrote (sample and dataset zips, JSON, CSV,
-gallery .npz): no training or sampling happens here. Run by hand in Jupyter (working
-directory paper_figures/), the defaults point at results/ of config/config.yaml; run by the
-workflow (papermill, working directory = the workflow's), every path comes as a parameter.
+gallery .npz): no training or sampling happens here. They run in paper_figures/ (by hand in
+Jupyter, or by the workflow: papermill --cwd paper_figures), so `import figlib` finds this file; by
+hand, the defaults point at results/ of config/config.yaml; by the workflow, every path comes as a
+parameter. Run names, labels and file paths come from ambient.layout, as in the workflow.
 """
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
-MASKED_KINDS = ("dust", "box")
-NAIVE_SUFFIX = "-naive"  # noise-s0.20-naive: the naive baseline (EDM loss on the noisy data)
+# The checkout's `ambient` first, as for the workflow's jobs (`python -m ambient` in the workflow
+# directory): under `snakemake --sdm conda` the package is not installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ambient import layout  # noqa: E402
+from ambient.layout import MASKED_KINDS  # noqa: E402,F401  (the notebooks use figlib.MASKED_KINDS)
+
 THRESHOLDS = (0.90, 0.95)
 RED = np.array([0.85, 0.10, 0.10])     # pixels outside A: never observed
 ORANGE = np.array([1.00, 0.65, 0.00])  # in A but not in A~: observed, hidden from the network input (delta)
 
 
 def find_root(root: str | None = None) -> Path:
-    """The workflow directory: `root` if given, else the first parent holding a Snakefile."""
+    """The workflow directory: `root` if given (relative to the working directory), else the first
+    folder upwards holding a Snakefile."""
     if root:
-        return Path(root)
+        return Path(root).resolve()
     here = Path.cwd().resolve()
     for p in (here, *here.parents):
         if (p / "Snakefile").is_file():
             return p
     raise FileNotFoundError(f"no Snakefile in {here} or its parents: pass the `root` parameter")
-
-
-def corruption_name(c: dict) -> str:
-    """Run name, as ambient.runs.run_name and workflow/rules/common.smk."""
-    if c["kind"] == "clean":
-        return "clean"
-    if c["kind"] == "noise":
-        return f"noise-s{c['sigma_n']:.2f}" + (NAIVE_SUFFIX if c.get("loss", "auto") == "edm" else "")
-    return f"{c['kind']}-p{c['p']:.2f}"
-
-
-def run_label(c: dict) -> str:
-    """As workflow/rules/common.smk (corruption_label)."""
-    if c["kind"] == "clean":
-        return "clean"
-    if c["kind"] == "noise":
-        naive = c.get("loss", "auto") == "edm"
-        return f"noisy sigma_n={c['sigma_n']:.2f}, " + ("naive (EDM loss)" if naive else "Tweedie (ours)")
-    return f"ambient {c['kind']}, p={c['p']:.2f}"
 
 
 def default_config(root: Path) -> dict:
@@ -55,50 +44,20 @@ def default_config(root: Path) -> dict:
     return yaml.safe_load((Path(root) / "config" / "config.yaml").read_text())
 
 
-def default_runs(root: Path, cfg: dict | None = None) -> list[dict]:
-    """The models of config/config.yaml, as the workflow passes them (name, kind, level, delta, label)."""
-    cfg = cfg or default_config(root)
-    out = []
-    for c in cfg["corruptions"]:
-        level = {"clean": 0.0, "noise": c.get("sigma_n", 0.0)}.get(c["kind"], c.get("p", 0.0))
-        naive = c.get("loss", "auto") == "edm"
-        out.append({"name": corruption_name(c), "kind": c["kind"], "level": level,
-                    "delta": c.get("delta", 0.1) if c["kind"] == "dust" else 0.0,
-                    "sigma_n": c.get("sigma_n", 0.0), "p": c.get("p", 0.0), "label": run_label(c),
-                    "loss": c.get("loss", "auto"), "naive": naive,
-                    "series": f"{c['kind']} (naive)" if naive else c["kind"]})
-    return out
-
-
 def default_dataset(root: Path, cfg: dict | None = None) -> str:
     cfg = cfg or default_config(root)
     return cfg["dataset"]["name"]
 
 
-def run_files(dataset: str, name: str, extractor: str = "pixel") -> dict:
-    """Per-model result files, as workflow/rules/common.smk (run_file) lays them out."""
-    base = f"results/{dataset}/{name}"
-    return {
-        "model": f"{base}/model.pt",
-        "samples": f"{base}/samples.zip",
-        "neighbors_json": f"{base}/neighbors_{extractor}.json",
-        "neighbors_csv": f"{base}/neighbors_{extractor}.csv",
-        "attack_inpaint_json": f"{base}/attack_inpaint.json",
-        "attack_inpaint_npz": f"{base}/attack_inpaint_gallery.npz",
-        "attack_noise_json": f"{base}/attack_noise.json",
-        "attack_noise_npz": f"{base}/attack_noise_gallery.npz",
-        "hf_json": f"{base}/hf_energy.json",
-    }
-
-
 def complete_runs(root: Path, runs: list[dict] | None, dataset: str, extractor: str = "pixel") -> list[dict]:
     """`runs` (default: config/config.yaml's models) with every file path filled in and resolved."""
-    runs = runs if runs else default_runs(root)
+    runs = runs if runs else layout.run_list(default_config(root))
     out = []
     for r in runs:
-        files = run_files(dataset, r["name"], extractor)
+        # samples_full only where given: just the Tweedie models trained with consistency have one
+        files = {k: layout.run_file(k, dataset, r["name"], extractor) for k in layout.RUN_FILES if k != "samples_full"}
         r = {**files, **r}
-        out.append({k: (resolve(root, v) if k in files else v) for k, v in r.items()})
+        out.append({k: (resolve(root, v) if k in layout.RUN_FILES else v) for k, v in r.items()})
     return out
 
 

@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ambient import layout
+
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_FILES = ("Snakefile", "workflow", "config", "paper_figures", "profiles", "environment.yml")
-NOTEBOOKS = ("fig1_inpainting_attack", "fig2_training_data", "fig3_nearest_neighbors", "fig4_noise_attack",
-             "fig5_noise_generations", "fig6_noise_histograms", "fig8_similarity_histograms", "tradeoff", "samples")
-FIGURES = ("fig1_inpainting_attack", "fig2_training_data", "fig3_nearest_neighbors", "fig4_noise_attack",
-           "fig5_noise_generations", "fig6_noise_histograms", "fig8_similarity_histograms", "tradeoff")
+NOTEBOOKS = tuple(f.stem for f in layout.FIGURES)
+FIGURES = tuple(f.stem for f in layout.FIGURES if not f.per_run)  # one PNG/PDF each; samples: one per model
 
 
 def copy_workflow(dest: Path) -> Path:
@@ -66,32 +66,81 @@ def default_config() -> dict:
 
 # ---------------------------------------------------------------- config and schema (fast)
 
-def test_run_names_match_the_library():
+def test_run_names_round_trip_through_the_library():
     from ambient.corruption import Corruption
-    from ambient.runs import parse_run_name, run_name
+    from ambient.runs import parse_run_name
 
+    entries = [{"kind": "clean"}, {"kind": "dust", "p": 0.2, "delta": 0.1}, {"kind": "dust", "p": 0.5},
+               {"kind": "box", "p": 0.4, "delta": 0.0}, {"kind": "noise", "sigma_n": 0.2},
+               {"kind": "noise", "sigma_n": 0.2, "loss": "auto"}, {"kind": "noise", "sigma_n": 0.4, "loss": "edm"}]
+    names = [layout.run_name(e) for e in entries]
+    assert names == ["clean", "dust-p0.20", "dust-p0.50", "box-p0.40", "noise-s0.20", "noise-s0.20",
+                     "noise-s0.40-naive"]
+    for e, name in zip(entries, names):
+        corr = Corruption(kind=e["kind"], p=e.get("p", 0.0), delta=e.get("delta", 0.0), sigma_n=e.get("sigma_n", 0.0))
+        assert corr.name == layout.base_name(name)
+        assert parse_run_name(name) == (Corruption.from_name(corr.name), e.get("loss", "auto"))
+    with pytest.raises(ValueError):
+        parse_run_name("dust-p0.50-naive")
+
+
+def test_layout_imports_without_torch():
+    """Snakemake and the notebook kernels import it: no torch, no numpy."""
+    code = "import sys, ambient.layout; assert not {'torch', 'numpy'} & set(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_run_records_and_labels():
+    runs = layout.run_list({"corruptions": [{"kind": "clean"}, {"kind": "dust", "p": 0.5},
+                                            {"kind": "box", "p": 0.4, "delta": 0.0},
+                                            {"kind": "noise", "sigma_n": 0.2, "loss": "edm"}]})
+    assert [r["label"] for r in runs] == ["clean", "ambient dust, p=0.50", "ambient box, p=0.40",
+                                          "noisy sigma_n=0.20, naive (EDM loss)"]
+    assert [r["level"] for r in runs] == [0.0, 0.5, 0.4, 0.2]
+    assert [r["delta"] for r in runs] == [0.0, 0.1, 0.0, 0.0]  # dust's default further corruption
+    assert [r["series"] for r in runs] == ["clean", "dust", "box", "noise (naive)"]
+    assert layout.run_file("neighbors_csv", "faces", runs[1]["name"], "filterbank") == \
+        "results/faces/dust-p0.50/neighbors_filterbank.csv"
+
+
+def test_every_kind_has_its_loss():
+    from ambient.corruption import KINDS
+    from ambient.training import LOSSES
+
+    assert set(layout.AUTO_LOSS) == set(layout.KIND_LOSSES) == set(KINDS)
+    for kind, loss in layout.AUTO_LOSS.items():
+        assert loss in layout.KIND_LOSSES[kind] and set(layout.KIND_LOSSES[kind]) <= set(LOSSES)
+
+
+def test_figure_table_matches_notebooks_and_captions():
+    """Each figure: its notebook, its caption, and a rule of its name in the workflow."""
+    for fig in layout.FIGURES:
+        assert (REPO / fig.notebook_path).is_file(), fig.notebook_path
+        assert (REPO / "workflow" / "report" / fig.caption).is_file(), fig.caption
+        assert set(fig.files) <= set(layout.RUN_FILES), fig.rule
+    assert len({f.rule for f in layout.FIGURES}) == len(layout.FIGURES)
+    cfg = default_config()
+    outs = layout.figure_outputs(cfg)
+    assert len(outs) == len(set(outs))
+    assert all(o.startswith(layout.FIGURES_DIR + "/") for o in outs)
+    no_attacks = {**cfg, "evaluation": {**cfg["evaluation"], "attacks": {**cfg["evaluation"]["attacks"], "enabled": False}}}
+    assert not any("attack" in o for o in layout.figure_outputs(no_attacks))
+
+
+def test_figlib_resolves_every_run_file_against_the_root():
+    """The notebooks run in paper_figures/: every path of a run, samples_full included, is made absolute."""
     sys.path.insert(0, str(REPO / "paper_figures"))
     try:
         import figlib
     finally:
         sys.path.remove(str(REPO / "paper_figures"))
-    common = load_common()
-    entries = [{"kind": "clean"}, {"kind": "dust", "p": 0.2, "delta": 0.1}, {"kind": "dust", "p": 0.5},
-               {"kind": "box", "p": 0.4, "delta": 0.0}, {"kind": "noise", "sigma_n": 0.2},
-               {"kind": "noise", "sigma_n": 0.2, "loss": "auto"}, {"kind": "noise", "sigma_n": 0.4, "loss": "edm"}]
-    names = []
-    for e in entries:
-        corr = Corruption(kind=e["kind"], p=e.get("p", 0.0), delta=e.get("delta", 0.0), sigma_n=e.get("sigma_n", 0.0))
-        lib = run_name(corr, e.get("loss", "auto"))
-        assert common["corruption_name"](e) == lib == figlib.corruption_name(e)
-        assert parse_run_name(lib) == (Corruption.from_name(corr.name), e.get("loss", "auto"))
-        assert common["base_corruption_name"](lib) == corr.name
-        names.append(lib)
-    assert names[-2:] == ["noise-s0.20", "noise-s0.40-naive"]
-    with pytest.raises(ValueError, match="noisy data only"):
-        run_name(Corruption("dust", p=0.5), "edm")
-    with pytest.raises(ValueError):
-        parse_run_name("dust-p0.50-naive")
+    assert figlib.find_root("..") == Path("..").resolve()
+    runs = [{"name": "noise-s0.20", "label": "x", "samples_full": "results/faces/noise-s0.20/samples_full.zip"},
+            {"name": "clean", "label": "clean"}]
+    done = figlib.complete_runs(REPO, runs, "faces")
+    assert done[0]["samples_full"] == REPO / "results/faces/noise-s0.20/samples_full.zip"
+    assert done[1]["samples"] == REPO / "results/faces/clean/samples.zip" and "samples_full" not in done[1]
+    assert done[0]["label"] == "x"
 
 
 def test_figures_are_byte_stable(tmp_path):
@@ -139,7 +188,7 @@ def test_shipped_configs_are_valid(path):
 
 def test_default_config_is_the_embedded_grid():
     cfg = default_config()
-    names = [load_common()["corruption_name"](c) for c in cfg["corruptions"]]
+    names = [layout.run_name(c) for c in cfg["corruptions"]]
     assert names[0] == "clean" and "box-p0.40" in names and "noise-s0.40-naive" in names
     dust = [c["p"] for c in cfg["corruptions"] if c["kind"] == "dust"]
     assert len(dust) >= 3 and min(dust) < 0.2 and max(dust) >= 0.5  # the transition and the far end
@@ -213,8 +262,10 @@ def test_snakemake_stops_on_bad_config_before_any_job(tmp_path):
     assert time.perf_counter() - t0 < 60
 
 
-def test_lint_is_clean():
-    r = snakemake(REPO, "--lint", "--cores", "1", timeout=120)
+@pytest.mark.parametrize("configs", [[], ["--configfile", "config/sdxl-smoke.yaml"]], ids=["default", "sdxl"])
+def test_lint_is_clean(configs):
+    """The pixel branch (default config) and the SDXL branch (its rules exist only with an sdxl: section)."""
+    r = snakemake(REPO, "--lint", "--cores", "1", *configs, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Congratulations" in r.stdout + r.stderr
 
@@ -346,8 +397,13 @@ def test_summary_from_metric_files(tmp_path):
             {"primary_method": "inpaint", "methods": {"inpaint": {"sim_mean": 0.9, "other_sim_mean": 0.6,
                                                                   "share_extracted": 0.75 - i / 2}}}))
     out = tmp_path / "summary.csv"
+    metrics = tmp_path / "summary.json"
     assert main(["--runs-dir", str(runs), "--corruptions", "clean", "dust-p0.50", "--extractors", "filterbank",
-                 "inception", "--attacks", "inpaint", "--out", str(out)]) == 0
+                 "inception", "--attacks", "inpaint", "--out", str(out), "--metrics-json", str(metrics)]) == 0
+    # DVC's metrics file: the numeric columns per model, the same numbers as the CSV
+    numbers = json.loads(metrics.read_text())
+    assert list(numbers) == ["clean", "dust-p0.50"] and numbers["dust-p0.50"]["inpaint_extracted"] == 0.25
+    assert numbers["clean"]["share_gt_0.95"] == 0.25 and "steps" not in numbers["clean"] and "kind" not in numbers["clean"]
     with open(out) as f:
         rows = list(csv.DictReader(f))
     assert [r["model"] for r in rows] == ["faces/clean", "faces/dust-p0.50"]
@@ -416,7 +472,7 @@ def test_smoke_second_snakemake_in_the_same_checkout_is_refused(smoke_run):
 def test_smoke_outputs(smoke_run):
     wd, seconds, _ = smoke_run
     cfg = smoke_config()
-    names = [load_common()["corruption_name"](c) for c in cfg["corruptions"]]
+    names = [layout.run_name(c) for c in cfg["corruptions"]]
     figs = wd / "results" / "figures"
     stems = list(FIGURES) + [f"samples_{n}" for n in names]
     for stem in stems:
@@ -434,7 +490,7 @@ def test_smoke_outputs(smoke_run):
 
     for name in NOTEBOOKS:
         nb = nbformat.read(figs / "notebooks" / f"{name}.ipynb", as_version=4)
-        assert nb.metadata["papermill"]["parameters"]["root"] == "."
+        assert nb.metadata["papermill"]["parameters"]["root"] == ".."  # the kernel runs in paper_figures/
         for cell in nb.cells:
             for out in cell.get("outputs", []):
                 assert out.get("output_type") != "error", f"{name}: {out}"
@@ -501,7 +557,7 @@ def test_smoke_report_embeds_every_figure(smoke_run):
     m = re.search(r"var results = (\{.*?\});\s*</script>", html, re.S)
     assert m, "no results block in the report"
     results = json.loads(m.group(1))
-    names = [load_common()["corruption_name"](c) for c in smoke_config()["corruptions"]]
+    names = [layout.run_name(c) for c in smoke_config()["corruptions"]]
     expected = [f"results/figures/{s}.png" for s in (*FIGURES, *(f"samples_{n}" for n in names))]
     expected.append("results/metrics/summary.csv")
     for path in expected:

@@ -1,5 +1,6 @@
-# Shared helpers: config validation (schema + cross-field checks), run names, paths.
+# Shared helpers: config validation (schema + cross-field checks), the run grid, paths.
 # Every function of the workflow lives here (snakemake --lint: no functions beside rules).
+# Run names, result paths and the figure table come from ambient/layout.py.
 import json
 import shlex
 import sys
@@ -9,8 +10,9 @@ import jsonschema
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-MASKED_KINDS = ("dust", "box")
-NAIVE_SUFFIX = "-naive"  # as ambient.runs: noise-s0.20-naive = the naive baseline (EDM loss on noisy data)
+from ambient import layout
+from ambient.layout import FIGURES, FIGURES_DIR
+
 # Sources downloaded by the download_dataset rule (ambient.download); never part of the CPU/CI configs.
 PAPER_SOURCES = ("celeba", "ffhq", "celeba_hq")
 
@@ -42,8 +44,8 @@ def validate_config(cfg, schema):
         for key in ("p", "sigma_n"):
             if key in c and round(c[key], 2) != c[key]:
                 raise WorkflowError(f"invalid config at corruptions[{i}].{key}: {c[key]} has more than 2 decimals; "
-                                    f"the run name ({corruption_name(c)}) carries {key} with 2 decimals")
-        name = corruption_name(c)
+                                    f"the run name ({layout.run_name(c)}) carries {key} with 2 decimals")
+        name = layout.run_name(c)
         if name in names:
             raise WorkflowError(f"invalid config at corruptions[{i}]: run name {name!r} repeats corruptions[{names[name]}] "
                                 "(delta is not part of the name: one delta per kind and level)")
@@ -77,25 +79,6 @@ def validate_config(cfg, schema):
                             f"{net['channel_mult']}); attention there would never run")
 
 
-def corruption_name(c):
-    """The run name, as ambient.runs.run_name (tests check they agree): the corruption's name
-    (ambient.corruption.Corruption.name), plus -naive for a noise entry with loss edm."""
-    if c["kind"] == "clean":
-        return "clean"
-    if c["kind"] == "noise":
-        return f"noise-s{c['sigma_n']:.2f}" + (NAIVE_SUFFIX if c.get("loss", "auto") == "edm" else "")
-    return f"{c['kind']}-p{c['p']:.2f}"
-
-
-def base_corruption_name(name):
-    """The corruption of a run name (noise-s0.20-naive -> noise-s0.20): `ambient train --corruption`."""
-    return name[: -len(NAIVE_SUFFIX)] if name.endswith(NAIVE_SUFFIX) else name
-
-
-def is_naive(name):
-    return name.endswith(NAIVE_SUFFIX)
-
-
 def uses_conda():
     """Whether Snakemake deploys the rules' conda environments (`--sdm conda`)."""
     methods = getattr(getattr(workflow, "deployment_settings", None), "deployment_method", None) or ()
@@ -118,12 +101,13 @@ def dataset_name():
 
 
 def corruption_names():
-    return [corruption_name(c) for c in config["corruptions"]]
+    return [layout.run_name(c) for c in config["corruptions"]]
 
 
 def corruption_spec(name):
+    """The config entry of a run name."""
     for c in config["corruptions"]:
-        if corruption_name(c) == name:
+        if layout.run_name(c) == name:
             return c
     raise WorkflowError(f"corruption {name!r} is not in the config's corruptions ({', '.join(corruption_names())})")
 
@@ -133,42 +117,13 @@ def corruption_delta(wildcards):
     return c.get("delta", 0.1) if c["kind"] == "dust" else 0.0
 
 
-def corruption_label(name):
-    """As paper_figures/figlib.run_label."""
-    c = corruption_spec(name)
-    if c["kind"] == "clean":
-        return "clean"
-    if c["kind"] == "noise":
-        return f"noisy sigma_n={c['sigma_n']:.2f}, " + ("naive (EDM loss)" if is_naive(name) else "Tweedie (ours)")
-    return f"ambient {c['kind']}, p={c['p']:.2f}"
-
-
-def run_list():
-    """Per model: name, kind, level, delta, label, loss, naive, series (passed to the notebooks)."""
-    out = []
-    for c in config["corruptions"]:
-        name = corruption_name(c)
-        level = {"clean": 0.0, "noise": c.get("sigma_n", 0.0)}.get(c["kind"], c.get("p", 0.0))
-        naive = is_naive(name)
-        out.append({"name": name, "kind": c["kind"], "level": level,
-                    "delta": c.get("delta", 0.1) if c["kind"] == "dust" else 0.0,
-                    "p": c.get("p", 0.0), "sigma_n": c.get("sigma_n", 0.0), "label": corruption_label(name),
-                    "loss": c.get("loss", "auto"), "naive": naive,
-                    "series": f"{c['kind']} (naive)" if naive else c["kind"]})
-    return out
-
-
-def noise_runs():
-    return [r["name"] for r in run_list() if r["kind"] == "noise"]
-
-
 def train_corruption_args(wildcards):
     """`ambient train` arguments of a run name: corruption, delta, and the loss of noise runs
     (--loss edm for the naive baseline, --consistency-weight for the Tweedie model)."""
     name = wildcards.corruption
     c = corruption_spec(name)
-    args = f"--corruption {base_corruption_name(name)} --delta {corruption_delta(wildcards)}"
-    if is_naive(name):
+    args = f"--corruption {layout.base_name(name)} --delta {corruption_delta(wildcards)}"
+    if layout.is_naive(c):
         args += " --loss edm"
     elif c["kind"] == "noise":
         args += f" --consistency-weight {consistency_weight(name)}"
@@ -178,14 +133,14 @@ def train_corruption_args(wildcards):
 def consistency_weight(name):
     """The consistency weight of a Tweedie run: its own, else training.consistency_weight (0 for other runs)."""
     c = corruption_spec(name)
-    if c["kind"] != "noise" or is_naive(name):
+    if c["kind"] != "noise" or layout.is_naive(c):
         return 0.0
     return c.get("consistency_weight", config["training"]["consistency_weight"])
 
 
 def full_sampler_runs():
     """Tweedie runs trained with consistency: also sampled full-length, through sigma < sigma_n."""
-    return [r["name"] for r in run_list() if consistency_weight(r["name"]) > 0]
+    return [name for name in corruption_names() if consistency_weight(name) > 0]
 
 
 def run_steps(wildcards):
@@ -194,7 +149,7 @@ def run_steps(wildcards):
 
 
 def base_corruption(wildcards):
-    return base_corruption_name(wildcards.corruption)
+    return layout.base_name(wildcards.corruption)
 
 
 def model_output():
@@ -206,10 +161,6 @@ def model_output():
 def run_files(pattern, **extra):
     """`pattern` expanded over the configured corruptions (and `extra` wildcards)."""
     return expand(pattern, dataset=dataset_name(), corruption=corruption_names(), **extra)
-
-
-def masked_runs():
-    return [c["name"] for c in run_list() if c["kind"] in MASKED_KINDS]
 
 
 def inception_weights():
@@ -367,81 +318,65 @@ def papermill_params(**params):
     return shlex.quote(json.dumps(params))
 
 
-# ---------------------------------------------------------------- figures
+# ---------------------------------------------------------------- figures (the table: ambient.layout.FIGURES)
 
-FIGURES_DIR = "results/figures"
-
-
-def run_file(kind, dataset, corruption):
-    """Per-model result files (figlib.run_files in paper_figures/ follows the same layout)."""
-    base = f"results/{dataset}/{corruption}"
-    x = sim_extractor()
-    return {
-        "model": f"{base}/model.pt",
-        "samples": f"{base}/samples.zip",
-        "neighbors_json": f"{base}/neighbors_{x}.json",
-        "neighbors_csv": f"{base}/neighbors_{x}.csv",
-        "attack_inpaint_json": f"{base}/attack_inpaint.json",
-        "attack_inpaint_npz": f"{base}/attack_inpaint_gallery.npz",
-        "attack_noise_json": f"{base}/attack_noise.json",
-        "attack_noise_npz": f"{base}/attack_noise_gallery.npz",
-        "hf_json": f"{base}/hf_energy.json",
-    }[kind]
-
-
-def figure_runs(*keys):
-    """The models as the notebooks take them: name, kind, level, delta, label and the files `keys`."""
+def figure_runs(fig):
+    """The models as figure `fig` takes them (layout.run_record) with the paths of its files; a
+    noise-only figure gets the clean and noise models, with samples_full for the Tweedie models
+    sampled full-length too."""
     runs = []
-    for r in run_list():
-        runs.append({**r, **{k: run_file(k, dataset_name(), r["name"]) for k in keys}})
+    for r in layout.run_list(config):
+        if fig.noise_only and r["kind"] not in ("clean", "noise"):
+            continue
+        keys = list(fig.files)
+        if fig.noise_only and "samples" in fig.files and r["name"] in full_sampler_runs():
+            keys.append("samples_full")
+        runs.append({**r, **{k: layout.run_file(k, dataset_name(), r["name"], sim_extractor()) for k in keys}})
     return runs
 
 
-def figure_inputs(*keys):
-    return [run_file(k, dataset_name(), name) for k in keys for name in corruption_names()]
+def figure_files(fig):
+    """The result files a figure reads: per file kind, every model; noise-only figures per model."""
+    runs = figure_runs(fig)
+    if fig.noise_only:
+        return [r[k] for r in runs for k in (*fig.files, "samples_full") if k in r]
+    return [r[k] for k in fig.files for r in runs]
 
 
-def noise_figure_runs(*keys):
-    """The clean model (if any) and the noise models, for the noisy-data figures (fig5, fig6); with
-    "samples" among keys, runs trained with consistency also carry their full-length samples."""
-    runs = [r for r in figure_runs(*keys) if r["kind"] in ("clean", "noise")]
-    if "samples" in keys:
-        for r in runs:
-            if r["name"] in full_sampler_runs():
-                r["samples_full"] = f"results/{dataset_name()}/{r['name']}/samples_full.zip"
-    return runs
-
-
-def noise_figure_inputs(*keys):
-    return [r[k] for r in noise_figure_runs(*keys) for k in (*keys, "samples_full") if k in r]
-
-
-def noise_notebooks():
-    """Figures of training on noisy data: only when the config has noise runs."""
-    return ["fig5_noise_generations", "fig6_noise_histograms"] if noise_runs() else []
-
-
-def figure_stems():
-    """Every figure the workflow renders (stem of results/figures/<stem>.png|pdf)."""
-    stems = ["fig2_training_data", "fig3_nearest_neighbors", "fig8_similarity_histograms", "tradeoff"]
-    if attack_kinds():
-        stems += ["fig1_inpainting_attack", "fig4_noise_attack"]
-    stems += noise_notebooks()
-    stems += [f"samples_{name}" for name in corruption_names()]
-    return stems
+def figure_named_inputs(fig):
+    """The notebook, figlib, and the dataset or summary.csv where the figure reads them."""
+    named = {"notebook": fig.notebook_path, "lib": "paper_figures/figlib.py"}
+    if fig.dataset:
+        named["dataset"] = layout.DATASET_ZIP.format(dataset=dataset_name())
+    if fig.summary:
+        named["summary"] = layout.SUMMARY_CSV
+    return named
 
 
 def figure_outputs():
-    notebooks = (["fig2_training_data", "fig3_nearest_neighbors", "fig8_similarity_histograms", "tradeoff",
-                  "samples"] + (["fig1_inpainting_attack", "fig4_noise_attack"] if attack_kinds() else [])
-                 + noise_notebooks())
-    return ([f"{FIGURES_DIR}/{s}.{ext}" for s in figure_stems() for ext in ("png", "pdf")]
-            + [f"{FIGURES_DIR}/notebooks/{nb}.ipynb" for nb in notebooks])
+    return layout.figure_outputs(config)
 
 
-def figure_params(stem, **params):
-    """papermill -y string: root '.', the output folder and stem, plus `params`."""
-    return papermill_params(root=".", out_dir=FIGURES_DIR, stem=stem, **params)
+def figure_params(fig, input):
+    """papermill -y string. The kernel runs in paper_figures/ (figlib imports from there): root is
+    the workflow directory relative to it; every other path is relative to root."""
+    params = {"root": "..", "out_dir": FIGURES_DIR, "stem": fig.stem}
+    if fig.dataset:
+        params["dataset_zip"] = input.dataset
+    if fig.summary:
+        params["summary_csv"] = input.summary
+    if fig.runs:
+        params["runs"] = figure_runs(fig)
+    return papermill_params(**params, **fig.params(config))
+
+
+def figure_report(fig):
+    """The figure's PNG files, as `report()` outputs for `snakemake --report`."""
+    caption = f"../report/{fig.caption}"
+    if fig.per_run:
+        return [report(f"{FIGURES_DIR}/{fig.stem}_{name}.png", caption=caption, category=fig.label,
+                       labels={"model": name}) for name in corruption_names()]
+    return report(f"{FIGURES_DIR}/{fig.stem}.png", caption=caption, category="Figures", labels={"figure": fig.label})
 
 
 # GPU jobs (train, sample, attack, neighbors, ref_stats, fid) start through
@@ -460,3 +395,5 @@ PAPERMILL = (
     '"$AMBIENT_PYTHON" -m papermill {input.notebook} {output.notebook} -k python3 --no-progress-bar '
     "-y {params.parameters} > {log} 2>&1"
 )
+# The figure notebooks' kernel runs in paper_figures/, next to figlib (SDXL notebooks: not yet).
+FIGURE_PAPERMILL = PAPERMILL.replace("--no-progress-bar ", "--no-progress-bar --cwd paper_figures ")

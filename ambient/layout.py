@@ -1,0 +1,192 @@
+"""Names and places, defined once: run names and labels, the loss of each corruption kind, where
+each result file lies, and the figures.
+
+Read by the workflow (workflow/rules/*.smk), the figure notebooks (paper_figures/figlib.py), the
+library and the tests. Torch-free and config-driven (a config is the dict Snakemake validated),
+so that Snakemake and the notebook kernel import it cheaply.
+
+Run names:
+
+    clean, dust-p0.20, box-p0.40     one model per corruption (loss chosen by the corruption)
+    noise-s0.20                      the Tweedie loss on noisy data (loss auto = tweedie)
+    noise-s0.20-naive                the naive baseline on the same noisy data: the plain EDM loss
+                                     (`ambient train --loss edm`), which learns to output noisy images
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+MASKED_KINDS = ("dust", "box")
+NAIVE_SUFFIX = "-naive"
+# The loss `--loss auto` trains each corruption kind with.
+AUTO_LOSS = {"clean": "edm", "dust": "ambient", "box": "ambient", "noise": "tweedie"}
+# The losses a kind may be trained with: the naive baseline is edm on noisy data.
+KIND_LOSSES = {"clean": ("edm",), "dust": ("ambient",), "box": ("ambient",), "noise": ("tweedie", "edm")}
+
+
+# ---------------------------------------------------------------- runs
+
+def corruption_name(kind: str, p: float = 0.0, sigma_n: float = 0.0) -> str:
+    """clean, dust-p0.20, box-p0.40, noise-s0.20: the levels carry 2 decimals."""
+    if kind == "clean":
+        return "clean"
+    if kind == "noise":
+        return f"noise-s{sigma_n:.2f}"
+    return f"{kind}-p{p:.2f}"
+
+
+def is_naive(entry: dict) -> bool:
+    """A config entry of the naive baseline: noisy data trained with the plain EDM loss."""
+    return entry["kind"] == "noise" and entry.get("loss", "auto") == "edm"
+
+
+def run_name(entry: dict) -> str:
+    """The run name of a config `corruptions` entry."""
+    name = corruption_name(entry["kind"], entry.get("p", 0.0), entry.get("sigma_n", 0.0))
+    return name + NAIVE_SUFFIX if is_naive(entry) else name
+
+
+def base_name(run: str) -> str:
+    """The corruption of a run name (noise-s0.20-naive -> noise-s0.20): `ambient train --corruption`."""
+    return run.removesuffix(NAIVE_SUFFIX)
+
+
+def run_label(entry: dict) -> str:
+    """The legend label of a run."""
+    if entry["kind"] == "clean":
+        return "clean"
+    if entry["kind"] == "noise":
+        return f"noisy sigma_n={entry['sigma_n']:.2f}, " + ("naive (EDM loss)" if is_naive(entry) else "Tweedie (ours)")
+    return f"ambient {entry['kind']}, p={entry['p']:.2f}"
+
+
+def run_record(entry: dict) -> dict:
+    """A run as the notebooks take it: name, kind, level, delta, p, sigma_n, label, loss, naive, series."""
+    kind, naive = entry["kind"], is_naive(entry)
+    return {"name": run_name(entry), "kind": kind,
+            "level": {"clean": 0.0, "noise": entry.get("sigma_n", 0.0)}.get(kind, entry.get("p", 0.0)),
+            "delta": entry.get("delta", 0.1) if kind == "dust" else 0.0,
+            "p": entry.get("p", 0.0), "sigma_n": entry.get("sigma_n", 0.0), "label": run_label(entry),
+            "loss": entry.get("loss", "auto"), "naive": naive, "series": f"{kind} (naive)" if naive else kind}
+
+
+def run_list(config: dict) -> list[dict]:
+    """One record per model of the config, in config order."""
+    return [run_record(c) for c in config["corruptions"]]
+
+
+# ---------------------------------------------------------------- result files
+
+RUN_DIR = "results/{dataset}/{run}"
+# Per-model result files under RUN_DIR; {extractor} is the similarity feature space.
+RUN_FILES = {
+    "model": "model.pt",
+    "samples": "samples.zip",
+    "samples_full": "samples_full.zip",
+    "neighbors_json": "neighbors_{extractor}.json",
+    "neighbors_csv": "neighbors_{extractor}.csv",
+    "attack_inpaint_json": "attack_inpaint.json",
+    "attack_inpaint_npz": "attack_inpaint_gallery.npz",
+    "attack_noise_json": "attack_noise.json",
+    "attack_noise_npz": "attack_noise_gallery.npz",
+    "hf_json": "hf_energy.json",
+}
+DATASET_ZIP = "data/{dataset}.zip"
+SUMMARY_CSV = "results/metrics/summary.csv"
+FIGURES_DIR = "results/figures"
+
+
+def run_file(key: str, dataset: str, run: str, extractor: str = "pixel") -> str:
+    return f"{RUN_DIR}/{RUN_FILES[key]}".format(dataset=dataset, run=run, extractor=extractor)
+
+
+# ---------------------------------------------------------------- figures
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure notebook, paper_figures/<notebook>.ipynb, run by papermill as Snakemake rule `rule`.
+
+    files: the per-model result files it reads (RUN_FILES keys), passed in `runs`; noise_only: it
+    shows the clean and noise models only, and exists only when the config has noise models;
+    needs_attacks: it exists only with evaluation.attacks.enabled; per_run: one PNG/PDF per model
+    (<notebook>_<run>), else one (<notebook>); params: further notebook parameters from the config.
+    """
+
+    rule: str
+    caption: str  # workflow/report/<caption>, shown in `snakemake --report`
+    label: str  # its title in the report (per_run figures: the report's category)
+    files: tuple[str, ...] = ()
+    dataset: bool = False  # reads data/<dataset>.zip (dataset_zip)
+    summary: bool = False  # reads results/metrics/summary.csv (summary_csv)
+    runs: bool = True  # takes the models (`runs`, with their `files`)
+    noise_only: bool = False
+    needs_attacks: bool = False
+    per_run: bool = False
+    notebook: str = ""  # default: the rule name
+    params: Callable[[dict], dict] = field(default=lambda config: {})
+
+    @property
+    def stem(self) -> str:
+        return self.notebook or self.rule
+
+    @property
+    def notebook_path(self) -> str:
+        return f"paper_figures/{self.stem}.ipynb"
+
+    @property
+    def executed_notebook(self) -> str:
+        return f"{FIGURES_DIR}/notebooks/{self.stem}.ipynb"
+
+    def enabled(self, config: dict) -> bool:
+        if self.needs_attacks and not config["evaluation"]["attacks"]["enabled"]:
+            return False
+        return not self.noise_only or any(c["kind"] == "noise" for c in config["corruptions"])
+
+    def stems(self, config: dict) -> list[str]:
+        """Stems of its PNG and PDF files under FIGURES_DIR."""
+        return [f"{self.stem}_{r['name']}" for r in run_list(config)] if self.per_run else [self.stem]
+
+
+def _extractor(config: dict) -> dict:
+    return {"extractor": config["evaluation"]["similarity_extractor"]}
+
+
+def _corruption_seed(config: dict) -> dict:
+    return {"corruption_seed": config["training"]["corruption_seed"]}
+
+
+# One Snakemake rule per entry (workflow/rules/figures.smk); table order = the order of rule `all`'s
+# figures. A new figure: an entry here, paper_figures/<name>.ipynb (a cell tagged `parameters`, then
+# `ROOT = figlib.find_root(root)`) and its caption workflow/report/<caption>.
+FIGURES = (
+    Figure("fig2_training_data", "fig2.rst", "Fig. 2: what each model saw", dataset=True, params=_corruption_seed),
+    Figure("fig3_nearest_neighbors", "fig3.rst", "Fig. 3: samples and their nearest training images",
+           files=("samples", "neighbors_csv"), dataset=True, params=lambda config: {**_extractor(config), "n_show": 8}),
+    Figure("fig8_similarity_histograms", "fig8.rst", "Fig. 8: similarity histograms",
+           files=("neighbors_json", "neighbors_csv"), params=_extractor),
+    Figure("tradeoff", "tradeoff.rst", "Trade-off: memorization vs quality", summary=True, runs=False),
+    Figure("sample_grids", "samples.rst", "Samples", files=("samples",), per_run=True, notebook="samples",
+           params=lambda config: {"columns": 16, "max_samples": 128}),
+    Figure("fig1_inpainting_attack", "fig1.rst", "Fig. 1: inpainting attack",
+           files=("attack_inpaint_json", "attack_inpaint_npz"), needs_attacks=True,
+           params=lambda config: {"n_show": 8}),
+    Figure("fig4_noise_attack", "fig4.rst", "Fig. 4: noise attack",
+           files=("attack_noise_json", "attack_noise_npz"), needs_attacks=True,
+           params=lambda config: {"n_show": 8}),
+    # Training on noisy data (Tweedie paper, Figs. 5-7): noisy training examples beside the samples of
+    # each noise model and the naive baseline, and the high-frequency energy of each.
+    Figure("fig5_noise_generations", "fig5.rst", "Fig. 5: training on noisy data, generations",
+           files=("samples", "hf_json"), dataset=True, noise_only=True,
+           params=lambda config: {**_corruption_seed(config), "n_show": 8}),
+    Figure("fig6_noise_histograms", "fig6.rst", "Fig. 6: similarity against noise level",
+           files=("neighbors_json", "neighbors_csv"), noise_only=True, params=_extractor),
+)
+
+
+def figure_outputs(config: dict) -> list[str]:
+    """Every figure file the workflow renders for `config`: PNG and PDF, then the executed notebooks."""
+    figures = [f for f in FIGURES if f.enabled(config)]
+    return ([f"{FIGURES_DIR}/{s}.{ext}" for f in sorted(figures, key=lambda f: f.per_run)
+             for s in f.stems(config) for ext in ("png", "pdf")]
+            + [f.executed_notebook for f in figures])
