@@ -33,6 +33,7 @@ SMOKE = ["--configfile", "config/smoke.yaml"]
 RUNS = [{"kind": "clean"}, {"kind": "dust", "p": 0.5, "delta": 0.1}, {"kind": "noise", "sigma_n": 0.2}]
 ROUND_TRIP = [*SMOKE, "config/dvc-test.yaml"]
 EDITED_RUN = "results/smoke8/dust-p0.50"
+SUMMARY_FILES = ("results/metrics/summary.csv", "results/metrics/summary.json", "results/metrics/claims.csv")
 COMPUTE = {"prepare_dataset", "download_dataset", "train", "sample", "neighbors", "ref_stats", "fid", "attack",
            "summary", "claims", "hf_energy", "sample_full"}
 GIT = ["git", "-c", "user.name=ambient-test", "-c", "user.email=test@example.invalid", "-c", "init.defaultBranch=main"]
@@ -146,6 +147,14 @@ def test_dvc_yaml_stages():
     assert {"config/config.yaml": ["sampling"]} in doc["stages"]["sample"]["params"]
 
 
+def test_metrics_and_plots_are_declared():
+    doc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    assert doc["metrics"] == [P.SUMMARY_JSON]
+    assert [next(iter(p)) for p in doc["plots"]] == list(P.PLOTTED.values())
+    outs = P.dvc_outs(doc)
+    assert P.SUMMARY_JSON in outs and P.SUMMARY_CSV in outs
+
+
 def test_dvc_parses_the_pipeline(tmp_path):
     """DVC itself accepts dvc.yaml (no overlapping outputs, no cycle) and the smoke variant."""
     wd = copy_repo(tmp_path / "repo")
@@ -220,6 +229,22 @@ def test_parse_dry_run_and_phases():
     assert [j["rule"] for j in P.figure_jobs(jobs)] == ["fig9"]
 
 
+def test_parse_dry_run_reads_group_jobs():
+    """Jobs of a `group:` print one level deeper."""
+    text = """[Sat Nov 28 02:06:56 2026] Group job evaluate (jobs in lexicogr. order):
+
+    [Sat Nov 28 02:06:56 2026]
+    rule fid:
+        input: results/x/clean/samples.zip
+        output: results/x/clean/fd_pixel.json
+        jobid: 5
+Shell command: "$AMBIENT_PYTHON" -m ambient fid --out results/x/clean/fd_pixel.json
+"""
+    jobs = P.parse_dry_run(text)
+    assert [(j["rule"], j["outputs"]) for j in jobs] == [("fid", ["results/x/clean/fd_pixel.json"])]
+    assert "-m ambient fid" in jobs[0]["shell"] and P.phase_of(jobs[0]) == "evaluate"
+
+
 def test_pending_compute_names_the_job():
     rows = P.parse_summary(SUMMARY)
     assert [r["rule"] for r in rows] == ["train", "prepare_dataset", "fig9"]
@@ -248,6 +273,30 @@ def test_configfiles_and_module_closure(tmp_path):
 def test_pull_outside_a_dvc_checkout_says_so(tmp_path):
     r = py(tmp_path, "-m", "ambient.pull", check=False)
     assert r.returncode == 3 and "dvc.yaml: not found" in r.stderr
+
+
+def _dvc_checkout(tmp_path: Path, url: str) -> Path:
+    repo = copy_repo(tmp_path / "repo")
+    run(repo, *GIT, "init", "-q")
+    dvc(repo, "remote", "modify", "--local", "local", "url", url)
+    return repo
+
+
+def test_missing_remote_directory_is_one_line_saying_what_to_set(tmp_path):
+    """A fresh clone on another machine: the default remote (a directory beside the producer's
+    checkout) is not here, and the pull stops before anything, naming the command that fixes it."""
+    repo = _dvc_checkout(tmp_path, str(tmp_path / "nowhere"))
+    with pytest.raises(P.PullError, match=r"nowhere, which does not exist on this machine; .*"
+                                          r"`dvc remote modify --local local url URL`"):
+        P.check_remote(repo)
+    with pytest.raises(P.PullError, match=r"remote 'elsewhere' is not configured here \(known: local\)"):
+        P.check_remote(repo, "elsewhere")
+    r = py(repo, "-m", "ambient.pull", check=False)
+    assert r.returncode == 3 and "dvc remote modify --local local url" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    (tmp_path / "there").mkdir()
+    dvc(repo, "remote", "modify", "--local", "local", "url", str(tmp_path / "there"))
+    assert P.check_remote(repo) == ("local", str(tmp_path / "there"))
 
 
 def test_add_pull_command_registers_ambient_pull():
@@ -332,6 +381,12 @@ def test_producer_run_is_recorded_and_consistent(producer):
     lock = yaml.safe_load((prod / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"data", "train", "sample", "evaluate"}
     assert all(o["md5"] for s in lock["stages"].values() for o in s["outs"])
+    # dvc.yaml's metrics and plots read the recorded run: `dvc metrics diff` / `dvc plots diff` compare runs
+    shown = json.loads(dvc(prod, "metrics", "show", "--json").stdout)
+    values = next(iter(shown.values()))["data"][P.SUMMARY_JSON]["data"]
+    assert set(values) == {"clean", "dust-p0.50", "noise-s0.20"} and 0 <= values["clean"]["share_gt_0.95"] <= 1
+    plots = json.loads(dvc(prod, "plots", "show", "--json").stdout)["data"]
+    assert set(plots) == set(P.PLOTTED.values()), plots.keys()
     # `--repro` kept Snakemake's mtimes: nothing to redo
     r = py(prod, "-m", "snakemake", *ROUND_TRIP, "-n", "--", *P.dvc_outs(yaml.safe_load((prod / "dvc.yaml").read_text())))
     assert "Nothing to be done" in r.stdout + r.stderr, r.stdout + r.stderr
@@ -400,14 +455,14 @@ def test_hand_edited_file_is_detected_and_only_its_dependents_rerun(consumer):
     compute = [r for r in pending if r["rule"] in COMPUTE]
     assert compute and all(r["rule"] not in ("train", "sample", "attack", "prepare_dataset") for r in compute)
     assert all(r["output_file"].startswith(EDITED_RUN + "/") or r["output_file"] in
-               ("results/metrics/summary.csv", "results/metrics/claims.csv") for r in compute), P.describe(compute)
+               SUMMARY_FILES for r in compute), P.describe(compute)
 
     since = time.time()
     py(cons, "-m", "ambient.pull", "--repro")
     ran = executed_jobs(cons, since)
     assert ran and {j["rule"] for j in ran} <= COMPUTE - {"train", "sample", "attack", "prepare_dataset"}
     for job in ran:
-        assert all(o.startswith(EDITED_RUN + "/") or o in ("results/metrics/summary.csv", "results/metrics/claims.csv")
+        assert all(o.startswith(EDITED_RUN + "/") or o in SUMMARY_FILES
                    for o in job["outputs"]), job
     assert "Data and pipelines are up to date" in dvc(cons, "status").stdout
     lock = yaml.safe_load((cons / "dvc.lock").read_text())
@@ -434,3 +489,76 @@ def test_partial_pull_stops_naming_the_job_then_from_cache_renders(producer):
     for job in figures:
         assert all((cons / o).is_file() for o in job["outputs"]), job["outputs"]
     assert {j["rule"] for j in executed_jobs(cons)} <= {j["rule"] for j in figures} | {"all"}
+
+
+# ---------------------------------------------------------------- an S3 remote (slow)
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """A moto S3 server on 127.0.0.1 (moto[server], a dev dependency), with test credentials in the
+    environment of this process and of every command it starts; stopped at the end of the module."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
+                                            "AWS_EC2_METADATA_DISABLED")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
+                      AWS_EC2_METADATA_DISABLED="true")  # never ask a cloud metadata service for credentials
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(endpoint, timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.fail(f"the moto S3 server did not answer on {endpoint}")
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _use_s3_remote(cwd: Path, endpoint: str, default: bool = False) -> None:
+    dvc(cwd, "remote", "add", "--local", *(["-d"] if default else []), "s3", "s3://ambient-results/cache")
+    dvc(cwd, "remote", "modify", "--local", "s3", "endpointurl", endpoint)
+
+
+@pytest.mark.slow
+def test_round_trip_through_an_s3_remote(producer, s3_endpoint):
+    """The recorded smoke run pushed to an S3 endpoint (a real S3 protocol peer on 127.0.0.1), and a
+    fresh clone whose only remote is that bucket renders every figure without computing anything."""
+    import boto3
+
+    root, prod, _ = producer
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    s3.create_bucket(Bucket="ambient-results")
+    _use_s3_remote(prod, s3_endpoint)
+    dvc(prod, "push", "-r", "s3")
+    stored = s3.list_objects_v2(Bucket="ambient-results").get("KeyCount", 0)
+    lock = yaml.safe_load((prod / "dvc.lock").read_text())
+    assert stored >= len({o["md5"] for st in lock["stages"].values() for o in st["outs"]}), stored
+
+    cons = root / "s3-consumer"
+    run(root, "git", "clone", "-q", prod, cons)
+    _use_s3_remote(cons, s3_endpoint, default=True)
+    assert P.check_remote(cons) == ("s3", "s3://ambient-results/cache")
+    r = py(cons, "-m", "ambient.pull")
+    doc = yaml.safe_load((cons / "dvc.yaml").read_text())
+    assert all((cons / o).is_file() for o in P.dvc_outs(doc))
+    figures = P.figure_jobs(P.dag_jobs(P.run_flags(doc), cons))
+    for job in figures:
+        assert all((cons / o).is_file() for o in job["outputs"]), job["outputs"]
+    assert not COMPUTE & {j["rule"] for j in executed_jobs(cons)}, r.stdout
+    assert "Data and pipelines are up to date" in dvc(cons, "status").stdout

@@ -36,7 +36,8 @@ def parse_jobs(text: str) -> list[dict]:
     jobs, cur = [], None
     for line in text.splitlines():
         head = line.strip()
-        if (head.startswith("rule ") or head.startswith("localrule ")) and head.endswith(":") and not line.startswith(" "):
+        # a job of a group job (`group:` under the SLURM profile) is printed indented by 4
+        if line.startswith(("rule ", "localrule ", "    rule ", "    localrule ")) and head.endswith(":"):
             cur = {"rule": head.split()[1][:-1], "threads": 1, "resources": {}, "shell": ""}
             jobs.append(cur)
         elif cur is None:
@@ -173,7 +174,7 @@ def test_downloads_are_localrules_and_profile_keys():
     snakefile = (REPO / "Snakefile").read_text()
     local = snakefile.split("localrules:", 1)[1].split("rule all:", 1)[0]
     assert "fetch_weights" in local and "download_dataset" in local
-    prof = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    prof = yaml.safe_load((REPO / "profiles" / "slurm" / "profile.yaml").read_text())
     assert prof["executor"] == "slurm"
     assert {"slurm_account", "slurm_partition", "runtime", "mem_mb"} <= set(prof["default-resources"])
     assert set(prof["set-resources"]) == GPU_RULES
@@ -311,3 +312,27 @@ def test_slurm_profile_gpu_and_memory_reach_sbatch_and_only_training_retries(tmp
     for c in subs:
         argv = " ".join(c["argv"])
         assert " --gpus=1" in argv and " --mem 64000 " in argv and " -p YOUR_GPU_PARTITION " in argv, argv
+
+
+@pytest.mark.slow
+def test_slurm_profile_groups_the_short_evaluation_jobs(tmp_path):
+    """`group: "evaluate"` with the profile's group-components: the five short evaluation jobs of a
+    model (two ref_stats, two fid, one neighbors) reach the cluster in fewer sbatch calls than jobs,
+    each a group submission, and all their outputs are written."""
+    import fake_slurm
+
+    wd = copy_workflow(tmp_path / "wf")
+    bin_dir, state = tmp_path / "bin", tmp_path / "slurm"
+    fake_slurm.install(bin_dir, state)
+    r = subprocess.run([sys.executable, "-m", "snakemake", "results/smoke8/clean/samples.zip", "--cores", "2",
+                        "--configfile", "config/smoke.yaml"], cwd=wd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    targets = ["results/smoke8/clean/fd_pixel.json", "results/smoke8/clean/fd_filterbank.json",
+               "results/smoke8/clean/neighbors_pixel.json"]
+    r = _slurm_run(wd, bin_dir, *targets, "--configfile", "config/smoke.yaml")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    subs = [c for c in fake_slurm.calls(state) if c["cmd"] == "sbatch"]
+    # three connected pieces (ref_stats -> fid per extractor, and neighbors) <= evaluate=4: one sbatch
+    assert len(subs) == 1 and subs[0]["rule"].startswith("evaluate"), subs
+    for t in targets:
+        assert (wd / t).is_file(), t

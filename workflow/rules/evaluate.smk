@@ -20,6 +20,8 @@ rule neighbors:
         fallback=config["evaluation"]["fallback"],
         gallery_size=config["evaluation"]["gallery_size"],
         device=config["device"],
+    group:
+        "evaluate"
     threads: config["threads_per_job"]
     resources:
         mem_mb=mem("evaluate"),
@@ -68,6 +70,8 @@ rule ref_stats:
         fallback=extractor_fallback,
         weights_dir=lambda w: str(Path(config["evaluation"]["inception_weights"]).parent),
         device=config["device"],
+    group:
+        "evaluate"
     threads: config["threads_per_job"]
     resources:
         mem_mb=mem("evaluate"),
@@ -100,6 +104,8 @@ rule fid:
         kid_subsets=config["evaluation"]["kid_subsets"],
         ref_name=quality_ref_name(),
         device=config["device"],
+    group:
+        "evaluate"
     threads: config["threads_per_job"]
     resources:
         mem_mb=mem("evaluate"),
@@ -178,12 +184,13 @@ rule summary:
         attacks=run_files("results/{dataset}/{corruption}/attack_{attack}.json", attack=attack_kinds()),
         hf=run_files("results/{dataset}/{corruption}/hf_energy.json"),
     output:
-        report(
+        csv=report(
             "results/metrics/summary.csv",
             caption="../report/summary.rst",
             category="Metrics",
             labels={"table": "summary.csv"},
         ),
+        metrics="results/metrics/summary.json",  # dvc.yaml's metrics
     log:
         "logs/summary.log",
     params:
@@ -201,4 +208,4 @@ rule summary:
     shell:
         '"$AMBIENT_PYTHON" -m ambient.summary --runs-dir {params.runs_dir} --corruptions {params.corruptions} '
         "--similarity-extractor {params.sim_extractor} --extractors {params.extractors} {params.attacks} "
-        "--hf-energy --out {output} > {log} 2>&1"
+        "--hf-energy --out {output.csv} --metrics-json {output.metrics} > {log} 2>&1"
