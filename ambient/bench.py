@@ -5,8 +5,8 @@
 Variants: plain (bare loop), fp32 (our step), bf16 (autocast), -cl (channels_last),
 -compile (torch.compile).
 Packing (`--packing`): Snakemake runs `threads_per_job` threads per job; two 1-thread jobs side
-by side against one 2-thread job, for the training step and for sampling (the two phases that
-dominate the run), measured as the total throughput of two concurrent 1-thread processes.
+by side against one 2-thread job, for the training step, the plain loop and sampling (the two
+phases that dominate the run), measured as the total throughput of two concurrent 1-thread processes.
 Each training variant calls `ambient.training.train_step` on batches from `batch_at`, the
 code that trains the models (loss, clipping, warm-up, fused Adam, EMA), for a few warm-up steps
 and then `--steps` timed steps; `plain` is a bare PyTorch loop of the same network and loss (no
@@ -192,9 +192,10 @@ def bench_sample(num: int = 256, precision: str = "fp32", setup: dict | None = N
 
 
 def _one(kind: str, steps: int, samples: int, setup: dict) -> float:
-    """One throughput in this process: training img/s (bf16 step) or samples/s (bf16 sampler)."""
-    if kind == "train":
-        return bench_train("bf16", steps, setup=setup)
+    """One throughput in this process: training img/s (our bf16 step, or the plain fp32 loop) or
+    samples/s (bf16 sampler)."""
+    if kind in ("train", "plain"):
+        return bench_train("bf16" if kind == "train" else "plain", steps, setup=setup)
     return samples / bench_sample(samples, "bf16", setup=setup)
 
 
@@ -220,7 +221,7 @@ def main(argv=None) -> None:
                    help="training step cost per loss (bf16), side by side; empty to skip")
     p.add_argument("--packing", action="store_true",
                    help="also measure two concurrent 1-thread jobs against one job with --threads threads")
-    p.add_argument("--single", choices=["train", "sample"], default=None, help=argparse.SUPPRESS)  # a packing worker
+    p.add_argument("--single", choices=["train", "plain", "sample"], default=None, help=argparse.SUPPRESS)  # a packing worker
     p.add_argument("--json", default=None)
     p.add_argument("--gemm-n", type=int, default=2048, help="size of the square GEMMs that measure the peak")
     p.add_argument("--config", default="config/config.yaml",
@@ -265,7 +266,9 @@ def main(argv=None) -> None:
         print(f"sample[{v}] {a.samples}: {rows[f'sample[{v}] {a.samples} s']:.1f} s", flush=True)
         roofline(f"sample[{v}]", rows[f"sample {a.samples} GFLOP"] / rows[f"sample[{v}] {a.samples} s"], v)
     if a.packing:
-        for kind, unit in (("train", "img/s"), ("sample", "samples/s")):
+        # plain packed too: the DAG's training throughput (two 1-thread bf16 jobs) against the plain
+        # loop both as a user first runs it (one process, all threads) and packed the same way
+        for kind, unit in (("train", "img/s"), ("plain", "img/s"), ("sample", "samples/s")):
             one = _one(kind, a.steps, a.samples, setup)
             two = bench_packing(kind, a.steps, a.samples, a.config)
             rows[f"packing[{kind}] 1 job x {a.threads} threads {unit}"] = one

@@ -310,7 +310,7 @@ def render_speed(bench_json: Path, readme: Path) -> str:
             f"GEMM peak {fmt3(b.get('gemm[fp32] GFLOP/s'))} GFLOP/s fp32, {fmt3(b.get('gemm[bf16] GFLOP/s'))} "
             f"GFLOP/s bf16; one training step (batch {b.get('batch_size', 32)}) is {fmt3(b.get('train step GFLOP'))} GFLOP.")
     packing = []
-    for kind, what in (("train", "training (bf16 step)"), ("sample", "sampling (bf16)")):
+    for kind, what in (("train", "training (bf16 step)"), ("plain", "the plain fp32 loop"), ("sample", "sampling (bf16)")):
         one = next(((k, v) for k, v in b.items() if re.fullmatch(rf"packing\[{kind}\] 1 job x \d+ threads .+", k)), None)
         two = next(((k, v) for k, v in b.items() if re.fullmatch(rf"packing\[{kind}\] 2 jobs x 1 thread .+", k)), None)
         if one and two:
@@ -320,6 +320,13 @@ def render_speed(bench_json: Path, readme: Path) -> str:
                            f"{fmt3(one[1])} from one {threads}-thread job ({two[1] / one[1]:.2f}x)")
     if packing:
         text += " Threads per job (`make bench` with `--packing`): " + "; ".join(packing) + "."
+    ours = next((v for k, v in b.items() if re.fullmatch(r"packing\[train\] 2 jobs x 1 thread .+", k)), None)
+    plain_packed = next((v for k, v in b.items() if re.fullmatch(r"packing\[plain\] 2 jobs x 1 thread .+", k)), None)
+    if ours and plain and plain_packed:
+        text += (f" Training as the DAG runs it (our bf16 step, two 1-thread jobs side by side): {fmt3(ours)} img/s, "
+                 f"{ours / plain:.2f}x the plain fp32 loop run as one {b.get('threads', '?')}-thread process "
+                 f"({fmt3(plain)} img/s), {ours / plain_packed:.2f}x the plain loop packed the same way "
+                 f"({fmt3(plain_packed)} img/s).")
     shown = _shown(bench_json, readme)
     return "\n".join([f"<!-- source: {shown} md5={md5_file(bench_json)} -->", "", text, "",
                       *_table(["what", "speed", "vs plain fp32 loop", "GFLOP/s", "share of the GEMM peak"], rows)])
