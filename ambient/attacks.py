@@ -66,7 +66,7 @@ from tqdm.auto import tqdm
 from .corruption import Corruption
 from .memorization import THRESHOLDS, pixel_features
 from .sampling import edm_sigmas, heun_sample, model_denoiser, to_uint8
-from .utils import derive_seed, generator
+from .utils import derive_seed, generator, uint8_to_signed
 
 KINDS = ("inpaint", "noise", "key")
 ERASE = ("box", "pixels")
@@ -229,12 +229,8 @@ def region_similarity(a: np.ndarray, b: np.ndarray, region: np.ndarray | None = 
 
 
 def _cos(q: np.ndarray, refs: np.ndarray) -> np.ndarray:
-    """Centred cosine between rows of q (M, D) and rows of refs (R, D)."""
-    q = torch.from_numpy(np.asarray(q, dtype=np.float64))
-    r = torch.from_numpy(np.asarray(refs, dtype=np.float64))
-    q = torch.nn.functional.normalize(q - q.mean(1, keepdim=True), dim=1)
-    r = torch.nn.functional.normalize(r - r.mean(1, keepdim=True), dim=1)
-    return (q @ r.T).numpy()
+    """Centred cosine between rows of q (M, D) and rows of refs (R, D), in float64."""
+    return (pixel_features(q, torch.float64) @ pixel_features(refs, torch.float64).T).numpy()
 
 
 def nearest_other(recon: np.ndarray, train: np.ndarray, indices: np.ndarray,
@@ -328,7 +324,7 @@ def run_attack(model, train_uint8: np.ndarray, cfg: AttackConfig, corruption: Co
     for start in tqdm(range(0, len(indices), batch_size), desc=f"attack ({cfg.kind})", unit="batch",
                       disable=not progress):
         idx = indices[start : start + batch_size]
-        x0 = torch.from_numpy(train[idx]).float().div(127.5).sub(1.0).to(device)
+        x0 = uint8_to_signed(train[idx]).to(device)
         # an ambient model's own A~ per attacked image: its training distribution, fresh streams
         own = corruption.sampling_masks([int(i) for i in idx], res, mask_seed).to(device) if masked else None
         if cfg.kind == "inpaint":

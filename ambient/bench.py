@@ -36,7 +36,7 @@ from .networks import UNetConfig, build_model
 from .readme_tables import cpu_model
 from .sampling import generate
 from .training import TrainConfig, BatchSampler, batch_at, build_training, make_loss, train_step
-from .utils import SampleRNG
+from .utils import SampleRNG, uint8_to_signed
 
 
 def default_setup(config: str | None = "config/config.yaml") -> dict:
@@ -53,7 +53,7 @@ def default_setup(config: str | None = "config/config.yaml") -> dict:
 
 def _observations(setup: dict, corruption: Corruption) -> tuple[torch.Tensor, ...]:
     images, _ = embedded_faces(100, setup["resolution"])
-    return corruption.apply(torch.from_numpy(images).float().div(127.5).sub(1))
+    return corruption.apply(uint8_to_signed(images))
 
 
 def _train_config(setup: dict, corruption: Corruption, precision: str, channels_last: bool = False,

@@ -43,9 +43,9 @@ class Dataset:
 
     def as_float(self):
         """Images as a float32 tensor in [-1, 1]."""
-        import torch
+        from .utils import uint8_to_signed
 
-        return torch.from_numpy(self.images).float().div(127.5).sub(1.0)
+        return uint8_to_signed(self.images)
 
 
 # ---------------------------------------------------------------- sources

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from .features import Extractor, metric_keys
 from .fid import feature_stats, frechet, kernel
-from .utils import generator
+from .utils import generator, signed_to_uint8, uint8_to_signed
 
 DISTURBANCES: dict[str, tuple[float, ...]] = {
     "noise": (0.05, 0.1, 0.2, 0.4),
@@ -55,7 +55,7 @@ def disturb(images: np.ndarray, kind: str, level: float, seed: int = 0) -> np.nd
         raise ValueError(f"disturbance {kind!r} is unknown: use one of {', '.join(DISTURBANCES)}")
     if level <= 0:
         return images.copy()
-    x = torch.from_numpy(np.asarray(images)).double().div(127.5).sub(1)
+    x = uint8_to_signed(images, torch.float64)
     n, c, h, w = x.shape
     gens = [generator(seed, i, _STREAM) for i in range(n)]
     if kind == "noise":
@@ -71,7 +71,7 @@ def disturb(images: np.ndarray, kind: str, level: float, seed: int = 0) -> np.nd
         for i, g in enumerate(gens):
             top, left = (int(v) for v in torch.randint(0, h - side + 1, (2,), generator=g))
             x[i, :, top : top + side, left : left + side] = -1.0
-    return x.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).numpy()
+    return signed_to_uint8(x).numpy()
 
 
 def check(extractor: Extractor, images: np.ndarray, ref_features: np.ndarray, ref_name: str = "heldout",

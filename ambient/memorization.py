@@ -13,11 +13,12 @@ import torch
 THRESHOLDS = (0.90, 0.95, 0.99)
 
 
-def pixel_features(images_uint8: np.ndarray) -> torch.Tensor:
-    """(N, C, H, W) uint8 -> (N, D) unit vectors of per-image centred pixels."""
-    x = torch.from_numpy(np.asarray(images_uint8)).flatten(1).double()
+def pixel_features(images: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(N, C, H, W) or (N, D) images -> (N, D) unit vectors of per-image centred pixels (computed in
+    float64): the one centred cosine of the project, also of the attacks' masked regions."""
+    x = torch.from_numpy(np.asarray(images)).flatten(1).double()
     x = x - x.mean(dim=1, keepdim=True)
-    return torch.nn.functional.normalize(x, dim=1).float()
+    return torch.nn.functional.normalize(x, dim=1).to(dtype)
 
 
 def top_k_similarity(queries: torch.Tensor, references: torch.Tensor, k: int = 1,

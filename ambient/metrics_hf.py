@@ -105,8 +105,9 @@ def noisy_training_data(train_uint8: np.ndarray, corruption) -> np.ndarray:
     import torch
 
     from .sampling import to_uint8
+    from .utils import uint8_to_signed
 
-    x = torch.from_numpy(np.asarray(train_uint8)).float().div(127.5).sub(1.0)
+    x = uint8_to_signed(train_uint8)
     observed = corruption.apply(x)[0]
     return to_uint8(observed.clamp(-1, 1))
 

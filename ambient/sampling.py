@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from .corruption import Corruption
 from .networks import EDMPrecond
-from .utils import generator
+from .utils import generator, signed_to_uint8
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -60,7 +60,7 @@ def model_denoiser(model: EDMPrecond, mask: torch.Tensor | None = None, clip: bo
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    return images.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+    return signed_to_uint8(images).cpu().numpy()
 
 
 @torch.no_grad()

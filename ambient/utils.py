@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import torch
 
 
@@ -127,3 +128,14 @@ class SampleRNG:
         if shape[0] != len(self.gens):
             raise ValueError(f"SampleRNG holds {len(self.gens)} samples, asked for a batch of {shape[0]}")
         return torch.stack([torch.randn(tuple(shape[1:]), generator=g) for g in self.gens]).to(self.device)
+
+
+def uint8_to_signed(images, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 images (array or tensor, any shape) -> a `dtype` tensor in [-1, 1], the models' range."""
+    x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.asarray(images))
+    return x.to(dtype).div(127.5).sub(1.0)
+
+
+def signed_to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] images -> uint8 (rounded; values outside the range saturate at 0 and 255)."""
+    return images.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)

@@ -94,3 +94,18 @@ def test_corrupt_dataset_zip_is_detected(tmp_path):
         read_image_zip(tmp_path / "c.zip")
     with pytest.raises(FileNotFoundError, match="prepare"):
         read_image_zip(tmp_path / "missing.zip")
+
+
+def test_uint8_and_signed_range_round_trip():
+    """The one conversion between uint8 images and the models' [-1, 1] range, both ways: every
+    uint8 value survives the round trip, and values outside [-1, 1] saturate."""
+    import torch
+
+    from ambient.utils import signed_to_uint8, uint8_to_signed
+
+    values = np.arange(256, dtype=np.uint8).reshape(1, 1, 16, 16)
+    x = uint8_to_signed(values)
+    assert x.dtype == torch.float32 and float(x.min()) == -1.0 and float(x.max()) == 1.0
+    assert np.array_equal(signed_to_uint8(x).numpy(), values)
+    assert uint8_to_signed(values, torch.float64).dtype == torch.float64
+    assert signed_to_uint8(torch.tensor([-3.0, 1.5])).tolist() == [0, 255]

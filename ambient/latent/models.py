@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..utils import signed_to_uint8, uint8_to_signed
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SUBFOLDERS = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
 
@@ -156,7 +158,7 @@ class SDXL:
             raise ValueError(f"expected RGB images (N, 3, H, W), got {tuple(x.shape)}")
         out = []
         for i in range(0, len(x), batch_size):
-            b = x[i:i + batch_size].to(self.device, torch.float32) / 127.5 - 1
+            b = uint8_to_signed(x[i:i + batch_size].to(self.device))
             out.append(self.vae.encode(b.to(self.dtype)).latent_dist.mean.float() * self.vae.config.scaling_factor)
         return torch.cat(out)
 
@@ -167,7 +169,7 @@ class SDXL:
         for i in range(0, len(latents), batch_size):
             z = latents[i:i + batch_size].to(self.device, self.dtype) / self.vae.config.scaling_factor
             x = self.vae.decode(z).sample.float()
-            out.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu())
+            out.append(signed_to_uint8(x).cpu())
         return torch.cat(out).numpy()
 
 
