@@ -27,8 +27,21 @@ early-stopped sampler of the paper stops at t_n, where the model has been traine
 x0 estimate there (one x0 step): the samples never carry the training noise. Down to t = 0 it is
 the full-length sampler (which needs the consistency term to be right below t_n).
 
-The LoRA training loop, generation and the attacks on SDXL are in ambient/latent/ (issue 13). Not
-here: the optional consistency term (coefficient 0 in the shipped config).
+The LoRA training loop, generation and the attacks on SDXL are in ambient/latent/.
+
+The consistency term (optional; `consistency_coeff` 0 in the shipped config), in the VP form of the
+pixel `ambient.noisy.TweedieLoss`: at a timestep s drawn uniform in [0, t_n), take the model's own
+(stop-gradient) x0 estimate at t_n as the target, draw x_s twice from the DDPM posterior
+q(x_s | x_n, x0 = target),
+
+    mean = sqrt(abar_s) (1 - a) / (1 - abar_n) x0 + sqrt(a) (1 - abar_s) / (1 - abar_n) x_n,
+    var  = (1 - abar_s) (1 - a) / (1 - abar_n),   a = abar_n / abar_s,
+
+and penalise (h(x_s1, s) - target) * (h(x_s2, s) - target): an unbiased estimate of
+|| E[h(x_s, s)] - h(x_n, t_n) ||^2, which the true E[x0 | x_t] makes zero (E[x0 | x_s] averaged over
+the reverse step from x_n is E[x0 | x_n]). It trains the range below t_n that only the full-length
+sampler visits. The official code draws s within `max_steps_diff` (100) below t_n; with t_n = 100
+that is [0, t_n), as here.
 """
 from __future__ import annotations
 
@@ -44,7 +57,7 @@ def ddpm_alphas_cumprod(num_timesteps: int = 1000, beta_start: float = 0.00085, 
 class LatentTweedieLoss:
     """Per-element Tweedie residual^2 of a VP model trained on latents noised once to t_n."""
 
-    def __init__(self, alphas_cumprod: torch.Tensor, t_n: int):
+    def __init__(self, alphas_cumprod: torch.Tensor, t_n: int, consistency_weight: float = 0.0):
         abar = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
         if abar.ndim != 1 or len(abar) < 2 or not bool(((abar > 0) & (abar < 1)).all()):
             raise ValueError("alphas_cumprod must be a 1-D schedule of values in (0, 1)")
@@ -53,7 +66,12 @@ class LatentTweedieLoss:
         if not 0 <= t_n < len(abar) - 1:
             raise ValueError(f"t_n={t_n} (timestep_nature) must lie in [0, {len(abar) - 2}] for a "
                              f"{len(abar)}-step schedule: training draws t in [t_n, T)")
+        if consistency_weight < 0:
+            raise ValueError(f"consistency_weight={consistency_weight} must be >= 0")
+        if consistency_weight > 0 and t_n < 1:
+            raise ValueError("the consistency term needs t_n >= 1: it trains the timesteps below t_n")
         self.abar, self.t_n, self.T = abar, int(t_n), len(abar)
+        self.consistency_weight = float(consistency_weight)
 
     def _at(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return self.abar.to(like.device)[t.long()].to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
@@ -87,13 +105,40 @@ class LatentTweedieLoss:
         c0, r = self.coefficients(t, x_t)
         return (c0 * x0_pred + r * x_t - x_n) ** 2
 
+    def posterior_draws(self, x_n: torch.Tensor, x0: torch.Tensor, s: torch.Tensor, z1: torch.Tensor,
+                        z2: torch.Tensor) -> torch.Tensor:
+        """Two draws of x_s ~ q(x_s | x_n, x0) for s < t_n (DDPM posterior), stacked along the batch."""
+        if bool((s >= self.t_n).any()) or bool((s < 0).any()):
+            raise ValueError(f"the consistency term needs 0 <= s < t_n={self.t_n}")
+        a_s, a_n = self._at(s, x_n), self.abar[self.t_n].to(x_n.dtype)
+        a = a_n / a_s
+        mean = a_s.sqrt() * (1 - a) / (1 - a_n) * x0 + a.sqrt() * (1 - a_s) / (1 - a_n) * x_n
+        std = ((1 - a_s) * (1 - a) / (1 - a_n)).clamp_min(0).sqrt()
+        return torch.cat([mean + std * z1, mean + std * z2])
+
+    def consistency_term(self, eps_model, x_n: torch.Tensor, s: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor,
+                         **cond) -> torch.Tensor:
+        """Per-element unbiased estimate of || E[h(x_s, s)] - h(x_n, t_n) ||^2 (h: the x0 estimate)."""
+        with torch.no_grad():
+            t_n = torch.full_like(s, self.t_n)
+            target = self.x0_from_eps(eps_model(x_n, t_n, **cond), x_n, t_n)
+        xs = self.posterior_draws(x_n, target, s, z1, z2)
+        ss = torch.cat([s, s])
+        p1, p2 = self.x0_from_eps(eps_model(xs, ss, **cond), xs, ss).chunk(2)
+        return (p1 - target) * (p2 - target)
+
     def __call__(self, eps_model, x_n: torch.Tensor, generator: torch.Generator | None = None, **cond) -> torch.Tensor:
         """Per-element loss for a batch of noisy latents; `eps_model(x_t, t, **cond)` predicts epsilon."""
         t = self.sample_t(len(x_n), generator, x_n.device)
         eta = torch.randn(x_n.shape, generator=generator).to(x_n)
         x_t = self.noise_further(x_n, t, eta)
         x0 = self.x0_from_eps(eps_model(x_t, t, **cond), x_t, t)
-        return self.residual(x0, x_t, x_n, t)
+        loss = self.residual(x0, x_t, x_n, t)
+        if self.consistency_weight > 0:  # drawn after the Tweedie term's draws: weight 0 leaves those unchanged
+            s = torch.randint(0, self.t_n, (len(x_n),), generator=generator).to(x_n.device)
+            z1, z2 = (torch.randn(x_n.shape, generator=generator).to(x_n) for _ in range(2))
+            loss = loss + self.consistency_weight * self.consistency_term(eps_model, x_n, s, z1, z2, **cond)
+        return loss
 
 
 @torch.no_grad()

@@ -115,3 +115,69 @@ def test_ddim_full_and_early_stopped_samplers_on_a_gaussian():
     assert early.var().item() == pytest.approx(a_n * S**4 / (a_n * S**2 + 1 - a_n), rel=0.03)
     with pytest.raises(ValueError, match="stop_t=999"):
         ddim_sample(_exact_eps(abar), x_T[:2], abar, stop_t=999)
+
+
+# ---------------------------------------------------------------- the consistency term
+
+def _gaussian_eps_model(loss, slope_below_t_n: float = 1.0):
+    """The exact eps-predictor of x0 ~ N(MU, S^2) (E[x0 | x_t] is linear in x_t); below t_n its x0
+    slope can be scaled to make a model that is wrong only there."""
+    abar = loss.abar
+
+    def eps_model(x_t, t):
+        a = abar[t.long()].view(-1, *([1] * (x_t.ndim - 1)))
+        k = a.sqrt() * S**2 / (a * S**2 + 1 - a)
+        k = torch.where(t.view_as(k[..., 0]).unsqueeze(-1) < loss.t_n, k * slope_below_t_n, k)
+        x0 = MU + k * (x_t - a.sqrt() * MU)
+        return (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+
+    return eps_model
+
+
+def test_posterior_draws_have_the_forward_law():
+    """x_s drawn from q(x_s | x_n, x0) with the true x0 has the forward marginal at s."""
+    loss = LatentTweedieLoss(ddpm_alphas_cumprod(), T_N, consistency_weight=1.0)
+    x0, eps, g = _toy()
+    x_n = loss.noisy_latents(x0, eps)
+    s = torch.full((len(x0),), 30)
+    z = [torch.randn(x0.shape, generator=g, dtype=torch.float64) for _ in range(2)]
+    x1, x2 = loss.posterior_draws(x_n, x0, s, *z).chunk(2)
+    a = loss.abar[30].item()
+    for x in (x1, x2):
+        assert x.mean().item() == pytest.approx(a**0.5 * MU, abs=0.01)
+        assert x.var().item() == pytest.approx(a * S**2 + 1 - a, rel=0.01)
+    with pytest.raises(ValueError, match="0 <= s < t_n=100"):
+        loss.posterior_draws(x_n[:2], x0[:2], torch.tensor([100, 3]), z[0][:2], z[1][:2])
+
+
+def test_consistency_term_vanishes_for_the_true_denoiser_only():
+    """The estimate of || E[h(x_s, s)] - h(x_n, t_n) ||^2 averages to ~0 for E[x0 | x_t] and is clearly
+    positive for a model that is right above t_n and wrong below it."""
+    loss = LatentTweedieLoss(ddpm_alphas_cumprod(), T_N, consistency_weight=1.0)
+    x0, eps, g = _toy()
+    x_n = loss.noisy_latents(x0, eps)
+    s = torch.randint(0, T_N, (len(x0),), generator=g)
+    z1, z2 = (torch.randn(x0.shape, generator=g, dtype=torch.float64) for _ in range(2))
+    right = loss.consistency_term(_gaussian_eps_model(loss), x_n, s, z1, z2).mean().item()
+    wrong = loss.consistency_term(_gaussian_eps_model(loss, 0.7), x_n, s, z1, z2).mean().item()
+    assert wrong > 0.01 and abs(right) < 0.05 * wrong, (right, wrong)
+
+
+def test_consistency_weight_adds_the_term_and_zero_leaves_the_tweedie_loss_unchanged():
+    abar = ddpm_alphas_cumprod()
+    x0, eps, _ = _toy(n=64)
+    plain, weighted = LatentTweedieLoss(abar, T_N), LatentTweedieLoss(abar, T_N, consistency_weight=2.0)
+    x_n = plain.noisy_latents(x0, eps)
+    model = _gaussian_eps_model(plain, 0.7)
+    a = plain(model, x_n, torch.Generator().manual_seed(5))
+    b = weighted(model, x_n, torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)
+    plain.sample_t(len(x_n), g)
+    torch.randn(x_n.shape, generator=g)  # the Tweedie term's draws come first, then the consistency term's
+    s = torch.randint(0, T_N, (len(x_n),), generator=g)
+    z1, z2 = (torch.randn(x_n.shape, generator=g).to(x_n) for _ in range(2))
+    assert torch.allclose(b, a + 2.0 * weighted.consistency_term(model, x_n, s, z1, z2))
+    with pytest.raises(ValueError, match="must be >= 0"):
+        LatentTweedieLoss(abar, T_N, consistency_weight=-1.0)
+    with pytest.raises(ValueError, match="needs t_n >= 1"):
+        LatentTweedieLoss(abar, 0, consistency_weight=1.0)

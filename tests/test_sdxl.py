@@ -4,6 +4,8 @@ error, the DAG of config/paper-sdxl.yaml, and (slow) the smoke config end to end
 The Gaussian-toy minimiser test of the latent Tweedie loss is in tests/test_latent_tweedie.py."""
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import signal
@@ -102,6 +104,27 @@ def test_kill_and_resume_is_exact_and_only_lora_changes(tiny, tmp_path, sdxl):
             continue
         torch.testing.assert_close(p, base[name.replace(".base_layer", "")], rtol=0, atol=0)
     assert changed_lora > 0
+
+
+def test_training_with_the_consistency_term_changes_only_lora_and_moves_the_loss(tiny, tmp_path, sdxl):
+    """consistency_weight > 0 (the official consistency_coeff): the same draws of the Tweedie term plus
+    the consistency term below t_n, so the logged loss differs from the weight-0 run; base weights stay."""
+    from ambient.cli import main
+    from ambient.latent.lora import load_finetuned
+
+    model, data = tiny
+    for name, extra in (("plain", []), ("consistent", ["--consistency-weight", "1.0"])):
+        args = _train_args(model, data, tmp_path / name, tmp_path / f"{name}.pt", steps=2) + extra
+        assert main(list(map(str, args))) == 0
+    losses = {n: [json.loads(ln)["loss"] for ln in (tmp_path / n / "train_log.jsonl").read_text().splitlines()]
+              for n in ("plain", "consistent")}
+    assert losses["plain"][0] != losses["consistent"][0] and all(map(math.isfinite, losses["consistent"]))
+    assert torch.load(tmp_path / "consistent.pt", weights_only=True)["config"]["consistency_weight"] == 1.0
+    m, _ = load_finetuned(model, tmp_path / "consistent.pt")
+    base = dict(sdxl.unet.named_parameters())
+    for name, p in m.unet.named_parameters():
+        if "lora_" not in name:
+            torch.testing.assert_close(p, base[name.replace(".base_layer", "")], rtol=0, atol=0)
 
 
 def test_early_stopped_and_full_sampler_shapes(sdxl):

@@ -89,7 +89,8 @@ def cmd_train(a) -> None:
     cfg = LoraTrainConfig(dataset=a.dataset, t_n=a.t_n, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
                           weight_decay=a.weight_decay, rank=a.rank, grad_clip=a.grad_clip, seed=a.seed,
                           noise_seed=a.noise_seed, prompt=a.prompt, precision=a.precision,
-                          checkpoint_every=a.checkpoint_every, log_every=a.log_every)
+                          checkpoint_every=a.checkpoint_every, log_every=a.log_every,
+                          consistency_weight=a.consistency_weight)
     md = _model_dir(a.model)
     out = train_lora(cfg, md, a.run_dir, a.out, _device(a.device, a.threads), progress=not a.quiet)
     print(f"wrote {out}")
@@ -231,6 +232,8 @@ def add_sdxl_commands(sub) -> None:
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--noise-seed", type=int, default=0, help="seed of the per-image noise at t_n")
+    p.add_argument("--consistency-weight", type=float, default=0.0,
+                   help="weight of the consistency term below t_n (official consistency_coeff; shipped 0)")
     p.add_argument("--prompt", default="a photo of a face")
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--log-every", type=int, default=10)

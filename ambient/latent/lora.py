@@ -20,7 +20,9 @@ step and the seeds (every random draw of a step comes from generators seeded by 
 step is the whole RNG state); written atomically, loaded with torch.load(weights_only=True). A run
 killed at any point resumes from its last checkpoint and ends bit for bit where an uninterrupted one
 ends. Differences from the official script: the VAE posterior mean instead of a sample per step, the
-consistency term not implemented (the shipped coefficient is 0), no EMA, no gradient accumulation.
+no EMA, no gradient accumulation. The optional consistency term (`consistency_weight`, the official
+`consistency_coeff`, 0 in the shipped config) is ambient.latent_tweedie's; it costs a no-grad UNet
+pass at t_n and two passes with gradients per image.
 """
 from __future__ import annotations
 
@@ -62,9 +64,9 @@ class LoraTrainConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.consistency_weight != 0:
-            raise ValueError(f"consistency_weight={self.consistency_weight}: the consistency term is not implemented "
-                             "for the SDXL branch (the official shipped config uses 0)")
+        if self.consistency_weight < 0:
+            raise ValueError(f"consistency_weight={self.consistency_weight} must be >= 0 (0: the Tweedie term only, "
+                             "as the official shipped config)")
         for key in ("steps", "batch_size", "rank", "checkpoint_every", "log_every", "keep_checkpoints"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key}={getattr(self, key)} must be >= 1")
@@ -149,7 +151,7 @@ def train_lora(cfg: LoraTrainConfig, model_dir: str | os.PathLike, run_dir: str 
         if data.channels != 3:
             raise ValueError(f"{cfg.dataset}: SDXL trains on RGB images, this zip is {data.channels}-channel")
         z0 = m.encode(data.images).cpu()
-        loss_fn = LatentTweedieLoss(m.alphas_cumprod, cfg.t_n)
+        loss_fn = LatentTweedieLoss(m.alphas_cumprod, cfg.t_n, cfg.consistency_weight)
         x_n = loss_fn.noisy_latents(z0.double(), fixed_noise(tuple(z0.shape[1:]), len(z0), cfg.noise_seed).double()).float()
         del z0  # the trainer holds the noisy latents only
         cond = m.condition(cfg.prompt, res)
