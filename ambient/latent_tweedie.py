@@ -29,19 +29,21 @@ the full-length sampler (which needs the consistency term to be right below t_n)
 
 The LoRA training loop, generation and the attacks on SDXL are in ambient/latent/.
 
-The consistency term (optional; `consistency_coeff` 0 in the shipped config), in the VP form of the
-pixel `ambient.noisy.TweedieLoss`: at a timestep s drawn uniform in [0, t_n), take the model's own
-(stop-gradient) x0 estimate at t_n as the target, draw x_s twice from the DDPM posterior
-q(x_s | x_n, x0 = target),
+The consistency term (optional; `consistency_coeff` 0 in the shipped config), as the official loop:
+from a start (x_u, u), either the Tweedie term's own (x_t, t) (`run_consistency_everywhere`, True in
+the shipped config) or the data (x_n, t_n) (the boundary, as the pixel `ambient.noisy.TweedieLoss`),
+go down to s = max(0, u - d), d uniform in {1, ..., max_steps_diff} (100), taking the model's own
+stop-gradient x0 estimate at u as the target and drawing x_s twice from the DDPM posterior
+q(x_s | x_u, x0 = target) (one stochastic DDPM step, the official `move_one_step`),
 
-    mean = sqrt(abar_s) (1 - a) / (1 - abar_n) x0 + sqrt(a) (1 - abar_s) / (1 - abar_n) x_n,
-    var  = (1 - abar_s) (1 - a) / (1 - abar_n),   a = abar_n / abar_s,
+    mean = sqrt(abar_s) (1 - a) / (1 - abar_u) x0 + sqrt(a) (1 - abar_s) / (1 - abar_u) x_u,
+    var  = (1 - abar_s) (1 - a) / (1 - abar_u),   a = abar_u / abar_s,
 
 and penalise (h(x_s1, s) - target) * (h(x_s2, s) - target): an unbiased estimate of
-|| E[h(x_s, s)] - h(x_n, t_n) ||^2, which the true E[x0 | x_t] makes zero (E[x0 | x_s] averaged over
-the reverse step from x_n is E[x0 | x_n]). It trains the range below t_n that only the full-length
-sampler visits. The official code draws s within `max_steps_diff` (100) below t_n; with t_n = 100
-that is [0, t_n), as here.
+|| E[h(x_s, s)] - h(x_u, u) ||^2, which the true E[x0 | x_t] makes zero (E[x0 | x_s] averaged over
+the reverse step from x_u is E[x0 | x_u]). Below t_n it trains the range that only the full-length
+sampler visits. One step (`num_consistency_steps` 1, the shipped value); the target never carries a
+gradient (the official `with_grad` switch is not reproduced).
 """
 from __future__ import annotations
 
@@ -57,7 +59,8 @@ def ddpm_alphas_cumprod(num_timesteps: int = 1000, beta_start: float = 0.00085, 
 class LatentTweedieLoss:
     """Per-element Tweedie residual^2 of a VP model trained on latents noised once to t_n."""
 
-    def __init__(self, alphas_cumprod: torch.Tensor, t_n: int, consistency_weight: float = 0.0):
+    def __init__(self, alphas_cumprod: torch.Tensor, t_n: int, consistency_weight: float = 0.0,
+                 consistency_everywhere: bool = True, max_steps_diff: int = 100):
         abar = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
         if abar.ndim != 1 or len(abar) < 2 or not bool(((abar > 0) & (abar < 1)).all()):
             raise ValueError("alphas_cumprod must be a 1-D schedule of values in (0, 1)")
@@ -69,9 +72,12 @@ class LatentTweedieLoss:
         if consistency_weight < 0:
             raise ValueError(f"consistency_weight={consistency_weight} must be >= 0")
         if consistency_weight > 0 and t_n < 1:
-            raise ValueError("the consistency term needs t_n >= 1: it trains the timesteps below t_n")
+            raise ValueError("the consistency term needs t_n >= 1: it steps down from timesteps >= t_n")
+        if max_steps_diff < 1:
+            raise ValueError(f"max_steps_diff={max_steps_diff} must be >= 1")
         self.abar, self.t_n, self.T = abar, int(t_n), len(abar)
         self.consistency_weight = float(consistency_weight)
+        self.consistency_everywhere, self.max_steps_diff = bool(consistency_everywhere), int(max_steps_diff)
 
     def _at(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return self.abar.to(like.device)[t.long()].to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
@@ -105,24 +111,28 @@ class LatentTweedieLoss:
         c0, r = self.coefficients(t, x_t)
         return (c0 * x0_pred + r * x_t - x_n) ** 2
 
-    def posterior_draws(self, x_n: torch.Tensor, x0: torch.Tensor, s: torch.Tensor, z1: torch.Tensor,
-                        z2: torch.Tensor) -> torch.Tensor:
-        """Two draws of x_s ~ q(x_s | x_n, x0) for s < t_n (DDPM posterior), stacked along the batch."""
-        if bool((s >= self.t_n).any()) or bool((s < 0).any()):
-            raise ValueError(f"the consistency term needs 0 <= s < t_n={self.t_n}")
-        a_s, a_n = self._at(s, x_n), self.abar[self.t_n].to(x_n.dtype)
-        a = a_n / a_s
-        mean = a_s.sqrt() * (1 - a) / (1 - a_n) * x0 + a.sqrt() * (1 - a_s) / (1 - a_n) * x_n
-        std = ((1 - a_s) * (1 - a) / (1 - a_n)).clamp_min(0).sqrt()
+    def posterior_draws(self, x_u: torch.Tensor, u: torch.Tensor, x0: torch.Tensor, s: torch.Tensor,
+                        z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        """Two draws of x_s ~ q(x_s | x_u, x0) for 0 <= s < u (DDPM posterior), stacked along the batch."""
+        if bool((s >= u).any()) or bool((s < 0).any()):
+            raise ValueError("the consistency step needs 0 <= s < u (it goes down from the start timestep u)")
+        a_s, a_u = self._at(s, x_u), self._at(u, x_u)
+        a = a_u / a_s
+        mean = a_s.sqrt() * (1 - a) / (1 - a_u) * x0 + a.sqrt() * (1 - a_s) / (1 - a_u) * x_u
+        std = ((1 - a_s) * (1 - a) / (1 - a_u)).clamp_min(0).sqrt()
         return torch.cat([mean + std * z1, mean + std * z2])
 
-    def consistency_term(self, eps_model, x_n: torch.Tensor, s: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor,
-                         **cond) -> torch.Tensor:
-        """Per-element unbiased estimate of || E[h(x_s, s)] - h(x_n, t_n) ||^2 (h: the x0 estimate)."""
+    def step_down(self, u: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """s = max(0, u - d), d uniform in {1, ..., max_steps_diff}, as the official loop."""
+        d = torch.randint(1, self.max_steps_diff + 1, u.shape, generator=generator).to(u.device)
+        return (u - d).clamp_min(0)
+
+    def consistency_term(self, eps_model, x_u: torch.Tensor, u: torch.Tensor, s: torch.Tensor, z1: torch.Tensor,
+                         z2: torch.Tensor, **cond) -> torch.Tensor:
+        """Per-element unbiased estimate of || E[h(x_s, s)] - h(x_u, u) ||^2 (h: the x0 estimate)."""
         with torch.no_grad():
-            t_n = torch.full_like(s, self.t_n)
-            target = self.x0_from_eps(eps_model(x_n, t_n, **cond), x_n, t_n)
-        xs = self.posterior_draws(x_n, target, s, z1, z2)
+            target = self.x0_from_eps(eps_model(x_u, u, **cond), x_u, u)
+        xs = self.posterior_draws(x_u, u, target, s, z1, z2)
         ss = torch.cat([s, s])
         p1, p2 = self.x0_from_eps(eps_model(xs, ss, **cond), xs, ss).chunk(2)
         return (p1 - target) * (p2 - target)
@@ -135,9 +145,10 @@ class LatentTweedieLoss:
         x0 = self.x0_from_eps(eps_model(x_t, t, **cond), x_t, t)
         loss = self.residual(x0, x_t, x_n, t)
         if self.consistency_weight > 0:  # drawn after the Tweedie term's draws: weight 0 leaves those unchanged
-            s = torch.randint(0, self.t_n, (len(x_n),), generator=generator).to(x_n.device)
+            x_u, u = (x_t, t) if self.consistency_everywhere else (x_n, torch.full_like(t, self.t_n))
+            s = self.step_down(u, generator)
             z1, z2 = (torch.randn(x_n.shape, generator=generator).to(x_n) for _ in range(2))
-            loss = loss + self.consistency_weight * self.consistency_term(eps_model, x_n, s, z1, z2, **cond)
+            loss = loss + self.consistency_weight * self.consistency_term(eps_model, x_u, u, s, z1, z2, **cond)
         return loss
 
 

@@ -141,43 +141,55 @@ def test_posterior_draws_have_the_forward_law():
     x_n = loss.noisy_latents(x0, eps)
     s = torch.full((len(x0),), 30)
     z = [torch.randn(x0.shape, generator=g, dtype=torch.float64) for _ in range(2)]
-    x1, x2 = loss.posterior_draws(x_n, x0, s, *z).chunk(2)
+    x1, x2 = loss.posterior_draws(x_n, torch.full_like(s, T_N), x0, s, *z).chunk(2)
     a = loss.abar[30].item()
     for x in (x1, x2):
         assert x.mean().item() == pytest.approx(a**0.5 * MU, abs=0.01)
         assert x.var().item() == pytest.approx(a * S**2 + 1 - a, rel=0.01)
-    with pytest.raises(ValueError, match="0 <= s < t_n=100"):
-        loss.posterior_draws(x_n[:2], x0[:2], torch.tensor([100, 3]), z[0][:2], z[1][:2])
+    with pytest.raises(ValueError, match="0 <= s < u"):
+        loss.posterior_draws(x_n[:2], torch.tensor([100, 100]), x0[:2], torch.tensor([100, 3]), z[0][:2], z[1][:2])
 
 
 def test_consistency_term_vanishes_for_the_true_denoiser_only():
-    """The estimate of || E[h(x_s, s)] - h(x_n, t_n) ||^2 averages to ~0 for E[x0 | x_t] and is clearly
-    positive for a model that is right above t_n and wrong below it."""
+    """The estimate of || E[h(x_s, s)] - h(x_u, u) ||^2 averages to ~0 for E[x0 | x_t] and is clearly
+    positive for a model that is right at and above t_n and wrong below it: from the boundary (x_n, t_n)
+    and from the Tweedie term's (x_t, t) with t in [t_n, t_n + 100), where steps reach below t_n."""
     loss = LatentTweedieLoss(ddpm_alphas_cumprod(), T_N, consistency_weight=1.0)
     x0, eps, g = _toy()
     x_n = loss.noisy_latents(x0, eps)
-    s = torch.randint(0, T_N, (len(x0),), generator=g)
-    z1, z2 = (torch.randn(x0.shape, generator=g, dtype=torch.float64) for _ in range(2))
-    right = loss.consistency_term(_gaussian_eps_model(loss), x_n, s, z1, z2).mean().item()
-    wrong = loss.consistency_term(_gaussian_eps_model(loss, 0.7), x_n, s, z1, z2).mean().item()
-    assert wrong > 0.01 and abs(right) < 0.05 * wrong, (right, wrong)
+    n = len(x0)
+    t = torch.randint(T_N, T_N + 100, (n,), generator=g)
+    starts = {"boundary": (x_n, torch.full((n,), T_N)),
+              "everywhere": (loss.noise_further(x_n, t, torch.randn(x0.shape, generator=g, dtype=torch.float64)), t)}
+    for name, (x_u, u) in starts.items():
+        s = loss.step_down(u, g)
+        assert bool((s < u).all()) and bool((s >= (u - 100).clamp_min(0)).all())
+        z1, z2 = (torch.randn(x0.shape, generator=g, dtype=torch.float64) for _ in range(2))
+        right = loss.consistency_term(_gaussian_eps_model(loss), x_u, u, s, z1, z2).mean().item()
+        wrong = loss.consistency_term(_gaussian_eps_model(loss, 0.7), x_u, u, s, z1, z2).mean().item()
+        assert wrong > 0.005 and abs(right) < 0.05 * wrong, (name, right, wrong)
 
 
 def test_consistency_weight_adds_the_term_and_zero_leaves_the_tweedie_loss_unchanged():
     abar = ddpm_alphas_cumprod()
     x0, eps, _ = _toy(n=64)
-    plain, weighted = LatentTweedieLoss(abar, T_N), LatentTweedieLoss(abar, T_N, consistency_weight=2.0)
+    plain = LatentTweedieLoss(abar, T_N)
     x_n = plain.noisy_latents(x0, eps)
     model = _gaussian_eps_model(plain, 0.7)
     a = plain(model, x_n, torch.Generator().manual_seed(5))
-    b = weighted(model, x_n, torch.Generator().manual_seed(5))
-    g = torch.Generator().manual_seed(5)
-    plain.sample_t(len(x_n), g)
-    torch.randn(x_n.shape, generator=g)  # the Tweedie term's draws come first, then the consistency term's
-    s = torch.randint(0, T_N, (len(x_n),), generator=g)
-    z1, z2 = (torch.randn(x_n.shape, generator=g).to(x_n) for _ in range(2))
-    assert torch.allclose(b, a + 2.0 * weighted.consistency_term(model, x_n, s, z1, z2))
+    for everywhere in (True, False):
+        weighted = LatentTweedieLoss(abar, T_N, consistency_weight=2.0, consistency_everywhere=everywhere)
+        b = weighted(model, x_n, torch.Generator().manual_seed(5))
+        g = torch.Generator().manual_seed(5)  # the Tweedie term's draws come first, then the consistency term's
+        t = plain.sample_t(len(x_n), g)
+        x_t = plain.noise_further(x_n, t, torch.randn(x_n.shape, generator=g).to(x_n))
+        x_u, u = (x_t, t) if everywhere else (x_n, torch.full_like(t, T_N))
+        s = weighted.step_down(u, g)
+        z1, z2 = (torch.randn(x_n.shape, generator=g).to(x_n) for _ in range(2))
+        assert torch.allclose(b, a + 2.0 * weighted.consistency_term(model, x_u, u, s, z1, z2))
     with pytest.raises(ValueError, match="must be >= 0"):
         LatentTweedieLoss(abar, T_N, consistency_weight=-1.0)
     with pytest.raises(ValueError, match="needs t_n >= 1"):
         LatentTweedieLoss(abar, 0, consistency_weight=1.0)
+    with pytest.raises(ValueError, match="max_steps_diff=0 must be >= 1"):
+        LatentTweedieLoss(abar, T_N, consistency_weight=1.0, max_steps_diff=0)

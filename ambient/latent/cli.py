@@ -90,7 +90,8 @@ def cmd_train(a) -> None:
                           weight_decay=a.weight_decay, rank=a.rank, grad_clip=a.grad_clip, seed=a.seed,
                           noise_seed=a.noise_seed, prompt=a.prompt, precision=a.precision,
                           checkpoint_every=a.checkpoint_every, log_every=a.log_every,
-                          consistency_weight=a.consistency_weight)
+                          consistency_weight=a.consistency_weight,
+                          consistency_everywhere=a.consistency_start == "everywhere", max_steps_diff=a.max_steps_diff)
     md = _model_dir(a.model)
     out = train_lora(cfg, md, a.run_dir, a.out, _device(a.device, a.threads), progress=not a.quiet)
     print(f"wrote {out}")
@@ -233,7 +234,11 @@ def add_sdxl_commands(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--noise-seed", type=int, default=0, help="seed of the per-image noise at t_n")
     p.add_argument("--consistency-weight", type=float, default=0.0,
-                   help="weight of the consistency term below t_n (official consistency_coeff; shipped 0)")
+                   help="weight of the consistency term (official consistency_coeff; shipped 0)")
+    p.add_argument("--consistency-start", choices=["everywhere", "boundary"], default="everywhere",
+                   help="where its step down starts: the Tweedie term's (x_t, t) (official run_consistency_everywhere, "
+                        "shipped) or the data (x_n, t_n)")
+    p.add_argument("--max-steps-diff", type=int, default=100, help="the step goes down by 1..this many timesteps")
     p.add_argument("--prompt", default="a photo of a face")
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--log-every", type=int, default=10)

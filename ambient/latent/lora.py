@@ -21,8 +21,9 @@ step is the whole RNG state); written atomically, loaded with torch.load(weights
 killed at any point resumes from its last checkpoint and ends bit for bit where an uninterrupted one
 ends. Differences from the official script: the VAE posterior mean instead of a sample per step, the
 no EMA, no gradient accumulation. The optional consistency term (`consistency_weight`, the official
-`consistency_coeff`, 0 in the shipped config) is ambient.latent_tweedie's; it costs a no-grad UNet
-pass at t_n and two passes with gradients per image.
+`consistency_coeff`, 0 in the shipped config) is ambient.latent_tweedie's, from the Tweedie term's
+(x_t, t) (`consistency_everywhere`, the official `run_consistency_everywhere`) or from (x_n, t_n); it
+costs a no-grad UNet pass and two passes with gradients per image.
 """
 from __future__ import annotations
 
@@ -61,6 +62,8 @@ class LoraTrainConfig:
     log_every: int = 10
     keep_checkpoints: int = 2
     consistency_weight: float = 0.0
+    consistency_everywhere: bool = True   # official run_consistency_everywhere (shipped: True)
+    max_steps_diff: int = 100             # official max_steps_diff
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -151,7 +154,8 @@ def train_lora(cfg: LoraTrainConfig, model_dir: str | os.PathLike, run_dir: str 
         if data.channels != 3:
             raise ValueError(f"{cfg.dataset}: SDXL trains on RGB images, this zip is {data.channels}-channel")
         z0 = m.encode(data.images).cpu()
-        loss_fn = LatentTweedieLoss(m.alphas_cumprod, cfg.t_n, cfg.consistency_weight)
+        loss_fn = LatentTweedieLoss(m.alphas_cumprod, cfg.t_n, cfg.consistency_weight, cfg.consistency_everywhere,
+                                    cfg.max_steps_diff)
         x_n = loss_fn.noisy_latents(z0.double(), fixed_noise(tuple(z0.shape[1:]), len(z0), cfg.noise_seed).double()).float()
         del z0  # the trainer holds the noisy latents only
         cond = m.condition(cfg.prompt, res)

@@ -75,7 +75,8 @@ def sdxl_train_opts(wildcards):
     return (f"--t-n {wildcards.tn} --steps {t['steps']} --batch-size {t['batch_size']} --lr {t['lr']} "
             f"--weight-decay {t['weight_decay']} --rank {t['rank']} --grad-clip {t['grad_clip']} --seed {t['seed']} "
             f"--noise-seed {t['noise_seed']} --checkpoint-every {t['checkpoint_every']} --log-every {t['log_every']} "
-            f"--consistency-weight {t['consistency_weight']} "
+            f"--consistency-weight {t['consistency_weight']} --consistency-start {t['consistency_start']} "
+            f"--max-steps-diff {t['max_steps_diff']} "
             f"--prompt {shlex.quote(s['prompt'])}")
 
 
