@@ -153,25 +153,24 @@ class LatentTweedieLoss:
 
 
 @torch.no_grad()
-def ddim_sample(eps_model, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, num_steps: int = 50,
-                stop_t: int = 0, **cond) -> torch.Tensor:
-    """Deterministic DDIM (eta = 0) from x_T ~ N(0, I) at t = T - 1 down to `stop_t`, then the x0
-    estimate there. stop_t = t_n: the early-stopped sampler; stop_t = 0: the full-length one.
-    `eps_model(x_t, t, **cond)` predicts epsilon; t is a (N,) long tensor."""
+def ddim_from(eps_model, x_t: torch.Tensor, alphas_cumprod: torch.Tensor, start_t: int, num_steps: int,
+              stop_t: int = 0, **cond) -> torch.Tensor:
+    """Deterministic DDIM (eta = 0) from x_t at `start_t` down to `stop_t`, then the x0 estimate there.
+    `eps_model(x_t, t, **cond)` predicts epsilon; t is a (N,) long tensor. The noise attack starts at
+    t_attack; `ddim_sample` starts at T - 1."""
     abar = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
     T = len(abar)
-    if not 0 <= stop_t < T - 1:
-        raise ValueError(f"stop_t={stop_t} must lie in [0, {T - 2}]")
+    if not 0 <= stop_t <= start_t < T:
+        raise ValueError(f"need 0 <= stop_t={stop_t} <= start_t={start_t} < {T}")
     if num_steps < 1:
         raise ValueError(f"num_steps={num_steps} must be >= 1")
-    ts = torch.linspace(T - 1, stop_t, num_steps + 1, dtype=torch.float64).round().long().unique_consecutive()
-    x = x_T.to(torch.float64)
-    n = len(x)
+    ts = torch.linspace(start_t, stop_t, num_steps + 1, dtype=torch.float64).round().long().unique_consecutive()
+    x, n = x_t.to(torch.float64), len(x_t)
     shape = (n, *([1] * (x.ndim - 1)))
 
     def x0_eps(x, t):
         a = abar[t].to(x.device).view(1).expand(n).view(shape)
-        eps = eps_model(x.to(x_T.dtype), torch.full((n,), int(t), device=x.device, dtype=torch.long), **cond)
+        eps = eps_model(x.to(x_t.dtype), torch.full((n,), int(t), device=x.device, dtype=torch.long), **cond)
         eps = eps.to(torch.float64)
         return (x - (1 - a).sqrt() * eps) / a.sqrt(), eps
 
@@ -180,4 +179,16 @@ def ddim_sample(eps_model, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, num_
         a_next = abar[t_next].to(x.device)
         x = a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
     x0, _ = x0_eps(x, ts[-1])
-    return x0.to(x_T.dtype)
+    return x0.to(x_t.dtype)
+
+
+@torch.no_grad()
+def ddim_sample(eps_model, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, num_steps: int = 50,
+                stop_t: int = 0, **cond) -> torch.Tensor:
+    """Deterministic DDIM (eta = 0) from x_T ~ N(0, I) at t = T - 1 down to `stop_t`, then the x0
+    estimate there. stop_t = t_n: the early-stopped sampler; stop_t = 0: the full-length one.
+    `eps_model(x_t, t, **cond)` predicts epsilon; t is a (N,) long tensor."""
+    T = len(alphas_cumprod)
+    if not 0 <= stop_t < T - 1:
+        raise ValueError(f"stop_t={stop_t} must lie in [0, {T - 2}]")
+    return ddim_from(eps_model, x_T, alphas_cumprod, T - 1, num_steps, stop_t, **cond)

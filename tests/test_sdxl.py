@@ -128,19 +128,23 @@ def test_training_with_the_consistency_term_changes_only_lora_and_moves_the_loss
 
 
 def test_early_stopped_and_full_sampler_shapes(sdxl):
-    from ambient.latent.generate import ddim_from, generate
-    from ambient.latent_tweedie import ddim_sample
+    from ambient.latent.generate import generate
+    from ambient.latent_tweedie import ddim_from
 
     cond = sdxl.condition("a photo of a face", 64)
     early = generate(sdxl, cond, 3, 64, seed=0, num_steps=2, stop_t=100, batch_size=2)
     full = generate(sdxl, cond, 3, 64, seed=0, num_steps=2, stop_t=0, batch_size=3)
     assert early.shape == full.shape == (3, 3, 64, 64) and early.dtype == np.uint8
     assert not np.array_equal(early, full)
-    # ddim_from at T - 1 is ddim_sample; the batch size does not change the samples
-    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
-    eps = lambda x, t: 0.1 * x + 1e-3 * t.view(-1, 1, 1, 1)  # noqa: E731
-    torch.testing.assert_close(ddim_from(eps, x, sdxl.alphas_cumprod, 999, 5, 100),
-                               ddim_sample(eps, x, sdxl.alphas_cumprod, 5, 100), rtol=0, atol=0)
+    # DDIM from an intermediate start (the noise attack's): handed the exact noise of x_t, every step
+    # stays on x0's trajectory and returns x0; the batch size does not change the samples
+    g = torch.Generator().manual_seed(0)
+    x0, e = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+    a = sdxl.alphas_cumprod[500].item()
+    x_t = a**0.5 * x0 + (1 - a) ** 0.5 * e
+    torch.testing.assert_close(ddim_from(lambda x, t: e, x_t, sdxl.alphas_cumprod, 500, 5, 0), x0, rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="stop_t=600 <= start_t=500"):
+        ddim_from(lambda x, t: e, x_t, sdxl.alphas_cumprod, 500, 5, 600)
     again = generate(sdxl, cond, 3, 64, seed=0, num_steps=2, stop_t=100, batch_size=3)
     np.testing.assert_array_equal(early, again)
 

@@ -21,8 +21,8 @@ import math
 import numpy as np
 import torch
 
+from ..latent_tweedie import ddim_from
 from ..utils import generator
-from .generate import ddim_from
 from .models import check_timestep
 
 _STREAM_ATTACK = 31
