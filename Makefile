@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CORES ?= all
 
-.PHONY: lock setup reproduce critical-path test test-fast bench lint report readme readme-check pull record dvc-yaml clean-results
+.PHONY: lock setup reproduce critical-path test test-fast bench lint report readme readme-check pull record clean-results
 
 # A fresh clone's set-up time goes to benchmarks/setup.json (the README's timings block)
 $(STAMP): pyproject.toml
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	@test -d benchmarks || $(BIN)/python -m ambient.readme_tables --record-setup $$(cat .setup-start) --benchmarks benchmarks
+	@test -d benchmarks || $(BIN)/python -m ambient.pipeline.readme_tables --record-setup $$(cat .setup-start) --benchmarks benchmarks
 	@rm -f .setup-start
 	touch $(STAMP)
 
@@ -31,12 +31,12 @@ lock: $(STAMP)
 # longest chain to benchmarks/critical_path.json (both feed the README's timings block)
 reproduce: $(STAMP)
 	@start=$$(date +%s.%N); $(BIN)/snakemake --cores $(CORES) && \
-	$(BIN)/python -m ambient.readme_tables --record-wall $$start --benchmarks benchmarks && \
-	$(BIN)/python -m ambient.critical_path --json benchmarks/critical_path.json
+	$(BIN)/python -m ambient.pipeline.readme_tables --record-wall $$start --benchmarks benchmarks && \
+	$(BIN)/python -m ambient.pipeline.critical_path --json benchmarks/critical_path.json
 
 # Where the last run's wall time went (Snakemake's metadata): throughput bound, longest chain
 critical-path: $(STAMP)
-	$(BIN)/python -m ambient.critical_path
+	$(BIN)/python -m ambient.pipeline.critical_path
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -46,9 +46,12 @@ test-fast: $(STAMP)
 
 # The roofline and the speed-ups, side by side on this machine; benchmarks/bench.json feeds `make readme`
 bench: $(STAMP)
-	$(BIN)/python -m ambient.bench --packing --json benchmarks/bench.json
+	$(BIN)/python -m ambient.pipeline.bench --packing --json benchmarks/bench.json
 
+# ruff (pyproject.toml) on the code and notebooks, then Snakemake's own lint of the workflow
 lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/snakemake --lint
 
 report: $(STAMP)
@@ -56,21 +59,18 @@ report: $(STAMP)
 
 # The README's results, claims and per-rule time tables, generated from the run's own files
 readme: $(STAMP)
-	$(BIN)/python -m ambient.readme_tables
+	$(BIN)/python -m ambient.pipeline.readme_tables
 
 readme-check: $(STAMP)
-	$(BIN)/python -m ambient.readme_tables --check
+	$(BIN)/python -m ambient.pipeline.readme_tables --check
 
-# DVC: the consumer path (pull, touch, check nothing retrains, render figures), recording a
-# run into dvc.lock, and regenerating dvc.yaml after the config's grid changes (docs/dvc.md)
+# DVC (docs/dvc.md): the consumer path (dvc pull, mtimes in phase order, dvc status clean), and
+# recording the run `make reproduce` made into dvc.lock without running anything again
 pull: $(STAMP)
-	$(BIN)/python -m ambient.pull
+	$(BIN)/python -m ambient.pipeline.pull
 
 record: $(STAMP)
-	$(BIN)/python -m ambient.pull --repro
-
-dvc-yaml: $(STAMP)
-	$(BIN)/python -m ambient.pull --write-dvc-yaml
+	$(BIN)/dvc commit --force --no-relink && $(BIN)/dvc status
 
 clean-results:
 	rm -rf results logs benchmarks .snakemake

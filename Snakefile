@@ -3,6 +3,8 @@
 #   snakemake --cores all                                  the embedded default (config/config.yaml)
 #   snakemake --cores all --configfile config/smoke.yaml   a tiny end-to-end run (tests)
 #   snakemake --report results/report.html                 every figure in one HTML page
+#   snakemake --cores all models                           one phase: datasets, models, samples,
+#                                                          evaluation, metrics or figures
 #
 # Data flow: prepare -> train (one model per corruption) -> sample -> similarity, FD/KD, attacks
 # -> summary.csv -> figure notebooks (papermill) -> PNG/PDF + executed notebooks.
@@ -28,7 +30,7 @@ report: "workflow/report/workflow.rst"
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_.-]+",
-    corruption=r"clean|dust-p[0-9.]+|box-p[0-9.]+|noise-s[0-9.]+(-naive)?",
+    corruption=layout.RUN_NAME_PATTERN,
     extractor=r"[a-z0-9_]+",
 
 
@@ -39,6 +41,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/claims.smk"
 include: "workflow/rules/sdxl.smk"
+include: "workflow/rules/phases.smk"
 
 
 # Cheap rules stay on the submitting host on cluster profiles (the figure rules too: `localrule: True`

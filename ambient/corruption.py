@@ -6,12 +6,11 @@ dataset's masks and noise are identical across epochs, runs, processes and machi
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass
 
 import torch
 
-from .layout import MASKED_KINDS, corruption_name
+from .layout import MASKED_KINDS, corruption_name, parse_run_name
 from .utils import generator
 
 KINDS = ("clean", "dust", "box", "noise")
@@ -23,7 +22,6 @@ _STREAM_SAMPLE_A, _STREAM_SAMPLE_B = 3, 4
 # A second box that overlaps the first is redrawn (see further_mask); past this many tries the
 # remaining disjoint positions are enumerated.
 _BOX_TRIES = 64
-_NAME = re.compile(r"^(clean|dust-p(?P<dp>[0-9.]+)|box-p(?P<bp>[0-9.]+)|noise-s(?P<s>[0-9.]+))$")
 
 
 @dataclass(frozen=True)
@@ -78,16 +76,17 @@ class Corruption:
 
     @classmethod
     def from_name(cls, name: str, delta: float = 0.0, seed: int = 0) -> "Corruption":
-        m = _NAME.match(name)
-        if not m:
+        try:
+            kind, level, naive = parse_run_name(name)
+        except ValueError:
+            naive = True
+        if naive:  # a run name, but the naive baseline's: its corruption is the name without the suffix
             raise ValueError(f"corruption name {name!r} is not one of clean, dust-pP, box-pP, noise-sS")
-        if name == "clean":
+        if kind == "clean":
             return cls(seed=seed)
-        if m["dp"]:
-            return cls("dust", p=float(m["dp"]), delta=delta, seed=seed)
-        if m["bp"]:
-            return cls("box", p=float(m["bp"]), delta=delta, seed=seed)
-        return cls("noise", sigma_n=float(m["s"]), seed=seed)
+        if kind == "noise":
+            return cls("noise", sigma_n=level, seed=seed)
+        return cls(kind, p=level, delta=delta, seed=seed)
 
     # ------------------------------------------------------------ per-image draws
 

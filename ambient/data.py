@@ -1,4 +1,4 @@
-"""Image sources and prepared datasets.
+"""Image sources, prepared datasets, and image sets (zips or folders) read into arrays.
 
 A prepared dataset is one zip of uint8 PNGs (`000000.png`, ...) plus `dataset.json`, a
 manifest with the index, source id and sha256 of every image. Zip entries carry a fixed
@@ -7,6 +7,7 @@ timestamp so the same images always give the same bytes (DVC hashes files).
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,3 +232,51 @@ def read_image_zip(path: str | Path, verify: bool = True, allow_plain: bool = Fa
         raise ValueError(f"{path}: not a valid zip ({e}); delete it and prepare it again") from None
     images = np.stack(arrays).astype(np.uint8)
     return Dataset(images, manifest or {"num_images": len(images)})
+
+
+# ---------------------------------------------------------------- image sets (samples, datasets, folders)
+
+def image_files(path: str | os.PathLike) -> tuple[list[str], str | None]:
+    """Image file names of a zip (with the zip as clean-fid's `fdir`) or full paths in a folder, in the
+    order `load_images` returns them (a zip's manifest order, else sorted)."""
+    import json
+
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".zip":
+        try:
+            with zipfile.ZipFile(path) as zf:
+                listed = zf.namelist()
+                if MANIFEST in listed:
+                    names = [e["file"] for e in json.loads(zf.read(MANIFEST))["images"]]
+                else:
+                    names = sorted(n for n in listed if Path(n).suffix.lower() in IMAGE_SUFFIXES)
+        except zipfile.BadZipFile as e:
+            raise ValueError(f"{path}: not a valid zip ({e})") from None
+        if not names:
+            raise ValueError(f"{path}: the zip holds no images")
+        return names, str(path)
+    if path.is_dir():
+        files = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"{path}: the folder holds no images")
+        return files, None
+    raise FileNotFoundError(f"{path}: image zip or folder not found")
+
+
+def load_images(path: str | os.PathLike) -> np.ndarray:
+    """uint8 (N, C, H, W) from a dataset/sample zip (sha256-checked when it has a manifest) or a folder
+    of equally sized images (no resizing), in sorted file order."""
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".zip":
+        return read_image_zip(path).images
+    files, _ = image_files(path)
+    arrays = []
+    for f in files:
+        with Image.open(f) as img:
+            img = img.convert("L" if img.mode in ("1", "L", "LA") else "RGB")
+            a = np.asarray(img, dtype=np.uint8)
+        arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise ValueError(f"{path}: images differ in size or channels ({sorted(shapes)[:3]}...); resize them first")
+    return np.stack(arrays)

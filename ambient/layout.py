@@ -14,6 +14,7 @@ Run names:
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -34,6 +35,23 @@ def corruption_name(kind: str, p: float = 0.0, sigma_n: float = 0.0) -> str:
     if kind == "noise":
         return f"noise-s{sigma_n:.2f}"
     return f"{kind}-p{p:.2f}"
+
+
+# A run name, the one pattern: the Snakefile's wildcard constraint, and parse_run_name below.
+RUN_NAME_PATTERN = r"clean|(?:dust|box)-p[0-9.]+|noise-s[0-9.]+(?:-naive)?"
+_RUN_NAME = re.compile(r"(?P<clean>clean)|(?P<kind>dust|box)-p(?P<p>[0-9.]+)|noise-s(?P<s>[0-9.]+)(?P<naive>-naive)?")
+
+
+def parse_run_name(name: str) -> tuple[str, float, bool]:
+    """(kind, level, naive) of a run name: the inverse of run_name."""
+    m = _RUN_NAME.fullmatch(name)
+    if not m:
+        raise ValueError(f"run name {name!r} is not one of clean, dust-pP, box-pP, noise-sS, noise-sS{NAIVE_SUFFIX}")
+    if m["clean"]:
+        return "clean", 0.0, False
+    if m["kind"]:
+        return m["kind"], float(m["p"]), False
+    return "noise", float(m["s"]), bool(m["naive"])
 
 
 def is_naive(entry: dict) -> bool:
@@ -78,27 +96,58 @@ def run_list(config: dict) -> list[dict]:
 
 # ---------------------------------------------------------------- result files
 
-RUN_DIR = "results/{dataset}/{run}"
-# Per-model result files under RUN_DIR; {extractor} is the similarity feature space.
-RUN_FILES = {
-    "model": "model.pt",
-    "samples": "samples.zip",
-    "samples_full": "samples_full.zip",
-    "neighbors_json": "neighbors_{extractor}.json",
-    "neighbors_csv": "neighbors_{extractor}.csv",
-    "attack_inpaint_json": "attack_inpaint.json",
-    "attack_inpaint_npz": "attack_inpaint_gallery.npz",
-    "attack_noise_json": "attack_noise.json",
-    "attack_noise_npz": "attack_noise_gallery.npz",
-    "hf_json": "hf_energy.json",
-}
-DATASET_ZIP = "data/{dataset}.zip"
-SUMMARY_CSV = "results/metrics/summary.csv"
+# One directory per phase (one DVC stage each, dvc.yaml), then dataset, then model. A phase's files
+# never share a directory with another phase's, so DVC tracks each phase as one directory.
+DATA_DIR = "data"
+MODELS_DIR = "results/models"
+SAMPLES_DIR = "results/samples"
+EVALUATION_DIR = "results/evaluation"
+METRICS_DIR = "results/metrics"
 FIGURES_DIR = "results/figures"
+# In the order the phases run (dvc.yaml's stages: datasets, models, samples, evaluation, metrics, figures).
+PHASE_DIRS = (DATA_DIR, MODELS_DIR, SAMPLES_DIR, EVALUATION_DIR, METRICS_DIR, FIGURES_DIR)
+
+DATASET_ZIP = DATA_DIR + "/{dataset}.zip"
+HELDOUT_ZIP = DATA_DIR + "/{dataset}-heldout.zip"
+# Feature statistics of the reference set FD/KD are scored against ({ref}: heldout or train).
+REF_STATS = EVALUATION_DIR + "/{dataset}/ref_{extractor}_{ref}.npz"
+SUMMARY_CSV = METRICS_DIR + "/summary.csv"
+SUMMARY_JSON = METRICS_DIR + "/summary.json"  # dvc.yaml's metrics
+CLAIMS_CSV = METRICS_DIR + "/claims.csv"
+
+# Per-model result files. {extractor}: the feature space; {attack}: inpaint, noise or key.
+_MODEL, _SAMPLES, _EVAL = (d + "/{dataset}/{run}/" for d in (MODELS_DIR, SAMPLES_DIR, EVALUATION_DIR))
+RUN_FILES = {
+    "model": _MODEL + "model.pt",
+    "train_dir": _MODEL + "train",  # checkpoints and train_log.jsonl: resume state, not an output
+    "samples": _SAMPLES + "samples.zip",
+    "samples_full": _SAMPLES + "samples_full.zip",
+    "neighbors_json": _EVAL + "neighbors_{extractor}.json",
+    "neighbors_csv": _EVAL + "neighbors_{extractor}.csv",
+    "neighbors_npz": _EVAL + "neighbors_{extractor}_gallery.npz",
+    "fd_json": _EVAL + "fd_{extractor}.json",
+    "attack_json": _EVAL + "attack_{attack}.json",
+    "attack_csv": _EVAL + "attack_{attack}.csv",
+    "attack_npz": _EVAL + "attack_{attack}_gallery.npz",
+    "hf_json": _EVAL + "hf_energy.json",
+}
+# The attack files of one kind, as the figure table names them.
+for _attack in ("inpaint", "noise", "key"):
+    for _ext in ("json", "csv", "npz"):
+        RUN_FILES[f"attack_{_attack}_{_ext}"] = RUN_FILES[f"attack_{_ext}"].replace("{attack}", _attack)
 
 
-def run_file(key: str, dataset: str, run: str, extractor: str = "pixel") -> str:
-    return f"{RUN_DIR}/{RUN_FILES[key]}".format(dataset=dataset, run=run, extractor=extractor)
+class _Keep(dict):
+    """format_map fields not given stay as they are: Snakemake wildcards ({dataset}, {extractor})."""
+
+    def __missing__(self, key):
+        return "{" + key + "}"
+
+
+def run_file(key: str, dataset: str = "{dataset}", run: str = "{corruption}", **fields) -> str:
+    """The path of a model's result file. Fields left out stay wildcards: run_file("model") is the
+    train rule's output pattern results/models/{dataset}/{corruption}/model.pt."""
+    return RUN_FILES[key].format_map(_Keep(dataset=dataset, run=run, **fields))
 
 
 # ---------------------------------------------------------------- figures

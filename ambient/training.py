@@ -113,7 +113,7 @@ _RESUME_KEYS = ("corruption", "network", "formulation", "loss", "consistency_wei
                 "ema_decay", "grad_clip", "xflip", "seed", "precision", "channels_last")
 
 
-def make_loss(cfg: TrainConfig):
+def make_loss(cfg: TrainConfig) -> EDMLoss:
     kind = cfg.effective_loss
     if kind == "ambient":
         return AmbientLoss(cfg.formulation)
@@ -278,19 +278,67 @@ def _init_distributed(dev: torch.device, batch_size: int) -> tuple[int, int, tor
 
 def _train(cfg: TrainConfig, run_dir: Path, out: Path, dev: torch.device, world: int, rank: int,
            progress: bool) -> Path:
-    torch.manual_seed(cfg.seed)  # network initialisation
+    # Initialize: the network's weights come from torch's global RNG.
+    torch.manual_seed(cfg.seed)
 
+    # Load dataset: the trainer only ever holds the observations.
+    observations, info = _observations(cfg)
+
+    # Construct network, EMA and optimizer; resume them from this run's latest checkpoint.
+    model, ema, optimizer = build_training(cfg, info["channels"], info["resolution"], dev)
+    start = _resume(cfg, run_dir, info, (model, ema, optimizer), dev, rank, progress)
+
+    # Train.
+    observations = tuple(t.to(dev) for t in observations)
+    net = _distributed(model, dev, world)
+    setup = step_setup(cfg, info["num_images"], dev, rank, world)
+    log = _TrainLog(cfg, run_dir / "train_log.jsonl", dev, world, rank)
+    kill_at = int(os.environ.get("AMBIENT_KILL_AT_STEP", "-1"))  # tests: a real SIGKILL mid-run
+    model.train()
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train {info['corruption_name']}",
+               unit="step", disable=not progress)
+    for step in bar:
+        batch = batch_at(cfg, setup.sampler, step, setup.positions, observations)
+        loss = train_step(cfg, net, model, ema, optimizer, setup.loss_fn, batch, step, setup.positions, setup.autocast)
+
+        # Log and save a snapshot.
+        done = step + 1
+        log.add(loss, done, optimizer, bar)
+        if rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+            _save_snapshot(run_dir, model, ema, optimizer, done, cfg, info)
+        if done == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+    bar.close()
+
+    # Done.
+    if rank == 0:
+        save_checkpoint(out, model, ema, None, cfg.steps, cfg, info)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return out
+
+
+def _observations(cfg: TrainConfig) -> tuple[tuple[torch.Tensor, ...], dict]:
+    """The corrupted dataset (x, A, A~): A x (erased pixels zeroed), x + sigma_n eps, or x; and the run's info."""
     data = read_image_zip(cfg.dataset)
     corr = cfg.corruption_spec
-    # the trainer only ever holds the observations: A x (erased pixels zeroed), x + sigma_n eps, or x
     images, a, a_tilde = corr.apply(data.as_float())
     n, c, h, _ = images.shape
     info = {"channels": c, "resolution": h, "num_images": n, "dataset_sha256": sha256_file(cfg.dataset),
             "corruption_name": corr.name}
+    return (images, a, a_tilde), info
 
-    model, ema, optimizer = build_training(cfg, c, h, dev)
+
+def _resume(cfg: TrainConfig, run_dir: Path, info: dict, state: tuple, dev: torch.device, rank: int,
+            progress: bool) -> int:
+    """Load (model, ema, optimizer) from the run's latest checkpoint at or before `steps`; its step (0 if none).
+
+    Also removes the temporary files of a kill mid-write, and (rank 0) the log lines past that step.
+    """
+    model, ema, optimizer = state
     start = 0
-
     if rank == 0:
         for stale in run_dir.glob(".checkpoint-*.tmp"):  # left by a kill mid-write
             stale.unlink()
@@ -299,70 +347,61 @@ def _train(cfg: TrainConfig, run_dir: Path, out: Path, dev: torch.device, world:
     # later one (a longer run in the same directory) is never returned under this run's label.
     ckpts = [p for p in list_checkpoints(run_dir) if checkpoint_step(p) <= cfg.steps]
     if ckpts:
-        state = load_checkpoint(ckpts[-1], map_location=dev, hint="delete it to resume from the checkpoint before it")
-        _check_resumable(ckpts[-1], state, cfg, info)
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        start = state["step"]
+        ckpt = load_checkpoint(ckpts[-1], map_location=dev, hint="delete it to resume from the checkpoint before it")
+        _check_resumable(ckpts[-1], ckpt, cfg, info)
+        model.load_state_dict(ckpt["model"])
+        ema.load_state_dict(ckpt["ema"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start = ckpt["step"]
         if progress:
             tqdm.write(f"resuming from {ckpts[-1]} at step {start}")
-
-    images, a, a_tilde = images.to(dev), a.to(dev), a_tilde.to(dev)
-    net = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        # buffers are constants (the embedding's frequencies): nothing to broadcast per forward
-        net = DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None,
-                                      broadcast_buffers=False)
-    local = cfg.batch_size // world
-    positions = range(rank * local, (rank + 1) * local)  # this process's slice of every global batch
-    sampler = BatchSampler(n, cfg.batch_size, cfg.seed)
-    loss_fn = make_loss(cfg)
-    log_path = run_dir / "train_log.jsonl"
     if rank == 0:
-        _truncate_log(log_path, start)
-    kill_at = int(os.environ.get("AMBIENT_KILL_AT_STEP", "-1"))  # tests: a real SIGKILL mid-run
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+        _truncate_log(run_dir / "train_log.jsonl", start)
+    return start
 
-    model.train()
-    running, t0, seen = 0.0, time.perf_counter(), 0
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train {corr.name}",
-               unit="step", disable=not progress)
-    for step in bar:
-        batch = batch_at(cfg, sampler, step, positions, (images, a, a_tilde))
-        loss = train_step(cfg, net, model, ema, optimizer, loss_fn, batch, step, positions, autocast)
 
-        running += loss.item()
-        seen += 1
-        done = step + 1
-        if (done % cfg.log_every == 0 or done == cfg.steps) and world > 1:
-            running = _mean_over_ranks(running, dev)
-        if rank == 0 and (done % cfg.log_every == 0 or done == cfg.steps):
-            elapsed = time.perf_counter() - t0
-            rec = {"step": done, "loss": running / seen, "lr": optimizer.param_groups[0]["lr"],
-                   "img_per_s": seen * cfg.batch_size / max(elapsed, 1e-9)}
-            with open(log_path, "a") as f:
+def _distributed(model: EDMPrecond, dev: torch.device, world: int) -> torch.nn.Module:
+    """The model the loss calls: `model` itself, or (under torchrun) its DistributedDataParallel wrapper."""
+    if world == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    # buffers are constants (the embedding's frequencies): nothing to broadcast per forward
+    return DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None, broadcast_buffers=False)
+
+
+class _TrainLog:
+    """Every `log_every` steps (and the last): the mean loss since the last line (over all ranks),
+    the learning rate and img/s, appended to train_log.jsonl by rank 0."""
+
+    def __init__(self, cfg: TrainConfig, path: Path, dev: torch.device, world: int, rank: int):
+        self.cfg, self.path, self.dev, self.world, self.rank = cfg, path, dev, world, rank
+        self.running, self.t0, self.seen = 0.0, time.perf_counter(), 0
+
+    def add(self, loss: torch.Tensor, done: int, optimizer, bar) -> None:
+        self.running += loss.item()
+        self.seen += 1
+        if not (done % self.cfg.log_every == 0 or done == self.cfg.steps):
+            return
+        if self.world > 1:
+            self.running = _mean_over_ranks(self.running, self.dev)
+        if self.rank == 0:
+            elapsed = time.perf_counter() - self.t0
+            rec = {"step": done, "loss": self.running / self.seen, "lr": optimizer.param_groups[0]["lr"],
+                   "img_per_s": self.seen * self.cfg.batch_size / max(elapsed, 1e-9)}
+            with open(self.path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
             bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['img_per_s']:.0f}")
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            running, seen, t0 = 0.0, 0, time.perf_counter()
-        if rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-            save_checkpoint(run_dir / f"checkpoint-{done:07d}.pt", model, ema, optimizer, done, cfg, info)
-            mine = [p for p in list_checkpoints(run_dir) if checkpoint_step(p) <= done]
-            for old in mine[: -cfg.keep_checkpoints]:
-                old.unlink()
-        if done == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-    bar.close()
-    if rank == 0:
-        save_checkpoint(out, model, ema, None, cfg.steps, cfg, info)
-    if world > 1:
-        import torch.distributed as dist
+        self.running, self.seen, self.t0 = 0.0, 0, time.perf_counter()
 
-        dist.barrier()
-    return out
+
+def _save_snapshot(run_dir: Path, model: EDMPrecond, ema: EDMPrecond, optimizer, done: int, cfg: TrainConfig,
+                   info: dict) -> None:
+    """checkpoint-<done>.pt, keeping this run's `keep_checkpoints` latest (a longer run's later ones stay)."""
+    save_checkpoint(run_dir / f"checkpoint-{done:07d}.pt", model, ema, optimizer, done, cfg, info)
+    mine = [p for p in list_checkpoints(run_dir) if checkpoint_step(p) <= done]
+    for old in mine[: -cfg.keep_checkpoints]:
+        old.unlink()
 
 
 def build_training(cfg: TrainConfig, channels: int, resolution: int,
@@ -377,6 +416,29 @@ def build_training(cfg: TrainConfig, channels: int, resolution: int,
     # fused Adam: one kernel for all parameters (on CPU the default is a per-parameter loop)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
     return model, ema, optimizer
+
+
+@dataclass
+class StepSetup:
+    """What a training step needs besides the weights: the batch sampler, this process's positions in
+    every global batch, the loss and the autocast context. The trainer and the benchmark build it here."""
+
+    sampler: BatchSampler
+    positions: range
+    loss_fn: EDMLoss
+    autocast: torch.autocast
+
+
+def step_setup(cfg: TrainConfig, num_images: int, dev: torch.device, rank: int = 0, world: int = 1) -> StepSetup:
+    local = cfg.batch_size // world
+    positions = range(rank * local, (rank + 1) * local)  # this process's slice of every global batch
+    return StepSetup(BatchSampler(num_images, cfg.batch_size, cfg.seed), positions, make_loss(cfg),
+                     torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"))
+
+
+def loss_rng(seed: int, step: int, positions: range, device: str | torch.device = "cpu") -> SampleRNG:
+    """The loss's random draws of step `step`: one stream per sample position of the global batch."""
+    return SampleRNG(seed, step, _STREAM_LOSS, positions, device)
 
 
 def batch_at(cfg: TrainConfig, sampler: BatchSampler, step: int, positions: range,
@@ -402,7 +464,7 @@ def train_step(cfg: TrainConfig, net: torch.nn.Module, model: EDMPrecond, ema: E
     Returns the batch's mean loss (detached).
     """
     x, m, mt = batch
-    g = SampleRNG(cfg.seed, step, _STREAM_LOSS, positions, x.device)
+    g = loss_rng(cfg.seed, step, positions, x.device)
     with autocast:
         loss = loss_fn(net, x, g, mask=m, further_mask=mt).sum() / len(x)
     optimizer.zero_grad(set_to_none=True)

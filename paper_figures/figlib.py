@@ -55,7 +55,8 @@ def complete_runs(root: Path, runs: list[dict] | None, dataset: str, extractor: 
     out = []
     for r in runs:
         # samples_full only where given: just the Tweedie models trained with consistency have one
-        files = {k: layout.run_file(k, dataset, r["name"], extractor) for k in layout.RUN_FILES if k != "samples_full"}
+        files = {k: layout.run_file(k, dataset, r["name"], extractor=extractor) for k in layout.RUN_FILES
+                 if k != "samples_full" and "{" not in layout.run_file(k, dataset, r["name"], extractor=extractor)}
         r = {**files, **r}
         out.append({k: (resolve(root, v) if k in layout.RUN_FILES else v) for k, v in r.items()})
     return out

@@ -1,4 +1,4 @@
-"""ambient.bench: the benchmark runs the code that trains (train_step, batch_at) and writes its roofline.
+"""ambient.pipeline.bench: the benchmark runs the code that trains (train_step, batch_at) and writes its roofline.
 
 Tiny step counts: this checks that every variant and the JSON keys work, not speed (speed is
 `make bench`'s job, never a test's)."""
@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from ambient import bench as B
+from ambient.pipeline import bench as B
 from ambient import training as T
 
 
@@ -56,7 +56,7 @@ def test_main_writes_the_roofline(tmp_path):
                 "packing[plain] 2 jobs x 1 thread img/s", "packing[sample] 2 jobs x 1 thread samples/s"):
         assert rows[key] > 0, key
     # the README's speed block states the packing comparison
-    from ambient.readme_tables import render_speed
+    from ambient.pipeline.readme_tables import render_speed
 
     text = render_speed(out, tmp_path / "README.md")
     assert "two 1-thread jobs side by side" in text and "training (bf16 step)" in text

@@ -1,4 +1,4 @@
-"""ambient.claims: the papers' claims against a summary.csv (synthetic files: holds, fails, n/a)."""
+"""ambient.eval.claims: the papers' claims against a summary.csv (synthetic files: holds, fails, n/a)."""
 from __future__ import annotations
 
 import csv
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ambient import claims as C
+from ambient.eval import claims as C
 
 COLUMNS = ["model", "dataset", "corruption", "kind", "level", "loss", "steps", "n_samples", "extractor", "sim_mean",
            "share_gt_0.90", "share_gt_0.95", "share_gt_0.99", "fd_filterbank_heldout", "kd_filterbank_heldout",
@@ -222,7 +222,7 @@ def test_run_names_alone_give_kind_level_and_loss(tmp_path):
 
 
 def test_importable_without_torch():
-    code = ("import sys, ambient.claims, ambient.readme_tables; "
+    code = ("import sys, ambient.eval.claims, ambient.pipeline.readme_tables; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr

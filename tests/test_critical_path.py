@@ -1,4 +1,4 @@
-"""ambient.critical_path: jobs, runs and chains from Snakemake's per-file metadata records.
+"""ambient.pipeline.critical_path: jobs, runs and chains from Snakemake's per-file metadata records.
 
 The records are written as Snakemake writes them (one JSON file per output, named by the output's
 urlsafe base64 path, several outputs of one job sharing rule, hash and end time), for a small
@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from ambient import critical_path as CP
+from ambient.pipeline import critical_path as CP
 
 
 def write_record(root, output, rule, job_hash, start, end, inputs=(), incomplete=False):

@@ -1,4 +1,4 @@
-"""ambient.download against a local HTTP server on 127.0.0.1 (no other network)."""
+"""ambient.pipeline.download against a local HTTP server on 127.0.0.1 (no other network)."""
 from __future__ import annotations
 
 import hashlib
@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from ambient import data
-from ambient import download as dl
+from ambient.pipeline import download as dl
 
 
 # ---------------------------------------------------------------- fake server

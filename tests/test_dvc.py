@@ -1,11 +1,11 @@
-"""DVC: dvc.yaml (generated from Snakemake's DAG), .dvc/config, and the consumer round trip.
+"""DVC: the hand-written dvc.yaml (one stage per phase directory), .dvc/config, and round trips.
 
-The end-to-end tests (slow) work in temporary git repositories holding a copy of the workflow:
-the producer records config/smoke.yaml with `python -m ambient.pull --repro` and pushes to the
-default local-directory remote (a folder beside the checkout); a `git clone` then runs
-`python -m ambient.pull`: figures rendered, no compute job run (Snakemake's logs), `dvc status`
-clean. A pulled file edited by hand shows in `dvc status` and only its dependents rerun. A partial
-pull stops naming the job instead of recomputing; `--from-cache` renders without checkpoints.
+The end-to-end tests (slow) work in temporary git repositories holding a copy of the workflow with
+config/smoke.yaml (three of its models) as config/config.yaml. The producer runs a plain `dvc repro`
+and pushes to the default local-directory remote (a folder beside the checkout), or to an S3 server
+on 127.0.0.1. A `git clone` then runs `python -m ambient.pipeline.pull`: every output there, no
+Snakemake job run, `dvc status` clean, and a plain `snakemake -n` with nothing to do. `--render`
+renders the figures again and runs nothing else.
 """
 from __future__ import annotations
 
@@ -22,18 +22,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ambient import pull as P
+from ambient import layout
+from ambient.pipeline import pull as P
 
 REPO = Path(__file__).resolve().parents[1]
 COPY = ("Snakefile", "workflow", "config", "paper_figures", "profiles", "environment.yml", "ambient", ".gitignore",
         ".dvcignore", ".dvc/config", ".dvc/.gitignore", "dvc.yaml")
-SMOKE = ["--configfile", "config/smoke.yaml"]
+STAGES = ["datasets", "models", "samples", "evaluation", "metrics", "figures"]
 # The round trip runs config/smoke.yaml with three of its models (one per kind of figure input:
 # clean, ambient, noisy), to keep the slow tests near two minutes on 2 cores.
 RUNS = [{"kind": "clean"}, {"kind": "dust", "p": 0.5, "delta": 0.1}, {"kind": "noise", "sigma_n": 0.2}]
-ROUND_TRIP = [*SMOKE, "config/dvc-test.yaml"]
-EDITED_RUN = "results/smoke8/dust-p0.50"
-SUMMARY_FILES = ("results/metrics/summary.csv", "results/metrics/summary.json", "results/metrics/claims.csv")
 COMPUTE = {"prepare_dataset", "download_dataset", "train", "sample", "neighbors", "ref_stats", "fid", "attack",
            "summary", "claims", "hf_energy", "sample_full"}
 GIT = ["git", "-c", "user.name=ambient-test", "-c", "user.email=test@example.invalid", "-c", "init.defaultBranch=main"]
@@ -44,7 +42,7 @@ def env() -> dict:
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
 
 
-def run(cwd: Path, *argv, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+def run(cwd: Path, *argv, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
     r = subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True, env=env(), timeout=timeout)
     if check and r.returncode != 0:
         pytest.fail(f"{' '.join(map(str, argv))} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}")
@@ -76,22 +74,23 @@ def git_commit(cwd: Path, message: str) -> None:
     run(cwd, *GIT, "commit", "-q", "-m", message)
 
 
-def snakemake_logs(cwd: Path, since: float = 0.0) -> list[tuple[str, list[dict]]]:
-    """(command line, jobs) of each .snakemake/log written after `since`, in order."""
-    out = []
+def executed_rules(cwd: Path, since: float = 0.0) -> list[str]:
+    """Rules of the jobs Snakemake ran (not dry runs or summaries), from its logs written after `since`."""
+    rules = []
     for log in sorted((cwd / ".snakemake" / "log").glob("*.snakemake.log")):
-        if log.stat().st_mtime < since:
-            continue
         text = log.read_text()
-        m = re.search(r"^\s*Command: (.*)$", text, re.M)
-        out.append((m.group(1) if m else "", P.parse_dry_run(text)))
-    return out
+        command = (re.search(r"^\s*Command: (.*)$", text, re.M) or [None, ""])[1]
+        if log.stat().st_mtime >= since and not any(f in command for f in (" -n", "--dry-run", "--summary")):
+            rules += re.findall(r"^(?:local)?rule (\S+):$", text, re.M)
+    return rules
 
 
-def executed_jobs(cwd: Path, since: float = 0.0) -> list[dict]:
-    """Jobs of the real runs (not --touch, dry runs or summaries)."""
-    skip = ("--touch", " -n", "--dry-run", "--summary", "--detailed-summary")
-    return [j for cmd, jobs in snakemake_logs(cwd, since) if not any(s in cmd for s in skip) for j in jobs]
+def summary_rows(cwd: Path, *flags) -> list[dict]:
+    """`snakemake --summary`: output_file, date, rule, ... per output of the DAG."""
+    lines = py(cwd, "-m", "snakemake", *flags, "--summary").stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("output_file"))
+    header = lines[start].split("\t")
+    return [dict(zip(header, line.split("\t"))) for line in lines[start + 1:] if "\t" in line]
 
 
 # ---------------------------------------------------------------- configuration (fast)
@@ -109,169 +108,163 @@ def test_dvc_config_local_remote_no_analytics():
     assert "type" not in cfg.get("cache", {})
     assert set((REPO / ".dvc" / ".gitignore").read_text().split()) >= {"/config.local", "/tmp", "/cache"}
     ignored = (REPO / ".dvcignore").read_text()
-    assert "/.venv/" in ignored and "/results/" not in ignored and "/data/" not in ignored
+    lines = ignored.splitlines()
+    assert "/.venv/" in lines and "/results/" not in lines and "/data/" not in lines
+    assert "/results/models/*/*/train/" in ignored and "/data/raw/" in ignored  # resume state, raw downloads
 
 
-def test_committed_dvc_yaml_is_generated_from_the_default_dag():
-    """dvc.yaml is `python -m ambient.pull --write-dvc-yaml` for config/config.yaml (regenerate it
-    when rules, outputs or imports change)."""
-    r = py(REPO, "-m", "ambient.pull", "--write-dvc-yaml", "-", timeout=180)
-    assert (REPO / "dvc.yaml").read_text() == r.stdout, (
-        "dvc.yaml is stale: run `python -m ambient.pull --write-dvc-yaml` and commit it")
-
-
-def test_dvc_yaml_stages():
-    doc = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    assert list(doc["stages"]) == ["data", "train", "sample", "evaluate"]
-    assert P.run_flags(doc) == []  # the embedded default: no --configfile
-    outs = P.dvc_outs(doc)
-    assert len(outs) == sum(len(s["outs"]) for s in doc["stages"].values())  # no path in two stages
+def test_dvc_yaml_is_short_and_free_of_the_grid():
+    """One stage per phase, each running the phase's target rule and recording its directory:
+    nothing in dvc.yaml names a dataset or a model, so the grid of the config can change freely."""
+    text = (REPO / "dvc.yaml").read_text()
+    doc = yaml.safe_load(text)
+    assert len(text.splitlines()) < 150 and list(doc["stages"]) == STAGES
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    grid = [cfg["dataset"]["name"], *(layout.run_name(c) for c in cfg["corruptions"])]
+    assert not [name for name in grid if name in text and name != "clean"], grid
+    outs = {}
     for stage, spec in doc["stages"].items():
-        assert spec["cmd"].startswith("${snakemake} -- ")
+        assert spec["cmd"] == f"${{snakemake}} -- {stage}"
         for o in spec["outs"]:
-            (path, opts), = o.items()
-            assert opts == {"persist": True}, path  # Snakemake decides what reruns
-            assert path.startswith(("data/", "results/")) and not path.startswith("results/figures/"), path
+            path, opts = (next(iter(o.items())) if isinstance(o, dict) else (o, {}))
+            assert not opts.get("persist"), path  # the run cache stays on
+            outs[path] = stage
         for dep in spec["deps"]:
-            assert (REPO / dep).is_file() or outs.get(dep) not in (None, stage), (stage, dep)
-    dataset = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["dataset"]["name"]
-    assert outs[f"data/{dataset}.zip"] == "data"
-    for run_name in ("clean", "dust-p0.10", "dust-p0.50", "box-p0.40"):
-        base = f"results/{dataset}/{run_name}"
-        assert outs[f"{base}/model.pt"] == "train" and outs[f"{base}/samples.zip"] == "sample"
-        assert outs[f"{base}/neighbors_pixel.json"] == outs[f"{base}/attack_inpaint.json"] == "evaluate"
-    assert outs["results/metrics/summary.csv"] == "evaluate"
-    assert f"results/{dataset}/clean/model.pt" in doc["stages"]["sample"]["deps"]
-    assert "ambient/training.py" in doc["stages"]["train"]["deps"]
-    assert "ambient/training.py" not in doc["stages"]["data"]["deps"]
-    assert {"config/config.yaml": ["sampling"]} in doc["stages"]["sample"]["params"]
+            assert (REPO / dep).exists() or dep in outs, (stage, dep)  # code, or an earlier stage's out
+    phase_dirs = dict(zip(STAGES, layout.PHASE_DIRS))
+    for stage, directory in phase_dirs.items():
+        if stage == "metrics":
+            assert {p for p, s in outs.items() if s == stage} == {layout.SUMMARY_CSV, layout.SUMMARY_JSON,
+                                                                    layout.CLAIMS_CSV}
+        else:
+            assert outs[directory] == stage
+    assert "--rerun-triggers params input software-env code" in doc["vars"][0]["snakemake"]  # no mtime
 
 
 def test_metrics_and_plots_are_declared():
     doc = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    assert doc["metrics"] == [P.SUMMARY_JSON]
-    assert [next(iter(p)) for p in doc["plots"]] == list(P.PLOTTED.values())
-    outs = P.dvc_outs(doc)
-    assert P.SUMMARY_JSON in outs and P.SUMMARY_CSV in outs
+    assert doc["metrics"] == [layout.SUMMARY_JSON]
+    plots = {next(iter(p)): next(iter(p.values())) for p in doc["plots"]}
+    assert {p["x"] for p in plots.values()} == {"share_gt_0.95", "key_extracted", "inpaint_extracted"}
+    assert all(p["y"] == {layout.SUMMARY_CSV: "corruption"} for p in plots.values())
+
+
+PHASE_OF_RULE = {"prepare_dataset": "datasets", "download_dataset": "datasets", "train": "models",
+                 "sample": "samples", "sample_full": "samples", "summary": "metrics", "claims": "metrics",
+                 **{r: "evaluation" for r in ("neighbors", "ref_stats", "fid", "attack", "hf_energy")},
+                 **{f.rule: "figures" for f in layout.FIGURES}}
+
+
+def test_every_output_lies_in_its_phase_directory():
+    """Every file the DAG makes is under the DVC out of its phase, and each phase's target rule asks for
+    exactly its phase's files (a rule added without a phase fails here)."""
+    doc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    outs = {(next(iter(o)) if isinstance(o, dict) else o): stage
+            for stage, spec in doc["stages"].items() for o in spec["outs"]}
+    rows = summary_rows(REPO)
+    assert rows and {r["rule"] for r in rows} <= set(PHASE_OF_RULE), {r["rule"] for r in rows} - set(PHASE_OF_RULE)
+    for r in rows:
+        owner = [stage for path, stage in outs.items() if r["output_file"] == path
+                 or r["output_file"].startswith(path + "/")]
+        assert owner == [PHASE_OF_RULE[r["rule"]]], (r["rule"], r["output_file"], owner)
+
+
+# The code behind each stage's jobs: the modules its commands run (`python -m ambient CMD` enters
+# through ambient/cli/__init__.py, which imports every phase's command table but runs only the
+# command's own module), followed through their imports; ambient/layout.py is the workflow's own
+# (common.smk imports it), ambient/__main__.py the entry of `python -m ambient`.
+WORKFLOW_CODE = ["ambient.layout", "ambient.__main__"]
+STAGE_CODE = {"datasets": ["ambient.cli.data"], "models": ["ambient.cli.train", "ambient.pipeline.gpu_slots"],
+              "samples": ["ambient.cli.sample", "ambient.pipeline.gpu_slots"],
+              "evaluation": ["ambient.cli.evaluate", "ambient.eval.metrics_hf", "ambient.pipeline.gpu_slots"],
+              "metrics": ["ambient.cli.metrics", "ambient.eval.summary", "ambient.eval.claims"]}
+
+
+def _module_file(dotted: str) -> Path | None:
+    path = REPO.joinpath(*dotted.split("."))
+    return next((p for p in (path.with_suffix(".py"), path / "__init__.py") if p.is_file()), None)
+
+
+def _imports(path: Path, source: str):
+    """Dotted names an ambient module (or notebook code) imports, at any depth (lazy imports too)."""
+    package = list(path.relative_to(REPO).with_suffix("").parts[:-1])
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            module = [*base, *(node.module.split(".") if node.module else [])]
+            yield ".".join(module)
+            yield from (".".join([*module, a.name]) for a in node.names)
+        elif isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+
+
+def module_closure(seeds: list[str], sources: dict[Path, str] | None = None) -> set[str]:
+    """Files of the ambient modules reached from `seeds` (and from `sources`: path -> code), with the
+    packages' __init__ files; the command modules of other phases are left out (they do not run)."""
+    own_cli = {s for s in seeds if s.startswith("ambient.cli.")}
+    todo = [(p, None) for p in map(_module_file, seeds) if p] + list((sources or {}).items())
+    seen: set[Path] = set()
+    while todo:
+        path, source = todo.pop()
+        if source is None:
+            if path in seen:
+                continue
+            seen.add(path)
+            source = path.read_text()
+        for name in _imports(path, source):
+            found = _module_file(name) if name.startswith("ambient") else None
+            other_cli = name.startswith("ambient.cli.") and name not in own_cli and not name.endswith(".common")
+            if found and not other_cli and found not in seen:
+                todo.append((found, None))
+        todo += [(p / "__init__.py", None) for p in path.parents if (p / "__init__.py").is_file()]
+    return {p.relative_to(REPO).as_posix() for p in seen if p.stat().st_size}
+
+
+def test_stage_deps_cover_the_code_their_jobs_run():
+    """dvc.yaml's hand-written deps list every module a stage's commands import; the figures stage
+    depends on paper_figures/ and on what its notebooks import."""
+    doc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    notebooks = {}
+    for nb in (REPO / "paper_figures").glob("*.ipynb"):
+        cells = json.loads(nb.read_text())["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        notebooks[nb] = "\n".join(line for line in code.splitlines() if not line.lstrip().startswith(("%", "!")))
+    notebooks[REPO / "paper_figures" / "figlib.py"] = (REPO / "paper_figures" / "figlib.py").read_text()
+    needed = {**{stage: module_closure([*seeds, *WORKFLOW_CODE]) for stage, seeds in STAGE_CODE.items()},
+              "figures": module_closure(["ambient.layout"], notebooks)}
+    for stage, files in needed.items():
+        deps = set(doc["stages"][stage]["deps"])
+        assert files <= deps, f"dvc.yaml, stage {stage}: add {sorted(files - deps)} to its deps"
+        code = {d for d in deps if d.startswith("ambient/")}
+        assert code <= files, f"dvc.yaml, stage {stage}: {sorted(code - files)} is not code its jobs run"
+    assert "ambient/training.py" in needed["models"] and "ambient/cli/sample.py" not in needed["models"]
+    assert "ambient/eval/summary.py" in needed["metrics"] and "ambient/eval/summary.py" not in needed["evaluation"]
 
 
 def test_dvc_parses_the_pipeline(tmp_path):
-    """DVC itself accepts dvc.yaml (no overlapping outputs, no cycle) and the smoke variant."""
+    """DVC itself accepts dvc.yaml (no overlapping outputs, no cycle): the phases in order."""
     wd = copy_repo(tmp_path / "repo")
     run(wd, *GIT, "init", "-q")
     edges = set(re.findall(r'"(\w+)" -> "(\w+)"', dvc(wd, "dag", "--dot").stdout))
-    assert edges == {("data", "train"), ("data", "evaluate"), ("train", "sample"), ("train", "evaluate"),
-                     ("sample", "evaluate")}
-    py(wd, "-m", "ambient.pull", "--write-dvc-yaml", *SMOKE)
-    doc = yaml.safe_load((wd / "dvc.yaml").read_text())
-    assert P.run_flags(doc) == SMOKE
-    assert "results/smoke8/clean/model.pt" in P.dvc_outs(doc)
-    assert {"config/smoke.yaml": ["sampling"]} in doc["stages"]["sample"]["params"]
+    assert edges == {("datasets", "models"), ("datasets", "evaluation"), ("datasets", "figures"),
+                     ("models", "samples"), ("models", "evaluation"), ("models", "metrics"),
+                     ("samples", "evaluation"), ("samples", "metrics"), ("samples", "figures"),
+                     ("evaluation", "metrics"), ("evaluation", "figures"), ("metrics", "figures")}
     r = dvc(wd, "status")  # nothing run yet: every stage reports changes, none errors
-    assert "evaluate" in r.stdout
+    assert all(stage in r.stdout for stage in STAGES)
 
 
-def test_print_targets():
-    files = py(REPO, "-m", "ambient.pull", "--print-targets", "train", *SMOKE).stdout.split()
-    assert files and all(re.fullmatch(r"results/smoke8/[^/]+/model\.pt", f) for f in files), files
-    assert "results/smoke8/clean/model.pt" in files
-
-
-# ---------------------------------------------------------------- parsing and checks (fast)
-
-DRY_RUN = """\
-Building DAG of jobs...
-Job stats:
-job      count
--------  -------
-train    1
-total    2
-
-[Sat Nov 28 02:06:56 2026]
-localrule train:
-    input: data/x.zip
-    output: results/x/clean/model.pt
-    log: logs/x/clean/train.log
-    jobid: 3
-    reason: Missing output files: results/x/clean/model.pt
-    wildcards: dataset=x, corruption=clean
-Shell command: "$AMBIENT_PYTHON" -m ambient train --dataset data/x.zip > logs/x/clean/train.log 2>&1
-
-[Sat Nov 28 02:06:56 2026]
-rule fig9:
-    input: results/x/clean/model.pt, paper_figures/fig9.ipynb
-    output: results/figures/fig9.png, results/figures/fig9.pdf
-    jobid: 4
-Shell command: papermill ...
-
-[Sat Nov 28 02:06:56 2026]
-localrule all:
-    input: results/figures/fig9.png
-    jobid: 0
-"""
-
-SUMMARY = """\
-Building DAG of jobs...
-output_file\tdate\trule\tlog-file(s)\tstatus\tplan
-results/x/clean/model.pt\t-\ttrain\t-\tmissing\tupdate pending
-data/x.zip\tSat Nov 28 02:02:32 2026\tprepare_dataset\t-\tok\tno update
-results/figures/fig9.png\t-\tfig9\t-\tmissing\tupdate pending
-"""
-
-
-def test_parse_dry_run_and_phases():
-    jobs = P.parse_dry_run(DRY_RUN)
-    assert [j["rule"] for j in jobs] == ["train", "fig9", "all"]
-    assert jobs[0]["inputs"] == ["data/x.zip"] and jobs[0]["outputs"] == ["results/x/clean/model.pt"]
-    assert "-m ambient train" in jobs[0]["shell"]
-    assert [P.phase_of(j) for j in jobs] == ["train", None, None]
-    assert P.phase_of({"rule": "new_metric", "outputs": ["results/x/clean/m.json"]}) == "evaluate"
-    assert [j["rule"] for j in P.figure_jobs(jobs)] == ["fig9"]
-
-
-def test_parse_dry_run_reads_group_jobs():
-    """Jobs of a `group:` print one level deeper."""
-    text = """[Sat Nov 28 02:06:56 2026] Group job evaluate (jobs in lexicogr. order):
-
-    [Sat Nov 28 02:06:56 2026]
-    rule fid:
-        input: results/x/clean/samples.zip
-        output: results/x/clean/fd_pixel.json
-        jobid: 5
-Shell command: "$AMBIENT_PYTHON" -m ambient fid --out results/x/clean/fd_pixel.json
-"""
-    jobs = P.parse_dry_run(text)
-    assert [(j["rule"], j["outputs"]) for j in jobs] == [("fid", ["results/x/clean/fd_pixel.json"])]
-    assert "-m ambient fid" in jobs[0]["shell"] and P.phase_of(jobs[0]) == "evaluate"
-
-
-def test_pending_compute_names_the_job():
-    rows = P.parse_summary(SUMMARY)
-    assert [r["rule"] for r in rows] == ["train", "prepare_dataset", "fig9"]
-    pending = P.pending_compute(rows, {"fig9"})
-    assert [r["output_file"] for r in pending] == ["results/x/clean/model.pt"]
-    assert P.describe(pending) == "  rule train: results/x/clean/model.pt (missing)"
-    with pytest.raises(P.PullError, match="no summary table"):
-        P.parse_summary("Building DAG of jobs...\n")
-
-
-def test_configfiles_and_module_closure(tmp_path):
-    assert P.configfiles([]) == ["config/config.yaml"]
-    assert P.configfiles(["--configfile", "a.yaml", "b.yaml", "--cores", "2"]) == ["config/config.yaml", "a.yaml",
-                                                                                   "b.yaml"]
-    assert P.configfiles(["--configfile=c.yaml"]) == ["config/config.yaml", "c.yaml"]
-    pkg = tmp_path / "ambient"
-    pkg.mkdir()
-    (pkg / "a.py").write_text("from .b import x\n\ndef f():\n    from . import c\n")
-    (pkg / "b.py").write_text("import ambient.d\n")
-    (pkg / "c.py").write_text("import os\n")
-    (pkg / "d.py").write_text("")
-    (pkg / "e.py").write_text("")
-    assert P.module_closure(["a"], pkg) == ["a", "b", "c", "d"]
+def test_order_mtimes_puts_each_phase_after_the_one_before(tmp_path):
+    for directory in layout.PHASE_DIRS:
+        (tmp_path / directory / "x").mkdir(parents=True)
+        (tmp_path / directory / "x" / "f").write_text("1")
+    assert P.order_mtimes(tmp_path, now=1000.0) == len(layout.PHASE_DIRS)
+    stamps = [(tmp_path / d / "x" / "f").stat().st_mtime for d in layout.PHASE_DIRS]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps) and stamps[-1] == 999.0
 
 
 def test_pull_outside_a_dvc_checkout_says_so(tmp_path):
-    r = py(tmp_path, "-m", "ambient.pull", check=False)
+    r = py(tmp_path, "-m", "ambient.pipeline.pull", check=False)
     assert r.returncode == 3 and "dvc.yaml: not found" in r.stderr
 
 
@@ -291,7 +284,7 @@ def test_missing_remote_directory_is_one_line_saying_what_to_set(tmp_path):
         P.check_remote(repo)
     with pytest.raises(P.PullError, match=r"remote 'elsewhere' is not configured here \(known: local\)"):
         P.check_remote(repo, "elsewhere")
-    r = py(repo, "-m", "ambient.pull", check=False)
+    r = py(repo, "-m", "ambient.pipeline.pull", check=False)
     assert r.returncode == 3 and "dvc remote modify --local local url" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     (tmp_path / "there").mkdir()
@@ -304,8 +297,8 @@ def test_add_pull_command_registers_ambient_pull():
 
     parser = argparse.ArgumentParser()
     P.add_pull_command(parser.add_subparsers(dest="command"))
-    a = parser.parse_args(["pull", "evaluate", "--from-cache", "-r", "s3"])
-    assert a.command == "pull" and a.targets == ["evaluate"] and a.from_cache and a.remote == "s3"
+    a = parser.parse_args(["pull", "evaluation", "--render", "-r", "s3"])
+    assert a.command == "pull" and a.targets == ["evaluation"] and a.render and a.remote == "s3"
     assert a.func is P._main
 
 
@@ -318,7 +311,7 @@ def _calls(path: Path, source: str):
 def test_pulled_files_are_never_unpickled():
     """Checkpoints from a remote are loaded with weights_only=True (ambient.training.load_checkpoint);
     nothing else in the package or the notebooks unpickles a file."""
-    sources = [(p, p.read_text()) for p in (REPO / "ambient").glob("*.py")]
+    sources = [(p, p.read_text()) for p in (REPO / "ambient").rglob("*.py")]
     sources += [(p, p.read_text()) for p in (REPO / "paper_figures").glob("*.py")]
     for nb in (REPO / "paper_figures").glob("*.ipynb"):
         code = "\n".join("".join(c["source"]) for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code")
@@ -333,162 +326,128 @@ def test_pulled_files_are_never_unpickled():
                 f"{path.name}: {func}"
             if func in ("np.load", "numpy.load"):
                 assert kw.get("allow_pickle", "False") == "False", f"{path.name}: np.load(allow_pickle=True)"
-    assert torch_loads == ["training.py"]
+    assert sorted(torch_loads) == ["lora.py", "training.py"]  # both weights_only=True (checked above)
 
 
 # ---------------------------------------------------------------- round trip (slow, smoke config)
 
+def smoke_config() -> dict:
+    """config/config.yaml with config/smoke.yaml merged over it (three models): what DVC records."""
+    from snakemake.utils import update_config
+
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    update_config(cfg, yaml.safe_load((REPO / "config" / "smoke.yaml").read_text()))
+    cfg["corruptions"] = RUNS
+    return cfg
+
+
 @pytest.fixture(scope="module")
 def producer(tmp_path_factory):
-    """A recorded and pushed smoke run: (root, producer checkout, seconds of `ambient.pull --repro`)."""
+    """A smoke run made by a plain `dvc repro`, committed and pushed: (root, producer checkout)."""
     root = tmp_path_factory.mktemp("dvc")
     prod = copy_repo(root / "producer")
-    (prod / "config" / "dvc-test.yaml").write_text(yaml.safe_dump({"corruptions": RUNS}))
-    py(prod, "-m", "ambient.pull", "--write-dvc-yaml", *ROUND_TRIP)
-    assert P.run_flags(yaml.safe_load((prod / "dvc.yaml").read_text())) == ROUND_TRIP
+    (prod / "dvc.lock").unlink(missing_ok=True)
+    (prod / "config" / "config.yaml").write_text(yaml.safe_dump(smoke_config(), sort_keys=False))
     run(prod, *GIT, "init", "-q")
     git_commit(prod, "smoke workflow")
     t0 = time.perf_counter()
-    r = py(prod, "-m", "ambient.pull", "--repro")
-    seconds = time.perf_counter() - t0
-    assert "recorded in dvc.lock" in r.stdout
-    assert (prod / "dvc.lock").is_file()
+    dvc(prod, "repro")
+    print(f"producer: dvc repro {time.perf_counter() - t0:.0f} s")
     git_commit(prod, "record the smoke run")
     r = dvc(prod, "push")
     remote = root / "ambient-dvc-remote"  # the default remote of .dvc/config, beside the checkout
     assert remote.is_dir() and any(remote.rglob("*")), r.stdout + r.stderr
-    print(f"producer: ambient.pull --repro {seconds:.0f} s")
-    return root, prod, seconds
+    return root, prod
 
 
 @pytest.fixture(scope="module")
 def consumer(producer):
-    root, prod, _ = producer
+    root, prod = producer
     cons = root / "consumer"
     run(root, "git", "clone", "-q", prod, cons)
     assert not (cons / "results").exists() and not (cons / ".snakemake").exists()
     t0 = time.perf_counter()
-    r = py(cons, "-m", "ambient.pull")
+    r = py(cons, "-m", "ambient.pipeline.pull")
     seconds = time.perf_counter() - t0
-    print(f"consumer: python -m ambient.pull {seconds:.1f} s\n{r.stdout}")
-    return cons, seconds, r
+    print(f"consumer: python -m ambient.pipeline.pull {seconds:.1f} s\n{r.stdout}")
+    return cons, seconds
 
 
 @pytest.mark.slow
-def test_producer_run_is_recorded_and_consistent(producer):
-    _, prod, _ = producer
+def test_plain_dvc_repro_records_every_phase(producer):
+    _, prod = producer
     assert "Data and pipelines are up to date" in dvc(prod, "status").stdout
     lock = yaml.safe_load((prod / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"data", "train", "sample", "evaluate"}
+    assert list(lock["stages"]) == STAGES
     assert all(o["md5"] for s in lock["stages"].values() for o in s["outs"])
+    assert (prod / layout.run_file("model", "smoke8", "dust-p0.50")).is_file()
+    since = time.time()
+    assert "up to date" in dvc(prod, "repro").stdout and not executed_rules(prod, since)  # nothing reran
     # dvc.yaml's metrics and plots read the recorded run: `dvc metrics diff` / `dvc plots diff` compare runs
     shown = json.loads(dvc(prod, "metrics", "show", "--json").stdout)
-    values = next(iter(shown.values()))["data"][P.SUMMARY_JSON]["data"]
+    values = next(iter(shown.values()))["data"][layout.SUMMARY_JSON]["data"]
     assert set(values) == {"clean", "dust-p0.50", "noise-s0.20"} and 0 <= values["clean"]["share_gt_0.95"] <= 1
     plots = json.loads(dvc(prod, "plots", "show", "--json").stdout)["data"]
-    assert set(plots) == set(P.PLOTTED.values()), plots.keys()
-    # `--repro` kept Snakemake's mtimes: nothing to redo
-    r = py(prod, "-m", "snakemake", *ROUND_TRIP, "-n", "--", *P.dvc_outs(yaml.safe_load((prod / "dvc.yaml").read_text())))
-    assert "Nothing to be done" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert len(plots) == 3, plots.keys()
 
 
 @pytest.mark.slow
-def test_consumer_pull_renders_figures_and_computes_nothing(consumer):
-    cons, seconds, r = consumer
-    doc = yaml.safe_load((cons / "dvc.yaml").read_text())
-    figures = P.figure_jobs(P.dag_jobs(P.run_flags(doc), cons))
-    assert len(figures) >= 6
-    for job in figures:
-        for out in job["outputs"]:
-            assert (cons / out).is_file() and (cons / out).stat().st_size > 1000, out
-    assert all((cons / o).is_file() for o in P.dvc_outs(doc))
-    ran = executed_jobs(cons)
-    assert ran, "no Snakemake log of the figures"
-    assert {j["rule"] for j in ran} <= {j["rule"] for j in figures} | {"all"}, {j["rule"] for j in ran}
-    assert not COMPUTE & {j["rule"] for j in ran}
-    # no compute job wrote a log or a benchmark (`--touch` leaves empty logs); the touch is the other run
-    assert not [p for p in (cons / "logs").rglob("*") if p.is_file() and p.stat().st_size
-                and p.parent.name != "figures"]
-    assert not (cons / "benchmarks").exists()
-    assert [cmd for cmd, _ in snakemake_logs(cons) if "--touch" in cmd]
-    r = py(cons, "-m", "snakemake", *P.run_flags(doc), "-n")
-    assert "Nothing to be done" in r.stdout + r.stderr, r.stdout + r.stderr
+def test_consumer_pull_computes_nothing(consumer):
+    cons, seconds = consumer
+    lock = yaml.safe_load((cons / "dvc.lock").read_text())
+    for spec in lock["stages"].values():
+        assert all((cons / o["path"]).exists() for o in spec["outs"])
+    assert list((cons / layout.FIGURES_DIR).glob("*.png"))
+    assert not executed_rules(cons) and not (cons / "logs").exists()
     assert "Data and pipelines are up to date" in dvc(cons, "status").stdout
-    assert seconds < 150, f"the consumer path took {seconds:.0f} s"
+    # mtimes in phase order: a plain Snakemake sees nothing to do either
+    r = py(cons, "-m", "snakemake", "-n")
+    assert "Nothing to be done" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert seconds < 120, f"the consumer path took {seconds:.0f} s"
 
 
 @pytest.mark.slow
-def test_consumer_with_another_config_stops_before_touching(consumer):
-    cons, _, _ = consumer
-    cfg = cons / "config" / "smoke.yaml"
+def test_consumer_renders_the_figures_again_and_nothing_else(consumer):
+    cons, _ = consumer
+    since = time.time()
+    py(cons, "-m", "ambient.pipeline.pull", "--render")
+    ran = set(executed_rules(cons, since))
+    assert ran and ran <= {f.rule for f in layout.FIGURES} | {"figures"}, ran
+    assert "Data and pipelines are up to date" in dvc(cons, "status").stdout
+
+
+@pytest.mark.slow
+def test_consumer_with_another_config_stops_naming_it(consumer):
+    cons, _ = consumer
+    cfg = cons / "config" / "config.yaml"
     original = cfg.read_text()
     try:
-        cfg.write_text(original.replace("  num_samples: 8", "  num_samples: 9"))
+        cfg.write_text(original.replace("num_samples: 8", "num_samples: 9"))
         assert cfg.read_text() != original
         since = time.time()
-        r = py(cons, "-m", "ambient.pull", check=False)
+        r = py(cons, "-m", "ambient.pipeline.pull", check=False)
         assert r.returncode == 3, r.stdout + r.stderr
-        assert "dvc status" in r.stderr and "sample" in r.stderr and "config/smoke.yaml" in r.stderr, r.stderr
-        assert not snakemake_logs(cons, since), "Snakemake ran"
+        assert "samples" in r.stderr and "config/config.yaml" in r.stderr and "dvc repro" in r.stderr, r.stderr
+        assert not executed_rules(cons, since), "Snakemake ran"
     finally:
         cfg.write_text(original)
 
 
 @pytest.mark.slow
-def test_hand_edited_file_is_detected_and_only_its_dependents_rerun(consumer):
+def test_hand_edited_file_shows_in_dvc_status_with_its_dependents(consumer):
     from ambient.data import read_image_zip, write_image_zip
 
-    cons, _, _ = consumer
-    edited = f"{EDITED_RUN}/samples.zip"
-    ds = read_image_zip(cons / edited)
+    cons, _ = consumer
+    edited = cons / layout.run_file("samples", "smoke8", "dust-p0.50")
+    ds = read_image_zip(edited)
     images = ds.images.copy()
     images[0] = 255 - images[0]
     info = {k: v for k, v in ds.manifest.items() if k not in ("num_images", "channels", "resolution", "images")}
-    write_image_zip(cons / edited, images, [f"sample:{i}" for i in range(len(images))], info)
-
+    write_image_zip(edited, images, [f"sample:{i}" for i in range(len(images))], info)
     status = json.loads(dvc(cons, "status", "--json").stdout)
-    assert set(status) == {"sample", "evaluate"}, status
-    assert edited in json.dumps(status["sample"]) and edited in json.dumps(status["evaluate"])
-    # Snakemake's plan: the metrics of that one model, the summary and figures; no training or sampling
-    doc = yaml.safe_load((cons / "dvc.yaml").read_text())
-    pending = [r for r in P.dag_status(P.run_flags(doc), cons) if r["plan"] != "no update"]
-    compute = [r for r in pending if r["rule"] in COMPUTE]
-    assert compute and all(r["rule"] not in ("train", "sample", "attack", "prepare_dataset") for r in compute)
-    assert all(r["output_file"].startswith(EDITED_RUN + "/") or r["output_file"] in
-               SUMMARY_FILES for r in compute), P.describe(compute)
-
-    since = time.time()
-    py(cons, "-m", "ambient.pull", "--repro")
-    ran = executed_jobs(cons, since)
-    assert ran and {j["rule"] for j in ran} <= COMPUTE - {"train", "sample", "attack", "prepare_dataset"}
-    for job in ran:
-        assert all(o.startswith(EDITED_RUN + "/") or o in SUMMARY_FILES
-                   for o in job["outputs"]), job
+    assert {"samples", "evaluation", "metrics", "figures"} <= set(status), status
+    dvc(cons, "checkout", "--force", "samples")
     assert "Data and pipelines are up to date" in dvc(cons, "status").stdout
-    lock = yaml.safe_load((cons / "dvc.lock").read_text())
-    assert any(o["path"] == edited and o["md5"] for o in lock["stages"]["sample"]["outs"])
-
-
-@pytest.mark.slow
-def test_partial_pull_stops_naming_the_job_then_from_cache_renders(producer):
-    root, prod, _ = producer
-    cons = root / "cache-consumer"
-    run(root, "git", "clone", "-q", prod, cons)
-    r = py(cons, "-m", "ambient.pull", "evaluate", check=False)  # metrics only: no data, models, samples
-    assert r.returncode == 3, r.stdout + r.stderr
-    assert "rule train: results/smoke8/" in r.stderr and "model.pt" in r.stderr and "--from-cache" in r.stderr
-    assert not (cons / "logs").exists() and not executed_jobs(cons)
-
-    t0 = time.perf_counter()
-    r = py(cons, "-m", "ambient.pull", "--from-cache")
-    seconds = time.perf_counter() - t0
-    print(f"consumer --from-cache: {seconds:.1f} s")
-    assert not list((cons / "results").rglob("model.pt"))  # never pulled, never trained
-    doc = yaml.safe_load((cons / "dvc.yaml").read_text())
-    figures = P.figure_jobs(P.dag_jobs(P.run_flags(doc), cons))
-    for job in figures:
-        assert all((cons / o).is_file() for o in job["outputs"]), job["outputs"]
-    assert {j["rule"] for j in executed_jobs(cons)} <= {j["rule"] for j in figures} | {"all"}
 
 
 # ---------------------------------------------------------------- an S3 remote (slow)
@@ -538,27 +497,22 @@ def _use_s3_remote(cwd: Path, endpoint: str, default: bool = False) -> None:
 @pytest.mark.slow
 def test_round_trip_through_an_s3_remote(producer, s3_endpoint):
     """The recorded smoke run pushed to an S3 endpoint (a real S3 protocol peer on 127.0.0.1), and a
-    fresh clone whose only remote is that bucket renders every figure without computing anything."""
+    fresh clone whose only remote is that bucket gets every output without computing anything."""
     import boto3
 
-    root, prod, _ = producer
+    root, prod = producer
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
     s3.create_bucket(Bucket="ambient-results")
     _use_s3_remote(prod, s3_endpoint)
     dvc(prod, "push", "-r", "s3")
-    stored = s3.list_objects_v2(Bucket="ambient-results").get("KeyCount", 0)
-    lock = yaml.safe_load((prod / "dvc.lock").read_text())
-    assert stored >= len({o["md5"] for st in lock["stages"].values() for o in st["outs"]}), stored
+    assert s3.list_objects_v2(Bucket="ambient-results").get("KeyCount", 0) > 10
 
     cons = root / "s3-consumer"
     run(root, "git", "clone", "-q", prod, cons)
     _use_s3_remote(cons, s3_endpoint, default=True)
     assert P.check_remote(cons) == ("s3", "s3://ambient-results/cache")
-    r = py(cons, "-m", "ambient.pull")
-    doc = yaml.safe_load((cons / "dvc.yaml").read_text())
-    assert all((cons / o).is_file() for o in P.dvc_outs(doc))
-    figures = P.figure_jobs(P.dag_jobs(P.run_flags(doc), cons))
-    for job in figures:
-        assert all((cons / o).is_file() for o in job["outputs"]), job["outputs"]
-    assert not COMPUTE & {j["rule"] for j in executed_jobs(cons)}, r.stdout
+    py(cons, "-m", "ambient.pipeline.pull")
+    lock = yaml.safe_load((cons / "dvc.lock").read_text())
+    assert all((cons / o["path"]).exists() for spec in lock["stages"].values() for o in spec["outs"])
+    assert not executed_rules(cons)
     assert "Data and pipelines are up to date" in dvc(cons, "status").stdout

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from ambient import features, fid, neighbors, weights
-from ambient.attacks import AttackConfig, run_attack
+from ambient.eval import features, fid, neighbors, weights
+from ambient.eval.attacks import AttackConfig, run_attack
 from ambient.cli import main
 from ambient.corruption import Corruption
 from ambient.data import embedded_faces, write_image_zip
@@ -500,19 +500,21 @@ def test_neighbors_and_fid_cli_on_samples(tiny_runs, tmp_path):
 def test_load_images_from_a_folder(tmp_path, faces):
     from PIL import Image
 
+    from ambient.data import image_files, load_images
+
     for i in range(3):
         Image.fromarray(faces[i, 0]).save(tmp_path / f"{i:02d}.png")
-    assert np.array_equal(features.load_images(tmp_path), faces[:3])
-    files, fdir = features.image_files(tmp_path)
+    assert np.array_equal(load_images(tmp_path), faces[:3])
+    files, fdir = image_files(tmp_path)
     assert fdir is None and len(files) == 3
     with pytest.raises(FileNotFoundError):
-        features.load_images(tmp_path / "missing")
+        load_images(tmp_path / "missing")
 
 
 # ---------------------------------------------------------------- the disturbance test of the extractors
 
 def test_disturbances_are_seeded_and_grow(faces):
-    from ambient.extractor_check import DISTURBANCES, disturb
+    from ambient.eval.extractor_check import DISTURBANCES, disturb
 
     x = faces[:12]
     for kind, levels in DISTURBANCES.items():

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from ambient import fid
+from ambient.eval import fid
 from ambient.cli import main
 from ambient.data import read_image_zip, split_heldout
 

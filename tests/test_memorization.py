@@ -1,7 +1,7 @@
 import numpy as np
 
 from ambient.data import embedded_faces
-from ambient.memorization import pixel_features, similarity_summary, top_k_similarity
+from ambient.eval.neighbors import pixel_features, similarity_summary, top_k_similarity
 
 
 def test_training_image_is_its_own_nearest_neighbour():

@@ -1,4 +1,4 @@
-"""ambient.metrics_hf: the high-frequency energy of samples vs clean vs noisy training data."""
+"""ambient.eval.metrics_hf: the high-frequency energy of samples vs clean vs noisy training data."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from ambient import metrics_hf as hf
+from ambient.eval import metrics_hf as hf
 from ambient.data import embedded_faces, write_image_zip
 
 

@@ -1,6 +1,6 @@
 """Paper-scale configs (config/paper-*.yaml), the SLURM profile and the download command, all
 without a GPU or the network: schema validation, dry runs whose job table is parsed for every
-job's resources and shell command, the CI guard of the download rule, and `ambient.cli_data`
+job's resources and shell command, the CI guard of the download rule, and `ambient download-dataset`
 on a local fake archive."""
 from __future__ import annotations
 
@@ -93,13 +93,13 @@ def test_paper_celeba_dry_run(wd):
     assert sorted(trains) == ["clean", "dust-p0.20", "dust-p0.40", "dust-p0.60", "dust-p0.80"]
     for name, j in trains.items():
         assert j["resources"]["gpu"] == "1"
-        assert j["shell"].startswith('"$AMBIENT_PYTHON" -m ambient.gpu_slots --gpus 1 -- "$AMBIENT_PYTHON" -m ambient train')
+        assert j["shell"].startswith('"$AMBIENT_PYTHON" -m ambient.pipeline.gpu_slots --gpus 1 -- "$AMBIENT_PYTHON" -m ambient train')
         assert "--device cuda" in j["shell"]
         assert "--precision bf16" in j["shell"] and "--steps 781250 --batch-size 256 --lr 0.0002" in j["shell"]
         assert "--base-channels 128 --channel-mult 1 2 2 2 --num-blocks 4 --attn-resolutions 16" in j["shell"]
         assert ("--delta 0.1" in j["shell"]) == (name != "clean")
     dl = next(j for j in jobs if j["rule"] == "download_dataset")
-    assert ("-m ambient.cli_data download-dataset --source celeba --raw-dir data/raw --resolution 64 --seed 0 "
+    assert ("-m ambient download-dataset --source celeba --raw-dir data/raw --resolution 64 --seed 0 "
             "--num-images 3000 --heldout-out data/celeba64-3k-heldout.zip --heldout-images 20000 "
             "--out data/celeba64-3k.zip") in dl["shell"]
     # quality is scored against images outside the training subset
@@ -132,7 +132,7 @@ def test_multi_gpu_training_uses_torchrun(wd):
     jobs = dry_run(wd, "--configfile", "config/paper-celeba.yaml", "gpus4.yaml")
     for j in (j for j in jobs if j["rule"] == "train"):
         assert j["resources"]["gpu"] == "4"
-        assert j["shell"].startswith('"$AMBIENT_PYTHON" -m ambient.gpu_slots --gpus 4 -- "$AMBIENT_PYTHON" '
+        assert j["shell"].startswith('"$AMBIENT_PYTHON" -m ambient.pipeline.gpu_slots --gpus 4 -- "$AMBIENT_PYTHON" '
                                      "-m torch.distributed.run --standalone --nproc_per_node=4 -m ambient train ")
         assert "--device cuda --threads 2 " in j["shell"]  # 8 threads over 4 processes
     assert all(j["resources"]["gpu"] == "1" for j in jobs if j["rule"] == "sample")
@@ -190,7 +190,7 @@ def test_download_rule_refuses_under_ci(wd):
     assert not (wd / "data" / "celeba64-3k.zip").exists() and not (wd / "data" / "raw").exists()
 
 
-# ---------------------------------------------------------------- ambient.cli_data
+# ---------------------------------------------------------------- ambient download-dataset
 
 def _fake_ffhq_zip(path: Path, n: int = 5) -> None:
     rng = np.random.default_rng(0)
@@ -201,13 +201,13 @@ def _fake_ffhq_zip(path: Path, n: int = 5) -> None:
             zf.writestr(f"thumbnails128x128/00000/{i:05d}.png", buf.getvalue())
 
 
-def test_cli_data_download_dataset_from_a_local_archive(tmp_path):
+def test_download_dataset_from_a_local_archive(tmp_path):
     from ambient.data import read_image_zip
 
     archive = tmp_path / "thumbnails128x128.zip"
     _fake_ffhq_zip(archive)
     out = tmp_path / "ffhq16.zip"
-    cmd = [sys.executable, "-m", "ambient.cli_data", "download-dataset", "--source", "ffhq", "--raw-dir",
+    cmd = [sys.executable, "-m", "ambient", "download-dataset", "--source", "ffhq", "--raw-dir",
            str(tmp_path / "raw"), "--resolution", "16", "--num-images", "3", "--seed", "1", "--url",
            archive.as_uri(), "--out", str(out), "--heldout-out", str(tmp_path / "held.zip"), "--quiet"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -220,22 +220,22 @@ def test_cli_data_download_dataset_from_a_local_archive(tmp_path):
     ds = read_image_zip(out)
     assert ds.images.shape == (3, 3, 16, 16) and ds.manifest["seed"] == 1
     assert ds.manifest["subset_indices"] == sorted(np.random.default_rng(1).choice(5, 3, replace=False).tolist())
-    r = subprocess.run([sys.executable, "-m", "ambient.cli_data", "download-dataset", "--list"], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "ambient", "download-dataset", "--list"], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0 and "celeba" in r.stdout and "ffhq" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "ambient.cli_data", "download-dataset", "--source", "ffhq", "--raw-dir",
+    r = subprocess.run([sys.executable, "-m", "ambient", "download-dataset", "--source", "ffhq", "--raw-dir",
                         str(tmp_path / "raw2"), "--out", str(tmp_path / "x.zip")], capture_output=True, text=True,
                        timeout=60, env={**os.environ, "AMBIENT_FFHQ_URL": ""})
     assert r.returncode == 2 and "error" in r.stderr  # FFHQ has no default url
 
 
-def test_cli_data_registers_on_a_parser():
+def test_download_dataset_registers_on_a_parser():
     import argparse
 
-    from ambient.cli_data import add_data_commands
+    from ambient.cli.data import register
 
     parser = argparse.ArgumentParser()
-    add_data_commands(parser.add_subparsers(dest="command"))
+    register(parser.add_subparsers(dest="command"))
     a = parser.parse_args(["download-dataset", "--source", "celeba", "--out", "x.zip"])
     assert a.source == "celeba" and a.raw_dir == "data/raw" and a.resolution == 64 and callable(a.func)
 
@@ -266,9 +266,9 @@ def test_slurm_profile_submits_through_the_plugin_and_a_killed_training_resumes(
     from test_workflow import _merged, default_config, smoke_config
 
     cfg = _merged(default_config(), smoke_config())  # what --configfile config/smoke.yaml gives
-    target = "results/smoke8/clean/model.pt"
+    target = "results/models/smoke8/clean/model.pt"
     r = _slurm_run(wd, bin_dir, target, "--configfile", "config/smoke.yaml",  # --configfile takes the rest
-                   env_extra={"FAKE_SLURM_KILL": "train:results/smoke8/clean/train/checkpoint-*.pt"})
+                   env_extra={"FAKE_SLURM_KILL": "train:results/models/smoke8/clean/train/checkpoint-*.pt"})
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     subs = [c for c in fake_slurm.calls(state) if c["cmd"] == "sbatch"]
     assert [c["rule"] for c in subs] == ["prepare_dataset", "train", "train"], subs
@@ -286,7 +286,7 @@ def test_slurm_profile_submits_through_the_plugin_and_a_killed_training_resumes(
     killed = json.loads((state / "killed-train").read_text())
     st = os.stat(killed["file"])
     assert (st.st_ino, st.st_mtime_ns) == (killed["inode"], killed["mtime_ns"])
-    steps = [json.loads(line)["step"] for line in (wd / "results/smoke8/clean/train/train_log.jsonl").open()]
+    steps = [json.loads(line)["step"] for line in (wd / "results/models/smoke8/clean/train/train_log.jsonl").open()]
     assert steps == sorted(set(steps)) and steps[-1] == cfg["training"]["steps"]
     assert (wd / target).is_file()
 
@@ -304,7 +304,7 @@ def test_slurm_profile_gpu_and_memory_reach_sbatch_and_only_training_retries(tmp
                         "config/smoke.yaml"], cwd=wd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     (wd / "gpu.yaml").write_text(yaml.safe_dump({"device": "auto", "resources": {"gpu": 1, "mem_mb": {"train": 64000}}}))
-    r = _slurm_run(wd, bin_dir, "results/smoke8/clean/model.pt", "--configfile", "config/smoke.yaml", "gpu.yaml",
+    r = _slurm_run(wd, bin_dir, "results/models/smoke8/clean/model.pt", "--configfile", "config/smoke.yaml", "gpu.yaml",
                    env_extra={"FAKE_SLURM_FAIL": "1"})
     assert r.returncode != 0
     subs = [c for c in fake_slurm.calls(state) if c["cmd"] == "sbatch"]
@@ -324,11 +324,11 @@ def test_slurm_profile_groups_the_short_evaluation_jobs(tmp_path):
     wd = copy_workflow(tmp_path / "wf")
     bin_dir, state = tmp_path / "bin", tmp_path / "slurm"
     fake_slurm.install(bin_dir, state)
-    r = subprocess.run([sys.executable, "-m", "snakemake", "results/smoke8/clean/samples.zip", "--cores", "2",
+    r = subprocess.run([sys.executable, "-m", "snakemake", "results/samples/smoke8/clean/samples.zip", "--cores", "2",
                         "--configfile", "config/smoke.yaml"], cwd=wd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    targets = ["results/smoke8/clean/fd_pixel.json", "results/smoke8/clean/fd_filterbank.json",
-               "results/smoke8/clean/neighbors_pixel.json"]
+    targets = ["results/evaluation/smoke8/clean/fd_pixel.json", "results/evaluation/smoke8/clean/fd_filterbank.json",
+               "results/evaluation/smoke8/clean/neighbors_pixel.json"]
     r = _slurm_run(wd, bin_dir, *targets, "--configfile", "config/smoke.yaml")
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     subs = [c for c in fake_slurm.calls(state) if c["cmd"] == "sbatch"]

@@ -1,4 +1,4 @@
-"""ambient.readme_tables: the README's generated blocks, and the README against the recorded run.
+"""ambient.pipeline.readme_tables: the README's generated blocks, and the README against the recorded run.
 
 The blocks are rendered from synthetic files into a temporary README; `--check` passes after a
 write and fails after a hand edit. The last two tests compare README.md's blocks with the run that
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ambient import claims as C
-from ambient import readme_tables as RT
+from ambient.eval import claims as C
+from ambient.pipeline import readme_tables as RT
 
 from test_claims import holding_runs, write_summary
 

@@ -99,8 +99,9 @@ def test_run_records_and_labels():
     assert [r["level"] for r in runs] == [0.0, 0.5, 0.4, 0.2]
     assert [r["delta"] for r in runs] == [0.0, 0.1, 0.0, 0.0]  # dust's default further corruption
     assert [r["series"] for r in runs] == ["clean", "dust", "box", "noise (naive)"]
-    assert layout.run_file("neighbors_csv", "faces", runs[1]["name"], "filterbank") == \
-        "results/faces/dust-p0.50/neighbors_filterbank.csv"
+    assert layout.run_file("neighbors_csv", "faces", runs[1]["name"], extractor="filterbank") == \
+        "results/evaluation/faces/dust-p0.50/neighbors_filterbank.csv"
+    assert layout.run_file("model") == "results/models/{dataset}/{corruption}/model.pt"  # the train rule's pattern
 
 
 def test_every_kind_has_its_loss():
@@ -135,11 +136,11 @@ def test_figlib_resolves_every_run_file_against_the_root():
     finally:
         sys.path.remove(str(REPO / "paper_figures"))
     assert figlib.find_root("..") == Path("..").resolve()
-    runs = [{"name": "noise-s0.20", "label": "x", "samples_full": "results/faces/noise-s0.20/samples_full.zip"},
+    runs = [{"name": "noise-s0.20", "label": "x", "samples_full": "results/samples/faces/noise-s0.20/samples_full.zip"},
             {"name": "clean", "label": "clean"}]
     done = figlib.complete_runs(REPO, runs, "faces")
-    assert done[0]["samples_full"] == REPO / "results/faces/noise-s0.20/samples_full.zip"
-    assert done[1]["samples"] == REPO / "results/faces/clean/samples.zip" and "samples_full" not in done[1]
+    assert done[0]["samples_full"] == REPO / "results/samples/faces/noise-s0.20/samples_full.zip"
+    assert done[1]["samples"] == REPO / "results/samples/faces/clean/samples.zip" and "samples_full" not in done[1]
     assert done[0]["label"] == "x"
 
 
@@ -283,6 +284,17 @@ def test_notebooks_have_a_parameters_cell():
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{name}: clear the outputs"
 
 
+def test_notebooks_review_as_text():
+    """Outputs stripped and code cells short (README, Layout): a notebook's diff reads like code."""
+    import nbformat
+
+    for path in sorted((REPO / "paper_figures").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        for cell in (c for c in nb.cells if c.cell_type == "code"):
+            assert not cell.get("outputs") and cell.get("execution_count") is None, f"{path.name}: clear the outputs"
+            assert len(cell.source.splitlines()) <= 40, f"{path.name}: a code cell of over 40 lines; split it"
+
+
 def test_dry_run_plans_the_grid(tmp_path):
     wd = copy_workflow(tmp_path / "wf")
     r = snakemake(wd, "-n", "--cores", "2", "--quiet", "rules")
@@ -323,7 +335,7 @@ def test_protect_models_write_protects_the_model(tmp_path):
     a forced retraining then stops with Snakemake's write-protection error; as root (this machine,
     CI) only the mode bits can be checked, since root may write anything."""
     wd = copy_workflow(tmp_path / "wf")
-    model = "results/smoke8/clean/model.pt"
+    model = "results/models/smoke8/clean/model.pt"
     (wd / "protect.yaml").write_text("training: {protect_models: true}\n")
     args = ("--cores", "2", "--configfile", "config/smoke.yaml", "protect.yaml")
     r = snakemake(wd, model, *args)  # --configfile takes every argument after it
@@ -354,11 +366,11 @@ def test_dry_run_noise_entry_and_folder_source(tmp_path):
     r = snakemake(wd, "-n", "--cores", "1", "--configfile", "override.yaml", "-p")
     assert r.returncode == 0, r.stderr
     out = r.stdout + r.stderr
-    assert "results/mine/noise-s0.20/model.pt" in out and "results/mine/noise-s0.20-naive/model.pt" in out
+    assert "results/models/mine/noise-s0.20/model.pt" in out and "results/models/mine/noise-s0.20-naive/model.pt" in out
     assert "--corruption noise-s0.20 --delta 0.0 --consistency-weight 0.25 " in out
     assert "--corruption noise-s0.20 --delta 0.0 --loss edm " in out
     assert "--corruption clean --delta 0.0 --base-channels" in out  # no loss flags for the other runs
-    assert "-m ambient.metrics_hf" in out and "--corruption noise-s0.20-naive --corruption-seed 0" in out
+    assert "-m ambient.eval.metrics_hf" in out and "--corruption noise-s0.20-naive --corruption-seed 0" in out
     assert "fig5_noise_generations" in out and "fig6_noise_histograms" in out
     assert "--device auto --threads 1" in out and "torch.distributed.run" not in out
     heldout = default_config()["dataset"]["heldout_images"]  # config.yaml's held-out split
@@ -368,37 +380,44 @@ def test_dry_run_noise_entry_and_folder_source(tmp_path):
     assert "--num-images" not in out.split("ambient prepare")[1].split("\n")[0]
 
 
-def _fake_run(d, neighbors: dict) -> None:
-    """A run directory as the workflow leaves it: a 4-sample zip and its neighbours summary."""
+def _result(root, key: str, name: str, **fields):
+    """The path of one of run `name`'s result files (dataset faces) under root, its folder made."""
+    path = root / layout.run_file(key, "faces", name, **fields)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _fake_run(root, name: str, neighbors: dict) -> None:
+    """A run as the workflow leaves it: a 4-sample zip and its neighbours summary."""
     import numpy as np
 
     from ambient.data import write_image_zip
 
-    write_image_zip(d / "samples.zip", np.zeros((4, 1, 8, 8), np.uint8), info={"num_steps": 3, "train_steps": 7})
-    (d / "neighbors_pixel.json").write_text(json.dumps({"extractor": "pixel", "n": 4, **neighbors}))
+    write_image_zip(_result(root, "samples", name), np.zeros((4, 1, 8, 8), np.uint8),
+                    info={"num_steps": 3, "train_steps": 7})
+    _result(root, "neighbors_json", name, extractor="pixel").write_text(
+        json.dumps({"extractor": "pixel", "n": 4, **neighbors}))
 
 
 def test_summary_from_metric_files(tmp_path):
-    """ambient.summary: one row per model, FD/KD under the extractor actually used, attack columns."""
-    from ambient.summary import main
+    """ambient.eval.summary: one row per model, FD/KD under the extractor actually used, attack columns."""
+    from ambient.eval.summary import main
 
-    runs = tmp_path / "results" / "faces"
     for i, name in enumerate(["clean", "dust-p0.50"]):
-        d = runs / name
-        _fake_run(d, {"sim_mean": 0.5 - i / 4, "sim_median": 0.5, "sim_max": 0.99, "share_gt_0.90": 0.5 - i / 4,
+        _fake_run(tmp_path, name, {"sim_mean": 0.5 - i / 4, "sim_median": 0.5, "sim_max": 0.99, "share_gt_0.90": 0.5 - i / 4,
                       "share_gt_0.95": 0.25 - i / 4, "share_gt_0.99": 0.0, "carlini": {"share_flagged": 0.25}})
-        (d / "fd_filterbank.json").write_text(json.dumps(
+        _result(tmp_path, "fd_json", name, extractor="filterbank").write_text(json.dumps(
             {"extractor": "filterbank", "fd_key": "fd_filterbank", "kd_key": "kd_filterbank",
              "fd_filterbank": 1.5 + i, "kd_filterbank": 0.1, "fallback_used": False}))
-        (d / "fd_inception.json").write_text(json.dumps(  # weights missing: fell back to filterbank
+        _result(tmp_path, "fd_json", name, extractor="inception").write_text(json.dumps(  # weights missing: fell back to filterbank
             {"extractor": "filterbank", "fd_key": "fd_filterbank", "kd_key": "kd_filterbank",
              "fd_filterbank": 1.5 + i, "kd_filterbank": 0.1, "fallback_used": True}))
-        (d / "attack_inpaint.json").write_text(json.dumps(
+        _result(tmp_path, "attack_json", name, attack="inpaint").write_text(json.dumps(
             {"primary_method": "inpaint", "methods": {"inpaint": {"sim_mean": 0.9, "other_sim_mean": 0.6,
                                                                   "share_extracted": 0.75 - i / 2}}}))
     out = tmp_path / "summary.csv"
     metrics = tmp_path / "summary.json"
-    assert main(["--runs-dir", str(runs), "--corruptions", "clean", "dust-p0.50", "--extractors", "filterbank",
+    assert main(["--root", str(tmp_path), "--dataset", "faces", "--corruptions", "clean", "dust-p0.50", "--extractors", "filterbank",
                  "inception", "--attacks", "inpaint", "--out", str(out), "--metrics-json", str(metrics)]) == 0
     # DVC's metrics file: the numeric columns per model, the same numbers as the CSV
     numbers = json.loads(metrics.read_text())
@@ -413,28 +432,26 @@ def test_summary_from_metric_files(tmp_path):
     assert rows[1]["fd_filterbank"] == "2.5" and rows[0]["inception_fallback"] == "filterbank"
     assert "fid" not in rows[0] and rows[1]["inpaint_extracted"] == "0.25"
     assert [r["loss"] for r in rows] == ["edm", "ambient"] and "hf_samples" not in rows[0]
-    assert main(["--runs-dir", str(runs), "--corruptions", "box-p0.40", "--out", str(out)]) == 2
+    assert main(["--root", str(tmp_path), "--dataset", "faces", "--corruptions", "box-p0.40", "--out", str(out)]) == 2
 
 
 def test_summary_noise_runs_and_hf_energy(tmp_path):
     """The naive baseline's run name maps to its corruption; hf_energy.json adds the hf_* columns."""
-    from ambient.summary import main
+    from ambient.eval.summary import main
 
-    runs = tmp_path / "results" / "faces"
     for i, name in enumerate(["noise-s0.20", "noise-s0.20-naive"]):
-        d = runs / name
-        _fake_run(d, {"sim_mean": 0.5, "sim_median": 0.5, "sim_max": 0.9, "share_gt_0.90": 0.0,
+        _fake_run(tmp_path, name, {"sim_mean": 0.5, "sim_median": 0.5, "sim_max": 0.9, "share_gt_0.90": 0.0,
                       "share_gt_0.95": 0.0, "share_gt_0.99": 0.0})
-        (d / "hf_energy.json").write_text(json.dumps(
+        _result(tmp_path, "hf_json", name).write_text(json.dumps(
             {"hf_samples": 0.02 + i / 10, "hf_train_clean": 0.02, "hf_train_noisy": 0.12, "hf_noise_index": i}))
     out = tmp_path / "summary.csv"
-    assert main(["--runs-dir", str(runs), "--corruptions", "noise-s0.20", "noise-s0.20-naive", "--hf-energy",
+    assert main(["--root", str(tmp_path), "--dataset", "faces", "--corruptions", "noise-s0.20", "noise-s0.20-naive", "--hf-energy",
                  "--out", str(out)]) == 0
     with open(out) as f:
         rows = list(csv.DictReader(f))
     assert [(r["kind"], r["level"], r["loss"]) for r in rows] == [("noise", "0.2", "tweedie"), ("noise", "0.2", "edm")]
     assert [r["hf_noise_index"] for r in rows] == ["0", "1"] and rows[1]["hf_train_noisy"] == "0.12"
-    assert main(["--runs-dir", str(runs), "--corruptions", "dust-p0.50-naive", "--out", str(out)]) == 2
+    assert main(["--root", str(tmp_path), "--dataset", "faces", "--corruptions", "dust-p0.50-naive", "--out", str(out)]) == 2
 
 
 # ---------------------------------------------------------------- end to end (smoke config)
@@ -518,14 +535,14 @@ def test_smoke_outputs(smoke_run):
     # the naive baseline is sampled to sigma_min, the Tweedie model stops at sigma_n (from the checkpoint)
     from ambient.data import read_image_zip
 
-    manifests = {n: read_image_zip(wd / "results" / "smoke8" / n / "samples.zip").manifest
+    manifests = {n: read_image_zip(wd / layout.run_file("samples", "smoke8", n)).manifest
                  for n in ("noise-s0.20", "noise-s0.20-naive")}
     assert manifests["noise-s0.20"]["stop_sigma"] == 0.2 and manifests["noise-s0.20"]["loss"] == "tweedie"
     assert manifests["noise-s0.20-naive"]["stop_sigma"] is None and manifests["noise-s0.20-naive"]["loss"] == "edm"
     # trained with consistency: also sampled full-length, through sigma < sigma_n
-    full = read_image_zip(wd / "results" / "smoke8" / "noise-s0.20" / "samples_full.zip").manifest
+    full = read_image_zip(wd / layout.run_file("samples_full", "smoke8", "noise-s0.20")).manifest
     assert full["stop_sigma"] is None and full["sampler"] == "full"
-    assert not (wd / "results" / "smoke8" / "noise-s0.20-naive" / "samples_full.zip").exists()
+    assert not (wd / layout.run_file("samples_full", "smoke8", "noise-s0.20-naive")).exists()
     # quality is scored against the held-out split, which shares no image with the training set
     held, train = (read_image_zip(wd / "data" / f"smoke8{s}.zip") for s in ("-heldout", ""))
     assert held.manifest["split"] == "heldout" and len(held) == cfg["dataset"]["heldout_images"]

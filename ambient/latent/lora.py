@@ -139,44 +139,25 @@ def fixed_noise(shape: tuple, n: int, noise_seed: int) -> torch.Tensor:
 
 def train_lora(cfg: LoraTrainConfig, model_dir: str | os.PathLike, run_dir: str | os.PathLike,
                out: str | os.PathLike, device: str | torch.device = "cpu", progress: bool = False) -> Path:
-    from ..data import read_image_zip
     from ..training import BatchSampler
-    from .models import SDXL, check_timestep
 
     run_dir, out = Path(run_dir), Path(out)
     with run_dir_lock(run_dir):
         for stale in run_dir.glob(".checkpoint-*.tmp"):
             stale.unlink()
-        m = SDXL(model_dir, device, cfg.precision)
-        check_timestep("t_n", cfg.t_n, m.T - 1)
-        data = read_image_zip(cfg.dataset)
-        res = data.resolution
-        if data.channels != 3:
-            raise ValueError(f"{cfg.dataset}: SDXL trains on RGB images, this zip is {data.channels}-channel")
-        z0 = m.encode(data.images).cpu()
-        loss_fn = LatentTweedieLoss(m.alphas_cumprod, cfg.t_n, cfg.consistency_weight, cfg.consistency_everywhere,
-                                    cfg.max_steps_diff)
-        x_n = loss_fn.noisy_latents(z0.double(), fixed_noise(tuple(z0.shape[1:]), len(z0), cfg.noise_seed).double()).float()
-        del z0  # the trainer holds the noisy latents only
+        # Load the model and the dataset: the trainer holds the noisy latents x_n only.
+        m, loss_fn, x_n, res = _noisy_latents(cfg, model_dir, device)
         cond = m.condition(cfg.prompt, res)
+
+        # Construct the adapter and its optimizer; resume them from this run's latest checkpoint.
         params = add_lora(m.unet, cfg.rank, cfg.seed)
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         info = {"model": str(model_dir), "dataset_sha256": sha256_file(cfg.dataset), "num_images": len(x_n),
                 "resolution": res, "latent_shape": list(x_n.shape[1:])}
-        start = 0
-        ckpts = [p for p in _checkpoints(run_dir) if int(p.stem.split("-")[1]) <= cfg.steps]
-        if ckpts:
-            st = _load(ckpts[-1])
-            if st["config"] != asdict(cfg) or st["info"]["dataset_sha256"] != info["dataset_sha256"]:
-                raise ValueError(f"{ckpts[-1]}: written by another configuration or dataset; use another run dir")
-            load_lora_state(m.unet, st["lora"])
-            opt.load_state_dict(st["optimizer"])
-            start = int(st["step"])
+        start = _resume(cfg, run_dir, info, m.unet, opt)
+
+        # Train.
         log_path = run_dir / "train_log.jsonl"
-        if log_path.exists():
-            keep = [ln for ln in log_path.read_text().splitlines() if ln.strip().endswith("}")
-                    and json.loads(ln)["step"] <= start]
-            log_path.write_text("".join(ln + "\n" for ln in keep))
         sampler = BatchSampler(len(x_n), cfg.batch_size, cfg.seed)
         kill_at = int(os.environ.get("AMBIENT_KILL_AT_STEP", "-1"))  # tests: a real SIGKILL mid-run
         autocast = torch.autocast(m.device.type, dtype=m.dtype, enabled=m.dtype != torch.float32)
@@ -184,15 +165,10 @@ def train_lora(cfg: LoraTrainConfig, model_dir: str | os.PathLike, run_dir: str 
         m.unet.train()
         t0 = time.perf_counter()
         for step in range(start, cfg.steps):
-            idx = sampler.indices(step)
-            g = generator(cfg.seed, _STREAM_STEP, step)
-            with autocast:
-                loss = loss_fn(eps_model, x_n[idx].to(m.device), generator=g).float().mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
+            x = x_n[sampler.indices(step)].to(m.device)
+            loss = lora_step(cfg, eps_model, loss_fn, x, step, params, opt, autocast)
+
+            # Log and save a snapshot.
             done = step + 1
             if done % cfg.log_every == 0 or done == cfg.steps:
                 with open(log_path, "a") as f:
@@ -200,17 +176,75 @@ def train_lora(cfg: LoraTrainConfig, model_dir: str | os.PathLike, run_dir: str 
                 if progress:
                     print(f"step {done}/{cfg.steps} loss {loss.item():.4f}", flush=True)
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-                _save(run_dir / f"checkpoint-{done:07d}.pt",
-                      {"format": FORMAT, "step": done, "config": asdict(cfg), "info": info,
-                       "lora": lora_state(m.unet), "optimizer": opt.state_dict(),
-                       "rng": {"seed": cfg.seed, "noise_seed": cfg.noise_seed, "stream": "generator(seed, step)"}})
-                for old in [p for p in _checkpoints(run_dir) if int(p.stem.split("-")[1]) <= done][:-cfg.keep_checkpoints]:
-                    old.unlink()
+                _save_snapshot(run_dir, done, cfg, info, m.unet, opt)
             if done == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
+
+        # Done.
         _save(out, {"format": FORMAT, "step": cfg.steps, "config": asdict(cfg), "info": info,
                     "lora": lora_state(m.unet), "rank": cfg.rank, "target_modules": TARGET_MODULES})
     return out
+
+
+def _noisy_latents(cfg: LoraTrainConfig, model_dir, device) -> tuple:
+    """(SDXL, loss, x_n, resolution): every image encoded once and noised once to t_n (z0 is dropped)."""
+    from ..data import read_image_zip
+    from .models import SDXL, check_timestep
+
+    m = SDXL(model_dir, device, cfg.precision)
+    check_timestep("t_n", cfg.t_n, m.T - 1)
+    data = read_image_zip(cfg.dataset)
+    if data.channels != 3:
+        raise ValueError(f"{cfg.dataset}: SDXL trains on RGB images, this zip is {data.channels}-channel")
+    z0 = m.encode(data.images).cpu()
+    loss_fn = LatentTweedieLoss(m.alphas_cumprod, cfg.t_n, cfg.consistency_weight, cfg.consistency_everywhere,
+                                cfg.max_steps_diff)
+    x_n = loss_fn.noisy_latents(z0.double(), fixed_noise(tuple(z0.shape[1:]), len(z0), cfg.noise_seed).double()).float()
+    return m, loss_fn, x_n, data.resolution
+
+
+def _resume(cfg: LoraTrainConfig, run_dir: Path, info: dict, unet, opt) -> int:
+    """Load the adapter and optimizer of the run's latest checkpoint at or before `steps`; its step (0 if none).
+    Log lines past that step are dropped."""
+    start = 0
+    ckpts = [p for p in _checkpoints(run_dir) if int(p.stem.split("-")[1]) <= cfg.steps]
+    if ckpts:
+        st = _load(ckpts[-1])
+        if st["config"] != asdict(cfg) or st["info"]["dataset_sha256"] != info["dataset_sha256"]:
+            raise ValueError(f"{ckpts[-1]}: written by another configuration or dataset; use another run dir")
+        load_lora_state(unet, st["lora"])
+        opt.load_state_dict(st["optimizer"])
+        start = int(st["step"])
+    log_path = run_dir / "train_log.jsonl"
+    if log_path.exists():
+        keep = [ln for ln in log_path.read_text().splitlines() if ln.strip().endswith("}")
+                and json.loads(ln)["step"] <= start]
+        log_path.write_text("".join(ln + "\n" for ln in keep))
+    return start
+
+
+def lora_step(cfg: LoraTrainConfig, eps_model, loss_fn: LatentTweedieLoss, x: torch.Tensor, step: int,
+              params: list[torch.nn.Parameter], opt: torch.optim.Optimizer, autocast) -> torch.Tensor:
+    """One AdamW step of the adapter on the batch x of noisy latents; the draws come from (seed, step)."""
+    g = generator(cfg.seed, _STREAM_STEP, step)
+    with autocast:
+        loss = loss_fn(eps_model, x, generator=g).float().mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    opt.step()
+    return loss
+
+
+def _save_snapshot(run_dir: Path, done: int, cfg: LoraTrainConfig, info: dict, unet, opt) -> None:
+    """checkpoint-<done>.pt, keeping this run's `keep_checkpoints` latest."""
+    _save(run_dir / f"checkpoint-{done:07d}.pt",
+          {"format": FORMAT, "step": done, "config": asdict(cfg), "info": info,
+           "lora": lora_state(unet), "optimizer": opt.state_dict(),
+           "rng": {"seed": cfg.seed, "noise_seed": cfg.noise_seed, "stream": "generator(seed, step)"}})
+    for old in [p for p in _checkpoints(run_dir) if int(p.stem.split("-")[1]) <= done][:-cfg.keep_checkpoints]:
+        old.unlink()
 
 
 def load_finetuned(model_dir, adapter_path, device="cpu", precision="fp32"):

@@ -2,7 +2,7 @@
 `filter_results_masking.py` (Figs. 1, 4, 8): cosine similarity of features, histograms, and the
 shares above 0.90 / 0.95 / 0.99.
 
-Features come from the registry of ambient.features: the requested extractor (the paper: DINOv2,
+Features come from the registry of ambient.eval.features: the requested extractor (the paper: DINOv2,
 `dinov2_vitg14`) when its local weights exist, else the configured fallback; every output names
 the extractor actually used (`extractor`) beside the one requested, and `is_dinov2`, so a number is
 never called a DINOv2 similarity unless DINOv2 computed it. Two modes:

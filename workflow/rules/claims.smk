@@ -1,14 +1,14 @@
 # The papers' claims checked against this run's summary.csv: one row per claim with the measured
-# numbers, the threshold and holds = yes | no | n/a (ambient/claims.py defines the thresholds).
+# numbers, the threshold and holds = yes | no | n/a (ambient/eval/claims.py defines the thresholds).
 # A claim that does not hold is a result, not a failure: the job succeeds either way.
 
 
 rule claims:
     input:
-        "results/metrics/summary.csv",
+        layout.SUMMARY_CSV,
     output:
         report(
-            "results/metrics/claims.csv",
+            layout.CLAIMS_CSV,
             caption="../report/claims.rst",
             category="Metrics",
             labels={"table": "claims.csv"},
@@ -24,4 +24,4 @@ rule claims:
     conda:
         "../../environment.yml"
     shell:
-        '"$AMBIENT_PYTHON" -m ambient.claims --summary {input} --out {output} > {log} 2>&1'
+        '"$AMBIENT_PYTHON" -m ambient.eval.claims --summary {input} --out {output} > {log} 2>&1'

@@ -13,7 +13,7 @@ from snakemake.utils import validate
 from ambient import layout
 from ambient.layout import FIGURES, FIGURES_DIR
 
-# Sources downloaded by the download_dataset rule (ambient.download); never part of the CPU/CI configs.
+# Sources downloaded by the download_dataset rule (ambient.pipeline.download); never part of the CPU/CI configs.
 PAPER_SOURCES = ("celeba", "ffhq", "celeba_hq")
 
 
@@ -154,13 +154,13 @@ def base_corruption(wildcards):
 
 def model_output():
     """The trained model, write-protected when training.protect_models is set (paper configs)."""
-    path = "results/{dataset}/{corruption}/model.pt"
+    path = layout.run_file("model")
     return protected(path) if config["training"].get("protect_models") else path
 
 
-def run_files(pattern, **extra):
-    """`pattern` expanded over the configured corruptions (and `extra` wildcards)."""
-    return expand(pattern, dataset=dataset_name(), corruption=corruption_names(), **extra)
+def run_files(key, **extra):
+    """A result file (ambient.layout.RUN_FILES key) of every configured model (and `extra` wildcards)."""
+    return expand(layout.run_file(key), dataset=dataset_name(), corruption=corruption_names(), **extra)
 
 
 def inception_weights():
@@ -266,7 +266,7 @@ def is_paper_source():
 
 
 def download_options(wildcards):
-    """`python -m ambient.cli_data download-dataset` options of a paper source."""
+    """`python -m ambient download-dataset` options of a paper source."""
     ds = config["dataset"]
     opts = (f"--source {ds['source']} --raw-dir {shlex.quote(ds['raw_dir'])} --resolution {ds['resolution']} "
             f"--seed {ds['seed']}")
@@ -287,7 +287,12 @@ def quality_ref_name():
 
 
 def quality_ref_images():
-    return f"data/{dataset_name()}-heldout.zip" if has_heldout() else f"data/{dataset_name()}.zip"
+    return (layout.HELDOUT_ZIP if has_heldout() else layout.DATASET_ZIP).format(dataset=dataset_name())
+
+
+def ref_stats_file():
+    """Feature statistics of the quality reference, per dataset and extractor (wildcards)."""
+    return layout.REF_STATS.replace("{ref}", quality_ref_name())
 
 
 def heldout_options(wildcards, output):
@@ -318,6 +323,30 @@ def papermill_params(**params):
     return shlex.quote(json.dumps(params))
 
 
+# ---------------------------------------------------------------- phases (workflow/rules/phases.smk)
+
+def phase_targets(phase):
+    """The files of one phase for this config (ambient.layout places them): the phase's target rule."""
+    if phase == "datasets":
+        return [quality_ref_images(), layout.DATASET_ZIP.format(dataset=dataset_name())]
+    if phase == "models":
+        return run_files("model")
+    if phase == "samples":
+        full = expand(layout.run_file("samples_full"), dataset=dataset_name(), corruption=full_sampler_runs())
+        return run_files("samples") + full
+    if phase == "evaluation":
+        per_model = [run_files(k, extractor=sim_extractor()) for k in ("neighbors_json", "neighbors_csv", "neighbors_npz")]
+        per_model += [run_files("fd_json", extractor=fd_extractors()), run_files("hf_json")]
+        per_model += [run_files(k, attack=attack_kinds()) for k in ("attack_json", "attack_csv", "attack_npz")]
+        return sorted({f for files in per_model for f in files})
+    if phase == "metrics":
+        return [layout.SUMMARY_CSV, layout.SUMMARY_JSON, layout.CLAIMS_CSV]
+    if phase == "figures":
+        return figure_outputs()
+    raise WorkflowError(f"unknown phase {phase!r}")
+
+
+
 # ---------------------------------------------------------------- figures (the table: ambient.layout.FIGURES)
 
 def figure_runs(fig):
@@ -331,7 +360,7 @@ def figure_runs(fig):
         keys = list(fig.files)
         if fig.noise_only and "samples" in fig.files and r["name"] in full_sampler_runs():
             keys.append("samples_full")
-        runs.append({**r, **{k: layout.run_file(k, dataset_name(), r["name"], sim_extractor()) for k in keys}})
+        runs.append({**r, **{k: layout.run_file(k, dataset_name(), r["name"], extractor=sim_extractor()) for k in keys}})
     return runs
 
 
@@ -380,7 +409,7 @@ def figure_report(fig):
 
 
 # GPU jobs (train, sample, attack, neighbors, ref_stats, fid) start through
-# `python -m ambient.gpu_slots --gpus {resources.gpu} -- CMD`: on a machine shared by several jobs it
+# `python -m ambient.pipeline.gpu_slots --gpus {resources.gpu} -- CMD`: on a machine shared by several jobs it
 # locks free devices and sets CUDA_VISIBLE_DEVICES (Snakemake caps the count, not the devices); with
 # gpu 0, under SLURM, or with CUDA_VISIBLE_DEVICES already set it just runs CMD.
 

@@ -10,8 +10,8 @@ if not is_paper_source():
         input:
             dataset_source_input,
         output:
-            train="data/{dataset}.zip",
-            **({"heldout": "data/{dataset}-heldout.zip"} if has_heldout() else {}),
+            train=layout.DATASET_ZIP,
+            **({"heldout": layout.HELDOUT_ZIP} if has_heldout() else {}),
         log:
             "logs/{dataset}/prepare.log",
         params:
@@ -33,10 +33,10 @@ else:
         # Only the paper configs use it; it is a localrule (cluster compute nodes often have no
         # internet) and it refuses to run under CI (CI=true): tests only dry-run the paper configs.
         # The archive and its extraction stay in dataset.raw_dir and are reused; the subset is
-        # seeded (dataset.seed) and recorded in the zip's manifest (see ambient/download.py).
+        # seeded (dataset.seed) and recorded in the zip's manifest (see ambient/pipeline/download.py).
         output:
-            train="data/{dataset}.zip",
-            **({"heldout": "data/{dataset}-heldout.zip"} if has_heldout() else {}),
+            train=layout.DATASET_ZIP,
+            **({"heldout": layout.HELDOUT_ZIP} if has_heldout() else {}),
         log:
             "logs/{dataset}/download.log",
         params:
@@ -52,5 +52,5 @@ else:
         shell:
             'if [ -n "${{CI:-}}" ]; then echo "download_dataset: refusing to download under CI (CI=$CI)" > {log}; '
             "exit 1; fi; "
-            '"$AMBIENT_PYTHON" -m ambient.cli_data download-dataset {params.options}{params.heldout} --out {output.train} '
+            '"$AMBIENT_PYTHON" -m ambient download-dataset {params.options}{params.heldout} --out {output.train} '
             "> {log} 2>&1"

@@ -6,12 +6,12 @@
 
 rule neighbors:
     input:
-        samples="results/{dataset}/{corruption}/samples.zip",
-        train="data/{dataset}.zip",
+        samples=layout.run_file("samples"),
+        train=layout.DATASET_ZIP,
     output:
-        summary="results/{dataset}/{corruption}/neighbors_{extractor}.json",
-        csv="results/{dataset}/{corruption}/neighbors_{extractor}.csv",
-        gallery="results/{dataset}/{corruption}/neighbors_{extractor}_gallery.npz",
+        summary=layout.run_file("neighbors_json"),
+        csv=layout.run_file("neighbors_csv"),
+        gallery=layout.run_file("neighbors_npz"),
     log:
         "logs/{dataset}/{corruption}/neighbors_{extractor}.log",
     benchmark:
@@ -30,7 +30,7 @@ rule neighbors:
     conda:
         "../../environment.yml"
     shell:
-        '"$AMBIENT_PYTHON" -m ambient.gpu_slots --gpus {resources.gpu} -- '
+        '"$AMBIENT_PYTHON" -m ambient.pipeline.gpu_slots --gpus {resources.gpu} -- '
         '"$AMBIENT_PYTHON" -m ambient neighbors --samples {input.samples} --train {input.train} '
         "--extractor {wildcards.extractor} --fallback {params.fallback} --gallery-size {params.gallery_size} "
         "--out {output.summary} --csv {output.csv} --gallery {output.gallery} --no-png "
@@ -61,7 +61,7 @@ rule ref_stats:
         unpack(weights_input),
         images=quality_ref_images(),
     output:
-        f"results/{{dataset}}/ref_{{extractor}}_{quality_ref_name()}.npz",
+        ref_stats_file(),
     log:
         f"logs/{{dataset}}/ref_{{extractor}}_{quality_ref_name()}.log",
     benchmark:
@@ -80,7 +80,7 @@ rule ref_stats:
     conda:
         "../../environment.yml"
     shell:
-        '"$AMBIENT_PYTHON" -m ambient.gpu_slots --gpus {resources.gpu} -- '
+        '"$AMBIENT_PYTHON" -m ambient.pipeline.gpu_slots --gpus {resources.gpu} -- '
         '"$AMBIENT_PYTHON" -m ambient ref-stats --images {input.images} --out {output} '
         "--extractor {wildcards.extractor} --fallback {params.fallback} --weights-dir {params.weights_dir} "
         "--device {params.device} --threads {threads} --quiet > {log} 2>&1"
@@ -89,10 +89,10 @@ rule ref_stats:
 rule fid:
     input:
         unpack(weights_input),
-        samples="results/{dataset}/{corruption}/samples.zip",
-        ref=f"results/{{dataset}}/ref_{{extractor}}_{quality_ref_name()}.npz",
+        samples=layout.run_file("samples"),
+        ref=ref_stats_file(),
     output:
-        "results/{dataset}/{corruption}/fd_{extractor}.json",
+        layout.run_file("fd_json"),
     log:
         "logs/{dataset}/{corruption}/fd_{extractor}.log",
     benchmark:
@@ -114,7 +114,7 @@ rule fid:
     conda:
         "../../environment.yml"
     shell:
-        '"$AMBIENT_PYTHON" -m ambient.gpu_slots --gpus {resources.gpu} -- '
+        '"$AMBIENT_PYTHON" -m ambient.pipeline.gpu_slots --gpus {resources.gpu} -- '
         '"$AMBIENT_PYTHON" -m ambient fid --samples {input.samples} --ref {input.ref} --out {output} '
         "--extractor {wildcards.extractor} --fallback {params.fallback} --weights-dir {params.weights_dir} "
         "--seed {params.seed} --kid-subsets {params.kid_subsets} --ref-name {params.ref_name} "
@@ -123,12 +123,12 @@ rule fid:
 
 rule attack:
     input:
-        model="results/{dataset}/{corruption}/model.pt",
-        train="data/{dataset}.zip",
+        model=layout.run_file("model"),
+        train=layout.DATASET_ZIP,
     output:
-        summary="results/{dataset}/{corruption}/attack_{attack}.json",
-        csv="results/{dataset}/{corruption}/attack_{attack}.csv",
-        gallery="results/{dataset}/{corruption}/attack_{attack}_gallery.npz",
+        summary=layout.run_file("attack_json"),
+        csv=layout.run_file("attack_csv"),
+        gallery=layout.run_file("attack_npz"),
     log:
         "logs/{dataset}/{corruption}/attack_{attack}.log",
     benchmark:
@@ -146,7 +146,7 @@ rule attack:
     conda:
         "../../environment.yml"
     shell:
-        '"$AMBIENT_PYTHON" -m ambient.gpu_slots --gpus {resources.gpu} -- '
+        '"$AMBIENT_PYTHON" -m ambient.pipeline.gpu_slots --gpus {resources.gpu} -- '
         '"$AMBIENT_PYTHON" -m ambient attack --checkpoint {input.model} --train {input.train} '
         "--kind {wildcards.attack} {params.options} --out {output.summary} --csv {output.csv} "
         "--gallery {output.gallery} --device {params.device} --threads {threads} --quiet > {log} 2>&1"
@@ -154,12 +154,12 @@ rule attack:
 
 rule hf_energy:
     # High-frequency energy (power above half Nyquist) of the samples vs the clean training images
-    # vs, for noise runs, the noisy training data the model saw (ambient/metrics_hf.py).
+    # vs, for noise runs, the noisy training data the model saw (ambient/eval/metrics_hf.py).
     input:
-        samples="results/{dataset}/{corruption}/samples.zip",
-        train="data/{dataset}.zip",
+        samples=layout.run_file("samples"),
+        train=layout.DATASET_ZIP,
     output:
-        "results/{dataset}/{corruption}/hf_energy.json",
+        layout.run_file("hf_json"),
     log:
         "logs/{dataset}/{corruption}/hf_energy.log",
     params:
@@ -171,30 +171,30 @@ rule hf_energy:
     conda:
         "../../environment.yml"
     shell:
-        '"$AMBIENT_PYTHON" -m ambient.metrics_hf --samples {input.samples} --train {input.train} '
+        '"$AMBIENT_PYTHON" -m ambient.eval.metrics_hf --samples {input.samples} --train {input.train} '
         "--corruption {wildcards.corruption} --corruption-seed {params.corruption_seed} --out {output} > {log} 2>&1"
 
 
 rule summary:
     input:
-        models=run_files("results/{dataset}/{corruption}/model.pt"),
-        samples=run_files("results/{dataset}/{corruption}/samples.zip"),
-        neighbors=run_files("results/{dataset}/{corruption}/neighbors_{extractor}.json", extractor=sim_extractor()),
-        fd=run_files("results/{dataset}/{corruption}/fd_{extractor}.json", extractor=fd_extractors()),
-        attacks=run_files("results/{dataset}/{corruption}/attack_{attack}.json", attack=attack_kinds()),
-        hf=run_files("results/{dataset}/{corruption}/hf_energy.json"),
+        models=run_files("model"),
+        samples=run_files("samples"),
+        neighbors=run_files("neighbors_json", extractor=sim_extractor()),
+        fd=run_files("fd_json", extractor=fd_extractors()),
+        attacks=run_files("attack_json", attack=attack_kinds()),
+        hf=run_files("hf_json"),
     output:
         csv=report(
-            "results/metrics/summary.csv",
+            layout.SUMMARY_CSV,
             caption="../report/summary.rst",
             category="Metrics",
             labels={"table": "summary.csv"},
         ),
-        metrics="results/metrics/summary.json",  # dvc.yaml's metrics
+        metrics=layout.SUMMARY_JSON,  # dvc.yaml's metrics
     log:
         "logs/summary.log",
     params:
-        runs_dir=lambda w: f"results/{dataset_name()}",
+        dataset=dataset_name(),
         corruptions=list_args(corruption_names()),
         sim_extractor=sim_extractor(),
         extractors=list_args(fd_extractors()),
@@ -206,6 +206,6 @@ rule summary:
     conda:
         "../../environment.yml"
     shell:
-        '"$AMBIENT_PYTHON" -m ambient.summary --runs-dir {params.runs_dir} --corruptions {params.corruptions} '
+        '"$AMBIENT_PYTHON" -m ambient.eval.summary --dataset {params.dataset} --corruptions {params.corruptions} '
         "--similarity-extractor {params.sim_extractor} --extractors {params.extractors} {params.attacks} "
         "--hf-energy --out {output.csv} --metrics-json {output.metrics} > {log} 2>&1"

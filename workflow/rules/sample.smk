@@ -4,9 +4,9 @@
 
 rule sample:
     input:
-        model="results/{dataset}/{corruption}/model.pt",
+        model=layout.run_file("model"),
     output:
-        samples="results/{dataset}/{corruption}/samples.zip",
+        samples=layout.run_file("samples"),
     log:
         "logs/{dataset}/{corruption}/sample.log",
     benchmark:
@@ -26,7 +26,7 @@ rule sample:
     conda:
         "../../environment.yml"
     shell:
-        '"$AMBIENT_PYTHON" -m ambient.gpu_slots --gpus {resources.gpu} -- '
+        '"$AMBIENT_PYTHON" -m ambient.pipeline.gpu_slots --gpus {resources.gpu} -- '
         '"$AMBIENT_PYTHON" -m ambient sample --checkpoint {input.model} --num {params.num} '
         "--steps {params.steps} --seed {params.seed} --batch-size {params.batch_size} --precision {params.precision} "
         "--device {params.device} --threads {threads} --out {output.samples} --quiet > {log} 2>&1"
@@ -36,9 +36,9 @@ rule sample_full:
     # Tweedie models trained with the consistency loss: the full-length sampler, down to sigma_min
     # through the range below sigma_n that only the consistency loss trains (Tweedie paper, Figs. 5-6).
     input:
-        model="results/{dataset}/{corruption}/model.pt",
+        model=layout.run_file("model"),
     output:
-        samples="results/{dataset}/{corruption}/samples_full.zip",
+        samples=layout.run_file("samples_full"),
     log:
         "logs/{dataset}/{corruption}/sample_full.log",
     benchmark:
@@ -58,7 +58,7 @@ rule sample_full:
     conda:
         "../../environment.yml"
     shell:
-        '"$AMBIENT_PYTHON" -m ambient.gpu_slots --gpus {resources.gpu} -- '
+        '"$AMBIENT_PYTHON" -m ambient.pipeline.gpu_slots --gpus {resources.gpu} -- '
         '"$AMBIENT_PYTHON" -m ambient sample --checkpoint {input.model} --num {params.num} --sampler full '
         "--steps {params.steps} --seed {params.seed} --batch-size {params.batch_size} --precision {params.precision} "
         "--device {params.device} --threads {threads} --out {output.samples} --quiet > {log} 2>&1"

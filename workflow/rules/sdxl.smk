@@ -103,7 +103,7 @@ if sdxl_enabled():
         conda:
             "../envs/sdxl.yml"
         shell:
-            '"$AMBIENT_PYTHON" -m ambient.gpu_slots --gpus {resources.gpu} -- "$AMBIENT_PYTHON" -m ambient sdxl-train '
+            '"$AMBIENT_PYTHON" -m ambient.pipeline.gpu_slots --gpus {resources.gpu} -- "$AMBIENT_PYTHON" -m ambient sdxl-train '
             "--model {input.model} --dataset {input.data} {params.opts} {params.device} --run-dir {params.run} "
             "--out {output} --quiet > {log} 2>&1"
 
@@ -131,7 +131,7 @@ if sdxl_enabled():
         conda:
             "../envs/sdxl.yml"
         shell:
-            '"$AMBIENT_PYTHON" -m ambient.gpu_slots --gpus {resources.gpu} -- "$AMBIENT_PYTHON" -m ambient sdxl-generate '
+            '"$AMBIENT_PYTHON" -m ambient.pipeline.gpu_slots --gpus {resources.gpu} -- "$AMBIENT_PYTHON" -m ambient sdxl-generate '
             "--model {input.model} --adapter {input.adapter} {params.opts} {params.device} --out {output} > {log} 2>&1"
 
     rule sdxl_score_generations:
@@ -188,7 +188,7 @@ if sdxl_enabled():
         conda:
             "../envs/sdxl.yml"
         shell:
-            '"$AMBIENT_PYTHON" -m ambient.gpu_slots --gpus {resources.gpu} -- "$AMBIENT_PYTHON" -m ambient '
+            '"$AMBIENT_PYTHON" -m ambient.pipeline.gpu_slots --gpus {resources.gpu} -- "$AMBIENT_PYTHON" -m ambient '
             "sdxl-attack-noise --model {input.model} --images {input.images} {params.opts} {params.device} "
             "--out-dir {params.out} > {log} 2>&1"
 
@@ -215,7 +215,7 @@ if sdxl_enabled():
         conda:
             "../envs/sdxl.yml"
         shell:
-            '"$AMBIENT_PYTHON" -m ambient.gpu_slots --gpus {resources.gpu} -- "$AMBIENT_PYTHON" -m ambient '
+            '"$AMBIENT_PYTHON" -m ambient.pipeline.gpu_slots --gpus {resources.gpu} -- "$AMBIENT_PYTHON" -m ambient '
             "sdxl-attack-inpaint --model {input.model} --images {input.images} {params.opts} {params.device} "
             "--out-dir {params.out} > {log} 2>&1"
 

@@ -152,4 +152,4 @@ def pixel_targets():
     """The pixel branch's final files (none with `pixel: false`)."""
     if not config["pixel"]:
         return []
-    return ["results/metrics/summary.csv", "results/metrics/claims.csv", *figure_outputs()]
+    return [layout.SUMMARY_CSV, layout.CLAIMS_CSV, *figure_outputs()]

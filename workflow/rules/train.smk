@@ -1,4 +1,4 @@
-# One model per run name. Checkpoints and train_log.jsonl live in the run's train/ folder
+# One model per run name. Checkpoints and train_log.jsonl live in the model's train/ folder
 # (not declared outputs, so a failed or killed job resumes from its last checkpoint).
 # GPUs per job: resources.train_gpu (null = resources.gpu). 0: the configured device (CPU profile);
 # 1: --device cuda; N > 1: torchrun --standalone --nproc_per_node=N (DDP; `python -m
@@ -7,7 +7,7 @@
 
 rule train:
     input:
-        dataset="data/{dataset}.zip",
+        dataset=layout.DATASET_ZIP,
     output:
         model=model_output(),
     log:
@@ -15,7 +15,7 @@ rule train:
     benchmark:
         "benchmarks/{dataset}/{corruption}/train.tsv"
     params:
-        run_dir=lambda w, output: str(Path(output.model).parent / "train"),
+        run_dir=lambda w: layout.run_file("train_dir", w.dataset, w.corruption),
         corruption=train_corruption_args,
         network=lambda w: (
             f"--base-channels {config['network']['base_channels']} "
@@ -53,7 +53,7 @@ rule train:
     conda:
         "../../environment.yml"
     shell:
-        '"$AMBIENT_PYTHON" -m ambient.gpu_slots --gpus {resources.gpu} -- '
+        '"$AMBIENT_PYTHON" -m ambient.pipeline.gpu_slots --gpus {resources.gpu} -- '
         "{params.launcher} -m ambient train --dataset {input.dataset} {params.corruption} "
         "{params.network} {params.training} --run-dir {params.run_dir} "
         "--out {output.model} --device {params.device} --threads {params.threads} --quiet > {log} 2>&1"

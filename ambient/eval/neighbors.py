@@ -1,9 +1,13 @@
 """Nearest training neighbours of generated samples: similarity, histogram, gallery, Carlini criterion.
 
 Similarity is the cosine of L2-normalised features of the named extractor (`pixel`: the
-per-image centred pixel cosine of `memorization`). Per model it reports the histogram of each
-sample's top-1 similarity, its mean/median, the share above 0.90/0.95/0.99 and a gallery of
-the most similar (sample, training image) pairs.
+per-image centred pixel cosine of `pixel_features`, a Pearson correlation: invariant to brightness
+offsets and contrast, 1 for an exact copy). Per model it reports the histogram of each sample's
+top-1 similarity, its mean/median, the share above 0.90/0.95/0.99 and a gallery of the most
+similar (sample, training image) pairs. For scale, the summary also gives how close a training
+image comes to its nearest *other* training image (`train_nn_sim_mean`, `train_nn_sim_max`;
+the README's "Results on the embedded default" quotes them): far below 0.95, so a sample above
+0.95 is a copy of a training image.
 
 Second signal, in pixel space whatever the extractor: the criterion of Carlini et al. (2023,
 "Extracting training data from diffusion models") in the simplified form
@@ -21,10 +25,45 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .memorization import THRESHOLDS, similarity_summary, top_k_similarity
-from .utils import atomic_path
 
+
+THRESHOLDS = (0.90, 0.95, 0.99)
 CARLINI_THRESHOLD = 1.0 / 3.0
+
+
+def pixel_features(images: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(N, C, H, W) or (N, D) images -> (N, D) unit vectors of per-image centred pixels (computed in
+    float64): the one centred cosine of the project, also of the attacks' masked regions."""
+    x = torch.from_numpy(np.asarray(images)).flatten(1).double()
+    x = x - x.mean(dim=1, keepdim=True)
+    return torch.nn.functional.normalize(x, dim=1).to(dtype)
+
+
+def top_k_similarity(queries: torch.Tensor, references: torch.Tensor, k: int = 1,
+                     exclude_self: bool = False, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine similarity of each query's k most similar references: (values, indices), each (Q, k).
+
+    Features must be L2-normalised. exclude_self drops the diagonal (queries == references).
+    """
+    vals, idxs = [], []
+    for start in range(0, len(queries), chunk):
+        sims = queries[start : start + chunk] @ references.T
+        if exclude_self:
+            rows = torch.arange(len(sims))
+            sims[rows, rows + start] = -float("inf")
+        v, i = sims.topk(min(k, references.shape[0]), dim=1)
+        vals.append(v)
+        idxs.append(i)
+    return torch.cat(vals), torch.cat(idxs)
+
+
+def similarity_summary(top1: np.ndarray | torch.Tensor) -> dict:
+    top1 = np.asarray(top1, dtype=np.float64)
+    out = {"n": int(len(top1)), "sim_mean": float(top1.mean()), "sim_median": float(np.median(top1)),
+           "sim_max": float(top1.max())}
+    for t in THRESHOLDS:
+        out[f"share_gt_{t:.2f}"] = float((top1 > t).mean())
+    return out
 
 
 def normalize(features: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -113,23 +152,7 @@ def analyze(samples: np.ndarray, train: np.ndarray, sample_features: np.ndarray,
     return summary, rows, gallery
 
 
-# ---------------------------------------------------------------- writing
-
-def write_csv(path: str | os.PathLike, rows: list[dict]) -> None:
-    import csv
-
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        if rows:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            for r in rows:
-                w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-
-
-def write_npz(path: str | os.PathLike, **arrays) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **{k: np.asarray(v) for k, v in arrays.items()})
-
+# ---------------------------------------------------------------- gallery
 
 def pairs_grid(left: np.ndarray, right: np.ndarray, columns: int = 4, pad: int = 2, scale: int = 2) -> np.ndarray:
     """An (H, W[, 3]) uint8 image: `columns` pairs per row, each pair [left | right], grey padding."""
@@ -148,17 +171,10 @@ def pairs_grid(left: np.ndarray, right: np.ndarray, columns: int = 4, pad: int =
     return canvas[0] if c == 1 else canvas.transpose(1, 2, 0)
 
 
-def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
-    from PIL import Image
-
-    with atomic_path(path) as tmp:
-        Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG")
-
-
 def run(samples_path: str | os.PathLike, train_path: str | os.PathLike, extractor, k: int = 5, gallery_size: int = 16,
         bins: int = 200, batch_size: int = 64, progress: bool = False) -> tuple[dict, list[dict], dict]:
     """Load both image sets, compute their features with `extractor`, and `analyze` them."""
-    from .features import load_images
+    from ..data import load_images
 
     t0 = time.perf_counter()
     samples, train = load_images(samples_path), load_images(train_path)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from .features import Extractor, metric_keys
 from .fid import feature_stats, frechet, kernel
-from .utils import generator, signed_to_uint8, uint8_to_signed
+from ..utils import generator, signed_to_uint8, uint8_to_signed
 
 DISTURBANCES: dict[str, tuple[float, ...]] = {
     "noise": (0.05, 0.1, 0.2, 0.4),

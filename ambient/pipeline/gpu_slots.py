@@ -1,4 +1,4 @@
-"""Give a job its own GPUs on a machine shared by several jobs: `python -m ambient.gpu_slots --gpus N -- CMD ...`.
+"""Give a job its own GPUs on a machine shared by several jobs: `python -m ambient.pipeline.gpu_slots --gpus N -- CMD ...`.
 
 Snakemake caps the number of GPUs in use (`--resources gpu=N`) but does not say which device a
 job gets: without this every job would use cuda:0. The wrapper takes N free devices, each guarded
@@ -69,10 +69,10 @@ def acquire(n: int, total: int, directory: Path, timeout: float | None = None,
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" not in argv:
-        print("usage: python -m ambient.gpu_slots --gpus N [--timeout S] -- CMD [ARGS...]", file=sys.stderr)
+        print("usage: python -m ambient.pipeline.gpu_slots --gpus N [--timeout S] -- CMD [ARGS...]", file=sys.stderr)
         return 2
     k = argv.index("--")
-    parser = argparse.ArgumentParser(prog="python -m ambient.gpu_slots", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m ambient.pipeline.gpu_slots", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gpus", type=int, required=True)
     parser.add_argument("--timeout", type=float, default=None, help="give up after S seconds (default: wait)")

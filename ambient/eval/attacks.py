@@ -2,7 +2,7 @@
 
 Both start from a training image x0 (in [-1, 1]), corrupt it, let the model restore it, and
 compare the restoration with x0 and with the most similar *other* training image, by the
-per-image centred pixel cosine (`memorization.pixel_features`): on the whole image, and on the
+per-image centred pixel cosine (`neighbors.pixel_features`): on the whole image, and on the
 region the attack destroyed (the erased pixels; all pixels for the noise attack).
 An image counts as *extracted* when its region similarity to x0 exceeds `threshold` (0.95)
 AND exceeds its region similarity to every other training image.
@@ -27,7 +27,8 @@ sampler and budget. D is each model's own unconditional denoiser, exactly as its
     streams: never the image's training mask). The model sees the iterate through A~, known and
     completed pixels alike, as during training and sampling; K reaches it only through the
     replacement, as for the clean model. (Giving it A~ = K instead would feed it a mask density
-    far outside its training distribution: 20% kept against 72% or 45%.)
+    far outside its training distribution: K keeps 1 - `fraction` of the pixels, A~ keeps
+    (1 - p)(1 - delta) of them; the README's results give the runs' values.)
 At sigma = 0 the known pixels are x0 and the erased ones come from the model.
 
 Noise (`kind="noise"`): x_sigma = x0 + sigma eps (default sigma = 2.0 on [-1, 1] images), then
@@ -57,16 +58,16 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .corruption import Corruption
-from .memorization import THRESHOLDS, pixel_features
-from .sampling import edm_sigmas, heun_sample, model_denoiser, to_uint8
-from .utils import derive_seed, generator, uint8_to_signed
+from ..corruption import Corruption
+from .neighbors import THRESHOLDS, pixel_features
+from ..sampling import edm_sigmas, heun_sample, model_denoiser, to_uint8
+from ..utils import derive_seed, generator, uint8_to_signed
 
 KINDS = ("inpaint", "noise", "key")
 ERASE = ("box", "pixels")
@@ -289,6 +290,141 @@ def methods_for(kind: str, masked: bool, resample=(1, 5)) -> list[str]:
     return ["onestep", "sample"] + (["onestep_ones", "sample_ones"] if masked else [])
 
 
+@dataclass
+class _Restorations:
+    """What the restore step collects, batch by batch: reconstructions per method, the corrupted
+    inputs (for the gallery), the erased regions (inpainting), the keys (mask key), seconds per method."""
+    recons: dict[str, list]
+    timing: dict[str, float]
+    corrupted: list = field(default_factory=list)
+    regions: list = field(default_factory=list)
+    key_masks: list = field(default_factory=list)
+
+
+def _restore_inpaint(model, cfg: AttackConfig, corruption, autocast, idx, x0, own, out: _Restorations) -> None:
+    res = x0.shape[2]
+    known = torch.stack([erase_mask(int(i), res, cfg.erase, cfg.fraction, cfg.seed, cfg.position)
+                         for i in idx]).to(x0.device)
+    for u, m in zip(cfg.resample, out.recons):
+        t0 = time.perf_counter()
+        with autocast:
+            restored = inpaint(model, x0, known, idx, cfg, corruption, resample=u, mask=own)
+        out.recons[m].append(to_uint8(restored))
+        out.timing[m] += time.perf_counter() - t0
+    out.corrupted.append(to_uint8(x0 * known))
+    out.regions.append((known < 0.5).cpu().numpy())
+
+
+def _restore_key(model, cfg: AttackConfig, corruption, autocast, idx, x0, own, out: _Restorations) -> None:
+    methods = list(out.recons)
+    keys = {"key_none": None, "key_fresh": own}
+    if own is not None:  # an ambient model: its own training masks are the key
+        keys["key_train"] = corruption.training_masks(idx, x0.shape[2]).to(x0.device)
+    for m in methods:
+        t0 = time.perf_counter()
+        with autocast:
+            restored = sample_from(model, idx, x0.shape[1:], cfg, corruption, keys[m], x0.device)
+        out.recons[m].append(to_uint8(restored))
+        out.timing[m] += time.perf_counter() - t0
+    # the gallery's "corrupted" image: what the key reveals of image i (its observed pixels)
+    key = keys[methods[-1]]
+    out.corrupted.append(to_uint8(x0 * key if key is not None else torch.zeros_like(x0)))
+    if key is not None:
+        out.key_masks.append(key.cpu().numpy())
+
+
+def _restore_noise(model, cfg: AttackConfig, corruption, autocast, idx, x0, own, out: _Restorations) -> None:
+    variants = [("", None)]
+    if own is not None:  # an ambient model: its own A~, and the all-ones mask
+        res = x0.shape[2]
+        variants = [("", own), ("_ones", torch.ones(len(idx), 1, res, res, device=x0.device))]
+    for suffix, mask in variants:
+        t0 = time.perf_counter()
+        with autocast:
+            restored = denoise_from(model, x0, idx, cfg, corruption, mask)
+        out.timing[f"restore{suffix}"] += time.perf_counter() - t0  # onestep and sample together
+        out.recons[f"onestep{suffix}"].append(to_uint8(restored["onestep"]))
+        out.recons[f"sample{suffix}"].append(to_uint8(restored["sample"]))
+    out.corrupted.append(to_uint8(restored["noisy"].clamp(-1, 1)))
+
+
+_RESTORE = {"inpaint": _restore_inpaint, "key": _restore_key, "noise": _restore_noise}
+
+
+def _restore(model, train: np.ndarray, indices: np.ndarray, cfg: AttackConfig, corruption, methods: list[str],
+             batch_size: int, device: torch.device, autocast, progress: bool) -> _Restorations:
+    """The restore step: each batch of attacked images corrupted and restored by every method."""
+    masked = bool(getattr(model, "masked", False))
+    res = train.shape[2]
+    timing = {m: 0.0 for m in methods} if cfg.kind != "noise" else {"restore": 0.0, **({"restore_ones": 0.0} if masked else {})}
+    out = _Restorations({m: [] for m in methods}, timing)
+    mask_seed = derive_seed(cfg.seed, _STREAM_MASK)
+    for start in tqdm(range(0, len(indices), batch_size), desc=f"attack ({cfg.kind})", unit="batch",
+                      disable=not progress):
+        idx = indices[start : start + batch_size]
+        x0 = uint8_to_signed(train[idx]).to(device)
+        # an ambient model's own A~ per attacked image: its training distribution, fresh streams
+        own = corruption.sampling_masks([int(i) for i in idx], res, mask_seed).to(device) if masked else None
+        _RESTORE[cfg.kind](model, cfg, corruption, autocast, idx, x0, own, out)
+    return out
+
+
+def _rows(scores: dict, methods: list[str], indices: np.ndarray) -> list[dict]:
+    rows = []
+    for m in methods:
+        s = scores[m]
+        for j, i in enumerate(indices):
+            rows.append({"index": int(i), "method": m, "sim": float(s["sim"][j]), "sim_full": float(s["sim_full"][j]),
+                         "mse": float(s["mse"][j]), "other_sim": float(s["other_sim"][j]),
+                         "other_index": int(s["other_index"][j]), "extracted": bool(s["extracted"][j])})
+    return rows
+
+
+def _summary(cfg: AttackConfig, masked: bool, n: int, n_train: int, methods: list[str], scores: dict,
+             precision: str, timing: dict) -> dict:
+    model_mask = None
+    if masked:
+        model_mask = ("key_train: the image's own training A~; key_fresh: fresh A~ of its law"
+                      if cfg.kind == "key" else "own training distribution of A~, fresh per image")
+    return {
+        "kind": cfg.kind,
+        "masked": masked,
+        "n": int(n),
+        "n_train": int(n_train),
+        "similarity": "pixel_centred_cosine",
+        "region": "erased pixels" if cfg.kind == "inpaint" else "whole image",
+        "threshold": cfg.threshold,
+        "seed": cfg.seed,
+        "params": cfg.to_dict(),
+        "primary_method": "sample" if cfg.kind == "noise" else methods[-1],
+        "precision": precision,
+        "model_mask": model_mask,
+        "methods": {m: summarize(scores[m]) for m in methods},
+        "timing": timing,
+    }
+
+
+def _gallery(out: _Restorations, scores: dict, originals: np.ndarray, region: np.ndarray | None,
+             indices: np.ndarray, cfg: AttackConfig, methods: list[str], gallery_size: int) -> dict:
+    """The first `gallery_size` attacked images: original, corrupted, shown mask, each method's restoration."""
+    g = np.arange(min(gallery_size, len(indices)))
+    if region is not None:
+        shown = (1 - region[g]).astype(np.uint8)
+    elif out.key_masks:
+        shown = np.concatenate(out.key_masks)[g].round().astype(np.uint8)
+    else:
+        res = originals.shape[2]
+        shown = np.ones((len(g), 1, res, res), np.uint8)
+    gallery = {"indices": indices[g], "original": originals[g], "corrupted": np.concatenate(out.corrupted)[g],
+               "mask": shown,
+               "methods": np.asarray(methods), "kind": np.asarray(cfg.kind)}
+    for m in methods:
+        gallery[f"recon_{m}"] = np.concatenate(out.recons[m])[g]
+        gallery[f"sim_{m}"] = scores[m]["sim"][g].astype(np.float32)
+        gallery[f"extracted_{m}"] = scores[m]["extracted"][g]
+    return gallery
+
+
 @torch.no_grad()
 def run_attack(model, train_uint8: np.ndarray, cfg: AttackConfig, corruption: Corruption | None = None,
                indices=None, batch_size: int = 64, device: str | torch.device = "cpu", gallery_size: int = 16,
@@ -297,10 +433,11 @@ def run_attack(model, train_uint8: np.ndarray, cfg: AttackConfig, corruption: Co
 
     `model` is an EDMPrecond (or any object with `masked`, `img_channels` and the same call
     signature: model(x, sigma) for clean models, model(x, sigma, mask) for ambient ones).
+    Three steps: restore (`_restore`), score (`score` per method) and gallery (`_gallery`).
     """
     t_start = time.perf_counter()
     train = np.asarray(train_uint8)
-    n_train, c, res, _ = train.shape
+    n_train, _, _, _ = train.shape  # (N, C, H, W)
     indices = np.arange(n_train) if indices is None else np.asarray(indices, dtype=np.int64)
     if len(indices) == 0 or indices.min() < 0 or indices.max() >= n_train:
         raise ValueError(f"attack indices must lie in 0..{n_train - 1}")
@@ -317,100 +454,15 @@ def run_attack(model, train_uint8: np.ndarray, cfg: AttackConfig, corruption: Co
     methods = methods_for(cfg.kind, masked, cfg.resample)
     if masked and (corruption is None or not corruption.masked):
         raise ValueError("an ambient model needs its corruption (for its own masks A~)")
-    recons = {m: [] for m in methods}
-    corrupted, regions, key_masks = [], [], []
-    mask_seed = derive_seed(cfg.seed, _STREAM_MASK)
-    timing = {m: 0.0 for m in methods} if cfg.kind != "noise" else {"restore": 0.0, **({"restore_ones": 0.0} if masked else {})}
-    for start in tqdm(range(0, len(indices), batch_size), desc=f"attack ({cfg.kind})", unit="batch",
-                      disable=not progress):
-        idx = indices[start : start + batch_size]
-        x0 = uint8_to_signed(train[idx]).to(device)
-        # an ambient model's own A~ per attacked image: its training distribution, fresh streams
-        own = corruption.sampling_masks([int(i) for i in idx], res, mask_seed).to(device) if masked else None
-        if cfg.kind == "inpaint":
-            known = torch.stack([erase_mask(int(i), res, cfg.erase, cfg.fraction, cfg.seed, cfg.position)
-                                 for i in idx]).to(device)
-            for u, m in zip(cfg.resample, methods):
-                t0 = time.perf_counter()
-                with autocast:
-                    out = inpaint(model, x0, known, idx, cfg, corruption, resample=u, mask=own)
-                recons[m].append(to_uint8(out))
-                timing[m] += time.perf_counter() - t0
-            corrupted.append(to_uint8(x0 * known))
-            regions.append((known < 0.5).cpu().numpy())
-        elif cfg.kind == "key":
-            keys = {"key_none": None, "key_fresh": own}
-            if masked:
-                keys["key_train"] = corruption.training_masks(idx, res).to(device)
-            for m in methods:
-                t0 = time.perf_counter()
-                with autocast:
-                    out = sample_from(model, idx, x0.shape[1:], cfg, corruption, keys[m], device)
-                recons[m].append(to_uint8(out))
-                timing[m] += time.perf_counter() - t0
-            # the gallery's "corrupted" image: what the key reveals of image i (its observed pixels)
-            key = keys[methods[-1]]
-            corrupted.append(to_uint8(x0 * key if key is not None else torch.zeros_like(x0)))
-            if key is not None:
-                key_masks.append(key.cpu().numpy())
-        else:
-            variants = [("", None)]
-            if masked:
-                variants = [("", own), ("_ones", torch.ones(len(idx), 1, res, res, device=device))]
-            for suffix, mask in variants:
-                t0 = time.perf_counter()
-                with autocast:
-                    out = denoise_from(model, x0, idx, cfg, corruption, mask)
-                timing[f"restore{suffix}"] += time.perf_counter() - t0  # onestep and sample together
-                recons[f"onestep{suffix}"].append(to_uint8(out["onestep"]))
-                recons[f"sample{suffix}"].append(to_uint8(out["sample"]))
-            corrupted.append(to_uint8(out["noisy"].clamp(-1, 1)))
+    out = _restore(model, train, indices, cfg, corruption, methods, batch_size, device, autocast, progress)
+
     originals = train[indices]
-    region = np.concatenate(regions) if regions else None
+    region = np.concatenate(out.regions) if out.regions else None
     t0 = time.perf_counter()
-    scores = {m: score(np.concatenate(recons[m]), originals, train, indices, region, cfg.threshold) for m in methods}
+    scores = {m: score(np.concatenate(out.recons[m]), originals, train, indices, region, cfg.threshold) for m in methods}
     t_score = time.perf_counter() - t0
 
-    rows = []
-    for m in methods:
-        s = scores[m]
-        for j, i in enumerate(indices):
-            rows.append({"index": int(i), "method": m, "sim": float(s["sim"][j]), "sim_full": float(s["sim_full"][j]),
-                         "mse": float(s["mse"][j]), "other_sim": float(s["other_sim"][j]),
-                         "other_index": int(s["other_index"][j]), "extracted": bool(s["extracted"][j])})
-    model_mask = None
-    if masked:
-        model_mask = ("key_train: the image's own training A~; key_fresh: fresh A~ of its law"
-                      if cfg.kind == "key" else "own training distribution of A~, fresh per image")
-    summary = {
-        "kind": cfg.kind,
-        "masked": masked,
-        "n": int(len(indices)),
-        "n_train": int(n_train),
-        "similarity": "pixel_centred_cosine",
-        "region": "erased pixels" if cfg.kind == "inpaint" else "whole image",
-        "threshold": cfg.threshold,
-        "seed": cfg.seed,
-        "params": cfg.to_dict(),
-        "primary_method": "sample" if cfg.kind == "noise" else methods[-1],
-        "precision": precision,
-        "model_mask": model_mask,
-        "methods": {m: summarize(scores[m]) for m in methods},
-        "timing": {**timing, "scoring": t_score},
-        "seconds": time.perf_counter() - t_start,
-    }
-    g = np.arange(min(gallery_size, len(indices)))
-    if region is not None:
-        shown = (1 - region[g]).astype(np.uint8)
-    elif key_masks:
-        shown = np.concatenate(key_masks)[g].round().astype(np.uint8)
-    else:
-        shown = np.ones((len(g), 1, res, res), np.uint8)
-    gallery = {"indices": indices[g], "original": originals[g], "corrupted": np.concatenate(corrupted)[g],
-               "mask": shown,
-               "methods": np.asarray(methods), "kind": np.asarray(cfg.kind)}
-    for m in methods:
-        gallery[f"recon_{m}"] = np.concatenate(recons[m])[g]
-        gallery[f"sim_{m}"] = scores[m]["sim"][g].astype(np.float32)
-        gallery[f"extracted_{m}"] = scores[m]["extracted"][g]
-    return summary, rows, gallery
+    summary = _summary(cfg, masked, len(indices), n_train, methods, scores, precision, {**out.timing, "scoring": t_score})
+    summary["seconds"] = time.perf_counter() - t_start
+    gallery = _gallery(out, scores, originals, region, indices, cfg, methods, gallery_size)
+    return summary, _rows(scores, methods, indices), gallery

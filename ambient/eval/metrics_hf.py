@@ -17,13 +17,12 @@ samples). hf_noise_index = (hf_samples - hf_train_clean) / (hf_train_noisy - hf_
 0 when the samples are as smooth as the clean data, 1 when they are as noisy as the training data
 (the naive baseline), in between for partly noisy samples.
 
-Command line: `python -m ambient.metrics_hf --samples S.zip --train T.zip --corruption noise-s0.20
+Command line: `python -m ambient.eval.metrics_hf --samples S.zip --train T.zip --corruption noise-s0.20
 --corruption-seed 0 --out hf_energy.json` (the workflow's hf_energy rule), or `ambient hf-energy`
-once `add_hf_command` is registered on the main parser.
+(its arguments: ambient.cli.evaluate).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
@@ -102,10 +101,9 @@ def _stats(values: np.ndarray) -> dict:
 
 def noisy_training_data(train_uint8: np.ndarray, corruption) -> np.ndarray:
     """The noisy observations a noise model was trained on, as uint8 (clipped, rounded like samples)."""
-    import torch
 
-    from .sampling import to_uint8
-    from .utils import uint8_to_signed
+    from ..sampling import to_uint8
+    from ..utils import uint8_to_signed
 
     x = uint8_to_signed(train_uint8)
     observed = corruption.apply(x)[0]
@@ -115,7 +113,7 @@ def noisy_training_data(train_uint8: np.ndarray, corruption) -> np.ndarray:
 def hf_report(samples_uint8: np.ndarray, train_uint8: np.ndarray, run: str, corruption_seed: int = 0,
               cutoff: float = DEFAULT_CUTOFF) -> dict:
     """High-frequency energy of samples vs clean training data vs (noise runs) noisy training data."""
-    from .runs import parse_run_name
+    from ..runs import parse_run_name
 
     samples, train = np.asarray(samples_uint8), np.asarray(train_uint8)
     if samples.shape[1:] != train.shape[1:]:
@@ -152,8 +150,8 @@ def hf_report(samples_uint8: np.ndarray, train_uint8: np.ndarray, run: str, corr
 # ---------------------------------------------------------------- command line
 
 def cmd_hf_energy(a) -> None:
-    from .data import read_image_zip
-    from .utils import write_json
+    from ..data import read_image_zip
+    from ..utils import write_json
 
     report = hf_report(read_image_zip(a.samples).images, read_image_zip(a.train).images, a.corruption,
                        a.corruption_seed, a.cutoff)
@@ -163,26 +161,11 @@ def cmd_hf_energy(a) -> None:
     print(json.dumps({k: report[k] for k in keys}))
 
 
-def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--samples", required=True, help="sample zip (ambient sample)")
-    p.add_argument("--train", required=True, help="prepared training dataset zip (clean images)")
-    p.add_argument("--corruption", default="clean", help="run name: clean, dust-p0.50, noise-s0.20, noise-s0.20-naive")
-    p.add_argument("--corruption-seed", type=int, default=0, help="seed of the per-image noise (training.corruption_seed)")
-    p.add_argument("--cutoff", type=float, default=DEFAULT_CUTOFF, help="cutoff as a fraction of Nyquist (default 0.5)")
-    p.add_argument("--out", required=True, help="output JSON")
-    p.set_defaults(func=cmd_hf_energy)
-
-
-def add_hf_command(sub) -> None:
-    """Register `ambient hf-energy` on the main parser's sub-commands."""
-    p = sub.add_parser("hf-energy", help="high-frequency energy of samples vs clean / noisy training data")
-    _add_arguments(p)
-
-
 def main(argv: list[str] | None = None) -> int:
-    from .entry import standalone_main
+    """`python -m ambient.eval.metrics_hf`: `ambient hf-energy`'s arguments (ambient.cli) at the top level."""
+    from ..cli import standalone
 
-    return standalone_main("python -m ambient.metrics_hf", __doc__, _add_arguments, "hf-energy", argv)
+    return standalone("hf-energy", argv, "python -m ambient.eval.metrics_hf", __doc__)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .features import Extractor, canonical_name, metric_keys
-from .utils import atomic_path
+from ..utils import atomic_path
 
 
 @contextlib.contextmanager
@@ -87,8 +87,8 @@ def set_features(source: str | os.PathLike, extractor: Extractor, batch_size: in
 
 
 def _source_info(source: str | os.PathLike) -> dict:
-    from .features import load_images
-    from .utils import sha256_file
+    from ..data import load_images
+    from ..utils import sha256_file
 
     source = Path(source)
     images = load_images(source)

@@ -1,14 +1,15 @@
 """Benchmark: training img/s and time for 256 samples on the embedded default.
 
-    python -m ambient.bench [--steps 60] [--threads 2] [--variants plain,fp32,bf16,...]
+    python -m ambient.pipeline.bench [--steps 60] [--threads 2] [--variants plain,fp32,bf16,...]
 
 Variants: plain (bare loop), fp32 (our step), bf16 (autocast), -cl (channels_last),
 -compile (torch.compile).
 Packing (`--packing`): Snakemake runs `threads_per_job` threads per job; two 1-thread jobs side
 by side against one 2-thread job, for the training step, the plain loop and sampling (the two
 phases that dominate the run), measured as the total throughput of two concurrent 1-thread processes.
-Each training variant calls `ambient.training.train_step` on batches from `batch_at`, the
-code that trains the models (loss, clipping, warm-up, fused Adam, EMA), for a few warm-up steps
+Each training variant calls `ambient.training.train_step` on batches from `batch_at`, with the
+sampler, loss and autocast of `step_setup`: the code that trains the models (loss, clipping,
+warm-up, fused Adam, EMA), for a few warm-up steps
 and then `--steps` timed steps; `plain` is a bare PyTorch loop of the same network and loss (no
 EMA, clipping or seeded draws), the reference the issue asks to compare with. Resolution, network
 and batch size are the embedded default's (config/config.yaml). Numbers go to stdout as a table and, with --json, to a file.
@@ -29,14 +30,15 @@ from pathlib import Path
 
 import torch
 
-from .corruption import Corruption
-from .data import embedded_faces
-from .losses import AmbientLoss
-from .networks import UNetConfig, build_model
+from ..corruption import Corruption
+from ..data import embedded_faces
+from ..networks import UNetConfig, build_model
 from .readme_tables import cpu_model
-from .sampling import generate
-from .training import TrainConfig, BatchSampler, batch_at, build_training, make_loss, train_step
-from .utils import SampleRNG, uint8_to_signed
+from ..sampling import generate
+from ..training import TrainConfig, batch_at, build_training, loss_rng, make_loss, step_setup, train_step
+from ..utils import uint8_to_signed
+
+MASKED = Corruption("dust", p=0.5, delta=0.1)  # the masked model every training and sampling variant runs
 
 
 def default_setup(config: str | None = "config/config.yaml") -> dict:
@@ -76,17 +78,15 @@ def _bench_our_step(cfg: TrainConfig, observations: tuple[torch.Tensor, ...], st
                     compile_model: bool = False) -> float:
     """img/s of `ambient.training.train_step`, the step that trains the models, on batches from `batch_at`."""
     torch.manual_seed(0)
+    dev = torch.device("cpu")
     res = observations[0].shape[-1]
-    model, ema, optimizer = build_training(cfg, observations[0].shape[1], res, torch.device("cpu"))
+    model, ema, optimizer = build_training(cfg, observations[0].shape[1], res, dev)
     net = torch.compile(model) if compile_model else model
-    sampler = BatchSampler(len(observations[0]), cfg.batch_size, cfg.seed)
-    positions = range(cfg.batch_size)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
-    loss_fn = make_loss(cfg)
+    s = step_setup(cfg, len(observations[0]), dev)
 
     def step(i):
-        batch = batch_at(cfg, sampler, i, positions, observations)
-        train_step(cfg, net, model, ema, optimizer, loss_fn, batch, i, positions, autocast).item()
+        batch = batch_at(cfg, s.sampler, i, s.positions, observations)
+        train_step(cfg, net, model, ema, optimizer, s.loss_fn, batch, i, s.positions, s.autocast).item()
 
     return steps * cfg.batch_size / _timed(step, steps, warmup)
 
@@ -94,11 +94,10 @@ def _bench_our_step(cfg: TrainConfig, observations: tuple[torch.Tensor, ...], st
 def bench_train(variant: str, steps: int, warmup: int = 10, setup: dict | None = None) -> float:
     """img/s of the masked (dust p=0.5) model's training step; `plain` is a bare fp32 loop."""
     setup = setup or default_setup()
-    corr = Corruption("dust", p=0.5, delta=0.1)
-    observations = _observations(setup, corr)
+    observations = _observations(setup, MASKED)
     if variant == "plain":
         return _bench_plain(setup, observations, steps, warmup)
-    cfg = _train_config(setup, corr, "bf16" if "bf16" in variant else "fp32", channels_last="cl" in variant)
+    cfg = _train_config(setup, MASKED, "bf16" if "bf16" in variant else "fp32", channels_last="cl" in variant)
     return _bench_our_step(cfg, observations, steps, warmup, compile_model="compile" in variant)
 
 
@@ -150,8 +149,7 @@ def gemm_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:
 
 
 def _masked_model(setup: dict):
-    corr = Corruption("dust", p=0.5, delta=0.1)
-    x, a, at = _observations(setup, corr)
+    x, a, at = _observations(setup, MASKED)
     torch.manual_seed(0)
     return x, a, at, build_model(x.shape[1], x.shape[-1], masked=True, config=UNetConfig(**setup["network"]))
 
@@ -164,9 +162,11 @@ def train_step_flops(setup: dict | None = None) -> float:
     setup = setup or default_setup()
     batch = setup["batch_size"]
     x, a, at, model = _masked_model(setup)
-    loss_fn = AmbientLoss("split")
+    cfg = _train_config(setup, MASKED, "fp32")
+    loss_fn = make_loss(cfg)
     with FlopCounterMode(display=False) as counter:
-        loss = loss_fn(model, x[:batch], SampleRNG(0, 0, 12, range(batch)), mask=a[:batch], further_mask=at[:batch]).sum()
+        g = loss_rng(cfg.seed, 0, range(batch))
+        loss = loss_fn(model, x[:batch], g, mask=a[:batch], further_mask=at[:batch]).sum()
         loss.backward()
     return float(counter.get_total_flops())
 
@@ -185,9 +185,8 @@ def bench_sample(num: int = 256, precision: str = "fp32", setup: dict | None = N
     """Seconds for `num` samples (18 Heun steps, 35 network evaluations, one batch).
     fp32 is the plain-loop reference: the sampler adds nothing to the network calls."""
     x, a, at, model = _masked_model(setup or default_setup())
-    corr = Corruption("dust", p=0.5, delta=0.1)
     t0 = time.perf_counter()
-    generate(model, corr, num, x.shape[-1], seed=0, batch_size=num, precision=precision, progress=False)
+    generate(model, MASKED, num, x.shape[-1], seed=0, batch_size=num, precision=precision, progress=False)
     return time.perf_counter() - t0
 
 
@@ -201,7 +200,7 @@ def _one(kind: str, steps: int, samples: int, setup: dict) -> float:
 
 def bench_packing(kind: str, steps: int, samples: int, config: str | None, jobs: int = 2) -> float:
     """Total throughput of `jobs` concurrent 1-thread processes (the same work each)."""
-    cmd = [sys.executable, "-m", "ambient.bench", "--single", kind, "--threads", "1", "--steps", str(steps),
+    cmd = [sys.executable, "-m", "ambient.pipeline.bench", "--single", kind, "--threads", "1", "--steps", str(steps),
            "--samples", str(samples), "--config", config or ""]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(jobs)]
     outs = [p.communicate()[0] for p in procs]
@@ -210,7 +209,7 @@ def bench_packing(kind: str, steps: int, samples: int, config: str | None, jobs:
     return sum(json.loads(o.strip().splitlines()[-1])["throughput"] for o in outs)
 
 
-def main(argv=None) -> None:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--threads", type=int, default=2)
@@ -226,17 +225,22 @@ def main(argv=None) -> None:
     p.add_argument("--gemm-n", type=int, default=2048, help="size of the square GEMMs that measure the peak")
     p.add_argument("--config", default="config/config.yaml",
                    help="resolution, network and batch size come from this config (if the file exists)")
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    setup = default_setup(a.config or None)
-    if a.single:
-        print(json.dumps({"throughput": _one(a.single, a.steps, a.samples, setup)}))
-        return
+    return p
+
+
+def _roofline(rows: dict, key: str, gflops: float, precision: str) -> None:
+    peak = rows[f"gemm[{precision}] GFLOP/s"]
+    rows[f"{key} GFLOP/s"] = gflops
+    rows[f"{key} of {precision} peak"] = gflops / peak
+    print(f"  {key}: {gflops:.0f} GFLOP/s = {gflops / peak:.0%} of the {precision} GEMM peak", flush=True)
+
+
+def _peaks(a: argparse.Namespace, setup: dict) -> dict:
+    """The machine and the roofline: what its matrix units do at best, and the FLOPs of a step and of sampling."""
     batch = setup["batch_size"]
     rows = {"cpu": cpu_model(), "resolution": setup["resolution"], "batch_size": batch}
     print(f"cpu: {rows['cpu']}, {a.threads} threads; {setup['resolution']}x{setup['resolution']}, batch {batch}",
           flush=True)
-    # the roofline: what this machine's matrix units do at best, measured in the same run
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         rows[f"gemm[{name}] GFLOP/s"] = gemm_peak(dtype, a.gemm_n)
         print(f"gemm[{name}] {a.gemm_n}^3: {rows[f'gemm[{name}] GFLOP/s']:.0f} GFLOP/s", flush=True)
@@ -244,17 +248,16 @@ def main(argv=None) -> None:
     rows[f"sample {a.samples} GFLOP"] = sample_flops(a.samples, setup=setup) / 1e9
     print(f"one training step (batch {batch}): {rows['train step GFLOP']:.1f} GFLOP; {a.samples} samples: "
           f"{rows[f'sample {a.samples} GFLOP']:.0f} GFLOP", flush=True)
+    return rows
 
-    def roofline(key: str, gflops: float, precision: str) -> None:
-        peak = rows[f"gemm[{precision}] GFLOP/s"]
-        rows[f"{key} GFLOP/s"] = gflops
-        rows[f"{key} of {precision} peak"] = gflops / peak
-        print(f"  {key}: {gflops:.0f} GFLOP/s = {gflops / peak:.0%} of the {precision} GEMM peak", flush=True)
+
+def _throughputs(a: argparse.Namespace, setup: dict, rows: dict) -> None:
+    """Training img/s per variant and per loss, and seconds per sample variant, into `rows`."""
     for v in a.variants.split(","):
         rows[f"train[{v}] img/s"] = bench_train(v, a.steps, setup=setup)
         print(f"train[{v}]: {rows[f'train[{v}] img/s']:.0f} img/s", flush=True)
-        roofline(f"train[{v}]", rows[f"train[{v}] img/s"] / batch * rows["train step GFLOP"],
-                 "bf16" if "bf16" in v else "fp32")
+        _roofline(rows, f"train[{v}]", rows[f"train[{v}] img/s"] / setup["batch_size"] * rows["train step GFLOP"],
+                  "bf16" if "bf16" in v else "fp32")
     losses = [v for v in a.losses.split(",") if v]
     for v in losses:
         rows[f"loss[{v}] img/s"] = bench_loss(v, a.steps, setup=setup)
@@ -264,22 +267,36 @@ def main(argv=None) -> None:
     for v in a.sample_variants.split(","):
         rows[f"sample[{v}] {a.samples} s"] = bench_sample(a.samples, v, setup=setup)
         print(f"sample[{v}] {a.samples}: {rows[f'sample[{v}] {a.samples} s']:.1f} s", flush=True)
-        roofline(f"sample[{v}]", rows[f"sample {a.samples} GFLOP"] / rows[f"sample[{v}] {a.samples} s"], v)
+        _roofline(rows, f"sample[{v}]", rows[f"sample {a.samples} GFLOP"] / rows[f"sample[{v}] {a.samples} s"], v)
+
+
+def _packing(a: argparse.Namespace, setup: dict, rows: dict) -> None:
+    # plain packed too: the DAG's training throughput (two 1-thread bf16 jobs) against the plain
+    # loop both as a user first runs it (one process, all threads) and packed the same way
+    for kind, unit in (("train", "img/s"), ("plain", "img/s"), ("sample", "samples/s")):
+        one = _one(kind, a.steps, a.samples, setup)
+        two = bench_packing(kind, a.steps, a.samples, a.config)
+        rows[f"packing[{kind}] 1 job x {a.threads} threads {unit}"] = one
+        rows[f"packing[{kind}] 2 jobs x 1 thread {unit}"] = two
+        print(f"packing[{kind}]: 1 job x {a.threads} threads {one:.0f} {unit}, 2 jobs x 1 thread {two:.0f} {unit} "
+              f"({two / one:.2f}x)", flush=True)
+
+
+def main(argv=None) -> None:
+    a = _parser().parse_args(argv)
+    torch.set_num_threads(a.threads)
+    setup = default_setup(a.config or None)
+    if a.single:
+        print(json.dumps({"throughput": _one(a.single, a.steps, a.samples, setup)}))
+        return
+    rows = _peaks(a, setup)
+    _throughputs(a, setup, rows)
     if a.packing:
-        # plain packed too: the DAG's training throughput (two 1-thread bf16 jobs) against the plain
-        # loop both as a user first runs it (one process, all threads) and packed the same way
-        for kind, unit in (("train", "img/s"), ("plain", "img/s"), ("sample", "samples/s")):
-            one = _one(kind, a.steps, a.samples, setup)
-            two = bench_packing(kind, a.steps, a.samples, a.config)
-            rows[f"packing[{kind}] 1 job x {a.threads} threads {unit}"] = one
-            rows[f"packing[{kind}] 2 jobs x 1 thread {unit}"] = two
-            print(f"packing[{kind}]: 1 job x {a.threads} threads {one:.0f} {unit}, 2 jobs x 1 thread {two:.0f} {unit} "
-                  f"({two / one:.2f}x)", flush=True)
+        _packing(a, setup, rows)
     if a.json:
-        from .utils import write_json
+        from ..utils import write_json
 
         write_json(a.json, {"threads": a.threads, "date": time.strftime("%Y-%m-%d"), **rows})
-
 
 if __name__ == "__main__":
     main()

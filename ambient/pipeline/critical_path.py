@@ -1,4 +1,4 @@
-"""`python -m ambient.critical_path`: where a Snakemake run's wall time went.
+"""`python -m ambient.pipeline.critical_path`: where a Snakemake run's wall time went.
 
 Reads the start and end time that Snakemake records for every output file in
 `.snakemake/metadata/` (one JSON record per file, named by the file's urlsafe base64 path) and
@@ -167,7 +167,7 @@ def format_report(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ambient.critical_path", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ambient.pipeline.critical_path", description=__doc__.split("\n")[0])
     parser.add_argument("--metadata", default=".snakemake/metadata", help="Snakemake's per-file records")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="cores the run had (default: this machine's)")
     parser.add_argument("--gap", type=float, default=RUN_GAP_S, help="idle seconds that separate two runs")
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(format_report(report))
     if args.json:
-        from .paths import check_writable  # torch-free
+        from ..paths import check_writable  # torch-free
         check_writable(args.json)
         tmp = Path(args.json).with_suffix(".json.tmp")
         tmp.write_text(json.dumps(report, indent=1) + "\n")

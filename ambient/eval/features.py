@@ -17,7 +17,7 @@ sha256) are called FID/KID; with any other extractor they are `fd_<name>` / `kd_
   LayerNorm (`x_norm_clstoken`), L2-normalised (the script's default `--normalize=True`).
   The paper used ViT-g/14 (`dinov2_vitg14`); the default here is the small ViT-S/14.
 - `pixel`: per-image centred pixel vectors, L2-normalised (cosine = Pearson correlation), as
-  `memorization.pixel_features`. Needs nothing.
+  `neighbors.pixel_features`. Needs nothing.
 - `filterbank`: a fixed, analytic multi-scale filter bank (needs nothing, no random numbers).
   On the luminance in [0, 1]: Gabor quadrature pairs at wavelengths 2.5, 5 and 10 px and 4
   orientations (sigma = 0.56 * wavelength, one octave), whose local energy sqrt(even^2 + odd^2)
@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..data import image_files, load_images
 from .weights import DEFAULT_WEIGHTS_DIR, weights_path
 
 OFFLINE = ("pixel", "filterbank")
@@ -89,7 +90,7 @@ class PixelExtractor(Extractor):
     name = "pixel"
 
     def batch(self, images):
-        from .memorization import pixel_features
+        from .neighbors import pixel_features
 
         return pixel_features(images.numpy())
 
@@ -347,58 +348,3 @@ def metric_keys(extractor: Extractor | str) -> tuple[str, str]:
     else:
         is_inc, name = extractor == "inception", extractor
     return ("fid", "kid") if is_inc else (f"fd_{name}", f"kd_{name}")
-
-
-# ---------------------------------------------------------------- image sets
-
-def image_files(path: str | os.PathLike) -> tuple[list[str], str | None]:
-    """Image file names of a zip (with the zip as clean-fid's `fdir`) or full paths in a folder, in the
-    order `load_images` returns them (a zip's manifest order, else sorted)."""
-    import json
-    import zipfile
-
-    from .data import IMAGE_SUFFIXES, MANIFEST
-
-    path = Path(path)
-    if path.is_file() and path.suffix.lower() == ".zip":
-        try:
-            with zipfile.ZipFile(path) as zf:
-                listed = zf.namelist()
-                if MANIFEST in listed:
-                    names = [e["file"] for e in json.loads(zf.read(MANIFEST))["images"]]
-                else:
-                    names = sorted(n for n in listed if Path(n).suffix.lower() in IMAGE_SUFFIXES)
-        except zipfile.BadZipFile as e:
-            raise ValueError(f"{path}: not a valid zip ({e})") from None
-        if not names:
-            raise ValueError(f"{path}: the zip holds no images")
-        return names, str(path)
-    if path.is_dir():
-        files = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise ValueError(f"{path}: the folder holds no images")
-        return files, None
-    raise FileNotFoundError(f"{path}: image zip or folder not found")
-
-
-def load_images(path: str | os.PathLike) -> np.ndarray:
-    """uint8 (N, C, H, W) from a dataset/sample zip (sha256-checked when it has a manifest) or a folder
-    of equally sized images (no resizing), in sorted file order."""
-    from PIL import Image
-
-    from .data import read_image_zip
-
-    path = Path(path)
-    if path.is_file() and path.suffix.lower() == ".zip":
-        return read_image_zip(path).images
-    files, _ = image_files(path)
-    arrays = []
-    for f in files:
-        with Image.open(f) as img:
-            img = img.convert("L" if img.mode in ("1", "L", "LA") else "RGB")
-            a = np.asarray(img, dtype=np.uint8)
-        arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-    shapes = {a.shape for a in arrays}
-    if len(shapes) > 1:
-        raise ValueError(f"{path}: images differ in size or channels ({sorted(shapes)[:3]}...); resize them first")
-    return np.stack(arrays)

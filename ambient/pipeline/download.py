@@ -57,8 +57,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import data
-from .utils import write_json
+from .. import data
+from ..utils import write_json
 
 USER_AGENT = "Mozilla/5.0 (compatible; ambient-download/0.1; +python-urllib)"
 CHUNK = 1 << 20
@@ -306,6 +306,27 @@ def _fetch(opener, url: str, part: Path, timeout: float, progress: bool, gdrive:
     A .part is resumed only when something can vouch for its bytes: the validator it was started
     with (sent as If-Range, so a changed file comes back whole), or a checksum the finished file
     must match (`checked`). A .part that nothing vouches for is started again."""
+    offset, validator = _resume_point(part, url, desc, checked)
+    resp = _request(opener, url, part, offset, validator, timeout)
+    if resp is None:  # the .part is already whole
+        return None
+    with resp:
+        ctype = (resp.headers.get("Content-Type") or "").lower()
+        disposition = (resp.headers.get("Content-Disposition") or "").lower()
+        if gdrive and ctype.startswith("text/html") and "attachment" not in disposition:
+            body = resp.read(_MAX_HTML)
+            return gdrive_confirm_url(resp.geturl(), body, resp.headers.get_all("Set-Cookie") or [])
+        length = resp.headers.get("Content-Length")
+        length = int(length) if length and length.strip().isdigit() else None
+        offset, mode, total = _write_mode(resp, url, part, offset, length, desc)
+        received = _receive(resp, part, mode, offset, total, desc, progress)
+    if length is not None and received != length:
+        raise _Retryable(f"truncated: got {offset + received} of {offset + length} bytes")
+    return None
+
+
+def _resume_point(part: Path, url: str, desc: str, checked: bool) -> tuple[int, str | None]:
+    """(offset, validator) to resume `part` from: (0, None) when nothing vouches for its bytes (then it is dropped)."""
     offset = part.stat().st_size if part.exists() else 0
     meta = _read_part_meta(part) if offset else {}
     validator = (meta.get("etag") or meta.get("last_modified")) if meta.get("url") == url else None
@@ -313,13 +334,19 @@ def _fetch(opener, url: str, part: Path, timeout: float, progress: bool, gdrive:
         _log(f"{desc}: {part} has no validator and no checksum to check it against; downloading from the start")
         _drop_part(part)
         offset = 0
+    return offset, validator
+
+
+def _request(opener, url: str, part: Path, offset: int, validator: str | None, timeout: float):
+    """The open response for the bytes from `offset` on, or None when the server has none left and
+    the .part is whole (HTTP 416 at its full length)."""
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
         if validator:
             headers["If-Range"] = validator
     try:
-        resp = opener.open(urllib.request.Request(url, headers=headers), timeout=timeout)
+        return opener.open(urllib.request.Request(url, headers=headers), timeout=timeout)
     except urllib.error.HTTPError as e:
         if e.code == 416 and offset:  # nothing left to send: the .part may already be whole
             _, total = _parse_content_range(e.headers.get("Content-Range"))
@@ -329,43 +356,44 @@ def _fetch(opener, url: str, part: Path, timeout: float, progress: bool, gdrive:
             _drop_part(part)
             raise _Retryable(f"server refused to resume at byte {offset} (HTTP 416); restarting") from None
         raise
-    with resp:
-        ctype = (resp.headers.get("Content-Type") or "").lower()
-        disposition = (resp.headers.get("Content-Disposition") or "").lower()
-        if gdrive and ctype.startswith("text/html") and "attachment" not in disposition:
-            body = resp.read(_MAX_HTML)
-            return gdrive_confirm_url(resp.geturl(), body, resp.headers.get_all("Set-Cookie") or [])
-        status = resp.getcode() or 200  # file:// answers have no status
-        length = resp.headers.get("Content-Length")
-        length = int(length) if length and length.strip().isdigit() else None
-        if offset and status == 206:
-            start, total = _parse_content_range(resp.headers.get("Content-Range"))
-            if start != offset:
-                _drop_part(part)
-                raise _Retryable(f"asked for bytes {offset}- but the server sent a range starting at {start}")
-            mode = "ab"
-        else:
-            if offset:
-                _log(f"{desc}: the server sent the whole file (HTTP {status}: it changed, or does not resume); "
-                     "downloading from the start")
-            offset, mode, total = 0, "wb", length
-            write_json(part_meta_path(part), {"url": url, "etag": resp.headers.get("ETag"),
-                                              "last_modified": resp.headers.get("Last-Modified")})
-        if length is not None:
-            total = offset + length
-        received = 0
-        with open(part, mode) as f, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
-                                         unit_divisor=1024, desc=desc, disable=not progress,
-                                         file=sys.stderr, leave=False) as bar:
-            while chunk := resp.read(CHUNK):
-                f.write(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
-            f.flush()
-            os.fsync(f.fileno())
-    if length is not None and received != length:
-        raise _Retryable(f"truncated: got {offset + received} of {offset + length} bytes")
-    return None
+
+
+def _write_mode(resp, url: str, part: Path, offset: int, length: int | None,
+                desc: str) -> tuple[int, str, int | None]:
+    """(offset, file mode, total size): append to the .part on a matching 206, else start it again
+    (recording the url and validator the new bytes come with)."""
+    status = resp.getcode() or 200  # file:// answers have no status
+    if offset and status == 206:
+        start, total = _parse_content_range(resp.headers.get("Content-Range"))
+        if start != offset:
+            _drop_part(part)
+            raise _Retryable(f"asked for bytes {offset}- but the server sent a range starting at {start}")
+        mode = "ab"
+    else:
+        if offset:
+            _log(f"{desc}: the server sent the whole file (HTTP {status}: it changed, or does not resume); "
+                 "downloading from the start")
+        offset, mode, total = 0, "wb", length
+        write_json(part_meta_path(part), {"url": url, "etag": resp.headers.get("ETag"),
+                                          "last_modified": resp.headers.get("Last-Modified")})
+    if length is not None:
+        total = offset + length
+    return offset, mode, total
+
+
+def _receive(resp, part: Path, mode: str, offset: int, total: int | None, desc: str, progress: bool) -> int:
+    """Stream the body into `part` (fsynced); the number of bytes received."""
+    received = 0
+    with open(part, mode) as f, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
+                                     unit_divisor=1024, desc=desc, disable=not progress,
+                                     file=sys.stderr, leave=False) as bar:
+        while chunk := resp.read(CHUNK):
+            f.write(chunk)
+            received += len(chunk)
+            bar.update(len(chunk))
+        f.flush()
+        os.fsync(f.fileno())
+    return received
 
 
 def download(url: str, dest: str | os.PathLike, sha256: str | None = None, md5: str | None = None,
@@ -387,13 +415,7 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, md5: 
     dest = Path(dest)
     expected = _expected_hashes(sha256, md5)
     if dest.exists():
-        if expected:
-            try:
-                _check_hashes(dest, expected)
-            except ValueError as e:
-                raise ValueError(f"{e}; it already exists, so it was not downloaded again: delete it "
-                                 "to download it again") from None
-        return dest
+        return _verify_existing(dest, expected)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(dest)
     if gdrive is None:
@@ -412,21 +434,47 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, md5: 
             current = nxt
             continue
         except urllib.error.HTTPError as e:
-            e.close()
-            if not (e.code >= 500 or e.code in (408, 429)):
-                raise DownloadError(f"{current}: HTTP {e.code} {e.reason} (while downloading {dest})") from None
-            err = f"HTTP {e.code} {e.reason}"
+            err = _retryable_http_error(e, current, dest)
         except (_Retryable, urllib.error.URLError, HTTPException, OSError) as e:
             err = f"{e.__class__.__name__}: {e}" if not isinstance(e, _Retryable) else str(e)
         failures += 1
-        if failures > retries:
-            kept = (f"; the partial file {part} ({part.stat().st_size} bytes) is kept and the next "
-                    "try resumes from it") if part.exists() else ""
-            raise DownloadError(f"{url}: download to {dest} failed after {failures} attempts: {err}{kept}")
-        wait = backoff * 2 ** (failures - 1)
-        _log(f"{dest.name}: attempt {failures} failed ({err}); retrying in {wait:.1f}s")
-        if wait > 0:
-            time.sleep(wait)
+        _wait_or_give_up(url, dest, part, err, failures, retries, backoff)
+    _verify_and_rename(part, dest, expected, url)
+    return dest
+
+
+def _verify_existing(dest: Path, expected: dict[str, str]) -> Path:
+    if expected:
+        try:
+            _check_hashes(dest, expected)
+        except ValueError as e:
+            raise ValueError(f"{e}; it already exists, so it was not downloaded again: delete it "
+                             "to download it again") from None
+    return dest
+
+
+def _retryable_http_error(e: urllib.error.HTTPError, url: str, dest: Path) -> str:
+    """The message of a retryable HTTP error (5xx, 408, 429); DownloadError for any other."""
+    e.close()
+    if not (e.code >= 500 or e.code in (408, 429)):
+        raise DownloadError(f"{url}: HTTP {e.code} {e.reason} (while downloading {dest})") from None
+    return f"HTTP {e.code} {e.reason}"
+
+
+def _wait_or_give_up(url: str, dest: Path, part: Path, err: str, failures: int, retries: int, backoff: float) -> None:
+    """After failed attempt number `failures`: DownloadError past `retries`, else the backoff wait."""
+    if failures > retries:
+        kept = (f"; the partial file {part} ({part.stat().st_size} bytes) is kept and the next "
+                "try resumes from it") if part.exists() else ""
+        raise DownloadError(f"{url}: download to {dest} failed after {failures} attempts: {err}{kept}")
+    wait = backoff * 2 ** (failures - 1)
+    _log(f"{dest.name}: attempt {failures} failed ({err}); retrying in {wait:.1f}s")
+    if wait > 0:
+        time.sleep(wait)
+
+
+def _verify_and_rename(part: Path, dest: Path, expected: dict[str, str], url: str) -> None:
+    """Check the finished .part against the checksum(s) (deleting it on a mismatch), then move it onto `dest`."""
     try:
         _check_hashes(part, expected, url)
     except ValueError as e:
@@ -434,7 +482,6 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, md5: 
         raise ValueError(f"{e}; the download was deleted") from None
     os.replace(part, dest)
     part_meta_path(part).unlink(missing_ok=True)
-    return dest
 
 
 # ---------------------------------------------------------------- safe extraction

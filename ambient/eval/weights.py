@@ -2,7 +2,7 @@
 
 `fetch_weights("inception")` downloads clean-fid's TorchScript Inception
 (`inception-2015-12-05.pt`, the StyleGAN2-ADA translation of the TF 2015-12-05 graph) from its
-official URL with `ambient.download.download` (streamed to a `.part` file beside the
+official URL with `ambient.pipeline.download.download` (streamed to a `.part` file beside the
 destination, retried, resumed) and renames it into place only when its sha256 matches. A
 mismatch leaves nothing behind.
 
@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from .utils import sha256_file
+from ..utils import sha256_file
 
 DEFAULT_WEIGHTS_DIR = "resources/weights"
 
@@ -86,7 +86,7 @@ def fetch_weights(name: str = "inception", dest_dir: str | os.PathLike = DEFAULT
     expected = (sha256 or entry["sha256"] or "").lower() or None
     if expected is None:
         raise ValueError(f"no sha256 is recorded for {name}: pass --sha256")
-    from .download import download  # streamed to a .part file beside dest, retried, verified, renamed
+    from ..pipeline.download import download  # streamed to a .part file beside dest, retried, verified, renamed
 
     if not dest.exists():
         return download(url or entry["url"], dest, sha256=expected, timeout=timeout, progress=progress)

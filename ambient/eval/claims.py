@@ -1,6 +1,6 @@
-"""`python -m ambient.claims`: does this run reproduce what the papers claim? One row per claim.
+"""`python -m ambient.eval.claims`: does this run reproduce what the papers claim? One row per claim.
 
-Reads results/metrics/summary.csv (one row per model, ambient.summary) and writes
+Reads results/metrics/summary.csv (one row per model, ambient.eval.summary) and writes
 results/metrics/claims.csv with the columns
 
     claim       short id (CLAIMS below)
@@ -20,7 +20,6 @@ Consistent Diffusion Meets Tweedie (ICML 2024). Figure numbers as in the README'
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import os
@@ -30,7 +29,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .layout import AUTO_LOSS
+from ..layout import AUTO_LOSS, parse_run_name
 
 COLUMNS = ["claim", "statement", "source", "measured", "threshold", "holds", "note"]
 SHARE = "share_gt_0.95"  # the memorization share of every copy claim
@@ -92,7 +91,6 @@ class ClaimsError(ValueError):
 
 # ---------------------------------------------------------------- reading summary.csv
 
-_RUN = re.compile(r"^(?P<kind>clean|dust|box|noise)(?:-[ps](?P<level>[0-9.]+))?(?P<naive>-naive)?$")
 
 
 @dataclass
@@ -121,7 +119,7 @@ def read_summary(path: str | Path) -> tuple[list[str], list[Run]]:
     """(columns, runs) of a summary.csv; kind/level/loss from their columns, else from the run name."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found (make it with `snakemake {path}` or `python -m ambient.summary`)")
+        raise FileNotFoundError(f"{path}: not found (make it with `snakemake {path}` or `python -m ambient.eval.summary`)")
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         columns = list(reader.fieldnames or [])
@@ -132,14 +130,17 @@ def read_summary(path: str | Path) -> tuple[list[str], list[Run]]:
     runs, seen = [], set()
     for i, row in enumerate(rows, start=2):  # line 1 is the header
         name = (row.get(name_col) or "").strip().rsplit("/", 1)[-1]
-        m = _RUN.match(name)
-        kind = (row.get("kind") or "").strip() or (m.group("kind") if m else "")
+        try:
+            parsed = parse_run_name(name)
+        except ValueError:
+            parsed = None
+        kind = (row.get("kind") or "").strip() or (parsed[0] if parsed else "")
         if not kind:
             raise ClaimsError(f"{path}, line {i}: run {name!r} has no `kind` and its name is not a run name")
         level = _number(row.get("level"))
         if level is None:
-            level = float(m.group("level")) if m and m.group("level") else 0.0
-        loss = (row.get("loss") or "").strip() or ("edm" if m and m.group("naive") else AUTO_LOSS.get(kind, ""))
+            level = parsed[1] if parsed else 0.0
+        loss = (row.get("loss") or "").strip() or ("edm" if parsed and parsed[2] else AUTO_LOSS.get(kind, ""))
         if name in seen:
             raise ClaimsError(f"{path}: two rows for run {name!r}")
         seen.add(name)
@@ -459,25 +460,11 @@ def cmd_claims(a) -> int:
     return 0
 
 
-def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--summary", default="results/metrics/summary.csv", help="summary.csv (ambient.summary)")
-    p.add_argument("--out", default="results/metrics/claims.csv", help="output CSV, one row per claim")
-    defaults = "; ".join(f"{c.id}: " + ", ".join(f"{k}={v:g}" for k, v in c.params.items()) for c in CLAIMS)
-    p.add_argument("--set", action="append", default=[], metavar="CLAIM.PARAM=VALUE",
-                   help=f"override a threshold or tolerance (repeatable). Defaults: {defaults}")
-    p.set_defaults(func=cmd_claims)
-
-
-def add_claims_command(sub) -> None:
-    """Register `ambient claims` on the main parser's sub-commands."""
-    p = sub.add_parser("claims", help="one CSV row per claim of the papers: does it hold in this run?")
-    _add_arguments(p)
-
-
 def main(argv: list[str] | None = None) -> int:
-    from .entry import standalone_main
+    """`python -m ambient.eval.claims`: `ambient claims`'s arguments (ambient.cli) at the top level."""
+    from ..cli import standalone
 
-    return standalone_main("python -m ambient.claims", __doc__, _add_arguments, "claims", argv)
+    return standalone("claims", argv, "python -m ambient.eval.claims", __doc__)
 
 
 if __name__ == "__main__":

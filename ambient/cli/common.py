@@ -1,0 +1,106 @@
+"""What every phase module of the command line shares: the command table, the help formatter, the
+one --device/--threads pair, and defaults read from the dataclasses (never a second literal).
+
+Imports nothing heavy: a command's own imports happen when its parser is built or it runs.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+from typing import Callable, NamedTuple
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps a description's line breaks and shows every option's default after its help."""
+
+
+class Command(NamedTuple):
+    """One sub-command: its one-line help and the function that adds its arguments (and sets `func`)."""
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    description: str | None = None
+
+
+def register(sub, commands: dict[str, Command], names=None) -> None:
+    """Add `commands` (only those in `names`, when given) to the sub-commands `sub`."""
+    for name, c in commands.items():
+        if names is None or name in names:
+            p = sub.add_parser(name, help=c.help, description=c.description or c.help, formatter_class=HelpFormatter)
+            c.add_arguments(p)
+
+
+# ---------------------------------------------------------------- options shared by several commands
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    """--device and --threads: the one definition every torch command uses."""
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (None: torch's choice)")
+
+
+def setup_device(device: str, threads: int | None):
+    """Apply --threads and resolve --device to a torch.device."""
+    import torch
+
+    from ..utils import resolve_device
+
+    if threads:
+        torch.set_num_threads(threads)
+    return resolve_device(device)
+
+
+def add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+# ---------------------------------------------------------------- defaults from the dataclasses
+
+def fields_of(cls) -> dict[str, dataclasses.Field]:
+    """A dataclass's fields by name."""
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def field_default(f: dataclasses.Field):
+    """The default a dataclass field gets when the constructor is not given it."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    raise KeyError(f"field {f.name} has no default")
+
+
+def default_of(cls, name: str):
+    """The default of field `name` of dataclass `cls`."""
+    return field_default(fields_of(cls)[name])
+
+
+_NUMBER_TYPES = {"int": int, "float": float}
+
+
+def add_field(p: argparse.ArgumentParser, flag: str, fields: dict[str, dataclasses.Field], help: str,
+              key: str | None = None, **kw) -> argparse.Action:
+    """An option whose default is a dataclass field's (`key`, default: the flag's name in snake case).
+
+    A bool field defaulting to False becomes a store_true flag; a list or tuple takes nargs="+" of its
+    items' type (override with nargs=...); an int or float field gets that type."""
+    f = fields[key or flag.lstrip("-").replace("-", "_")]
+    value = field_default(f)
+    annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+    if isinstance(value, bool):
+        if value:
+            raise ValueError(f"{flag}: a store_true flag cannot change a field that defaults to True")
+        return p.add_argument(flag, action="store_true", help=help, **kw)
+    if isinstance(value, (list, tuple)):
+        kw.setdefault("nargs", "+")
+        kw.setdefault("type", type(value[0]) if value else str)
+        value = list(value)
+    elif annotation in _NUMBER_TYPES:
+        kw.setdefault("type", _NUMBER_TYPES[annotation])
+    return p.add_argument(flag, default=value, help=help, **kw)
+
+
+def parameter_defaults(func) -> dict:
+    """The keyword defaults of a function's signature (for commands without a config dataclass)."""
+    return {k: v.default for k, v in inspect.signature(func).parameters.items()
+            if v.default is not inspect.Parameter.empty}

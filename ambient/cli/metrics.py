@@ -1,0 +1,45 @@
+"""Metrics commands, one table from the per-model files: summarize (summary.csv, summary.json), claims."""
+from __future__ import annotations
+
+import argparse
+
+from ..layout import CLAIMS_CSV, SUMMARY_CSV
+from .common import Command, register as _register
+
+
+def _summarize(p: argparse.ArgumentParser) -> None:
+    from ..eval.summary import cmd_summarize
+
+    p.add_argument("--dataset", required=True, help="dataset name: the D of the result paths (ambient.layout)")
+    p.add_argument("--root", default=".", help="the workflow directory the result paths start from")
+    p.add_argument("--corruptions", nargs="+", required=True,
+                   help="run names, e.g. clean dust-p0.20 box-p0.40 noise-s0.20 noise-s0.20-naive")
+    p.add_argument("--similarity-extractor", default="pixel", help="X of neighbors_<X>.json")
+    p.add_argument("--extractors", nargs="*", default=[], help="E of fd_<E>.json, one FD/KD pair each")
+    p.add_argument("--attacks", nargs="*", default=[], choices=["inpaint", "noise", "key"], help="K of attack_<K>.json")
+    p.add_argument("--hf-energy", action="store_true", help="add the hf_* columns from hf_energy.json")
+    p.add_argument("--out", required=True, help="output CSV")
+    p.add_argument("--metrics-json", default=None, help="also the numeric columns as JSON, {run: {column: value}}")
+    p.set_defaults(func=cmd_summarize)
+
+
+def _claims(p: argparse.ArgumentParser) -> None:
+    from ..eval.claims import CLAIMS, cmd_claims
+
+    p.add_argument("--summary", default=SUMMARY_CSV, help="summary.csv (ambient.eval.summary)")
+    p.add_argument("--out", default=CLAIMS_CSV, help="output CSV, one row per claim")
+    defaults = "; ".join(f"{c.id}: " + ", ".join(f"{k}={v:g}" for k, v in c.params.items()) for c in CLAIMS)
+    p.add_argument("--set", action="append", default=[], metavar="CLAIM.PARAM=VALUE",
+                   help=f"override a threshold or tolerance (repeatable). Thresholds: {defaults}")
+    p.set_defaults(func=cmd_claims)
+
+
+COMMANDS = {
+    "summarize": Command("one CSV row per model from the per-model metric files", _summarize),
+    "claims": Command("one CSV row per claim of the papers: does it hold in this run?", _claims),
+}
+
+
+def register(sub, names=None) -> None:
+    """Add the metrics commands to the `ambient` parser's sub-commands."""
+    _register(sub, COMMANDS, names)

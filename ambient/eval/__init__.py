@@ -1,0 +1,1 @@
+"""Evaluation: feature spaces, FID/KID, nearest neighbours, attacks, the summary and its claims."""

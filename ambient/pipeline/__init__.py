@@ -1,0 +1,1 @@
+"""Pipeline tooling: downloads, DVC, GPU slots, benchmarks, critical path, README tables."""
