@@ -3,6 +3,7 @@
 Every random draw for image i comes from a generator seeded by (seed, i, stream), so a
 dataset's masks and noise are identical across epochs, runs, processes and machines.
 """
+
 from __future__ import annotations
 
 import math
@@ -55,8 +56,10 @@ class Corruption:
         if self.kind == "noise" and self.sigma_n <= 0:
             raise ValueError("corruption noise needs sigma_n > 0")
         if self.kind == "box" and self.delta != 0:
-            raise ValueError(f"corruption box: delta={self.delta} does not apply (a box's further corruption is "
-                             "a second box of the same size, as in the official code); set delta to 0")
+            raise ValueError(
+                f"corruption box: delta={self.delta} does not apply (a box's further corruption is "
+                "a second box of the same size, as in the official code); set delta to 0"
+            )
 
     @property
     def masked(self) -> bool:
@@ -75,7 +78,7 @@ class Corruption:
         return asdict(self)
 
     @classmethod
-    def from_name(cls, name: str, delta: float = 0.0, seed: int = 0) -> "Corruption":
+    def from_name(cls, name: str, delta: float = 0.0, seed: int = 0) -> Corruption:
         try:
             kind, level, naive = parse_run_name(name)
         except ValueError:
@@ -124,12 +127,16 @@ class Corruption:
             if not torch.any((a == 0) & (b == 0)):
                 return b
         side = min(resolution, math.ceil(self.p * resolution))
-        free = [(t, l) for t in range(resolution) for l in range(resolution)
-                if not torch.any(a[:, t : t + side, l : l + side] == 0)]
+        free = [
+            (top, left)
+            for top in range(resolution)
+            for left in range(resolution)
+            if not torch.any(a[:, top : top + side, left : left + side] == 0)
+        ]
         if not free:  # the first box hides the whole image: nothing left to hide
             return torch.ones(1, resolution, resolution)
-        t, l = free[int(torch.randint(0, len(free), (1,), generator=g))]
-        return self._box_mask(resolution, t, l, side)
+        top, left = free[int(torch.randint(0, len(free), (1,), generator=g))]
+        return self._box_mask(resolution, top, left, side)
 
     def observation_mask(self, index: int, resolution: int, seed: int | None = None) -> torch.Tensor:
         """A of training image `index`, shape (1, H, W), 1 = observed; shared across channels."""
@@ -154,8 +161,9 @@ class Corruption:
 
     def training_masks(self, indices, resolution: int) -> torch.Tensor:
         """A~ = A * B of training images `indices` (N, 1, H, W), exactly as training draws them."""
-        return torch.stack([self.observation_mask(int(i), resolution) * self.further_mask(int(i), resolution)
-                            for i in indices])
+        return torch.stack(
+            [self.observation_mask(int(i), resolution) * self.further_mask(int(i), resolution) for i in indices]
+        )
 
     def sampling_masks(self, indices, resolution: int, seed: int) -> torch.Tensor:
         """A~ = A * B for samples `indices`: the training distribution of A~, drawn fresh from the sampling

@@ -4,6 +4,7 @@ A prepared dataset is one zip of uint8 PNGs (`000000.png`, ...) plus `dataset.js
 manifest with the index, source id and sha256 of every image. Zip entries carry a fixed
 timestamp so the same images always give the same bytes (DVC hashes files).
 """
+
 from __future__ import annotations
 
 import io
@@ -51,6 +52,7 @@ class Dataset:
 
 # ---------------------------------------------------------------- sources
 
+
 def embedded_faces(num_images: int = 100, crop: int = 24) -> tuple[np.ndarray, list[str]]:
     """The faces of `skimage.data.lfw_subset()` (25x25 grayscale), center-cropped to `crop`.
 
@@ -80,8 +82,10 @@ def _center_crop_resize(img: Image.Image, resolution: int) -> Image.Image:
     w, h = img.size
     side = min(w, h)
     if side * MAX_UPSCALE < resolution:
-        raise ValueError(f"{w}x{h} px is too small for {resolution} px output (at most {MAX_UPSCALE:g}x upscaling): "
-                         f"use a lower --resolution, or remove the image")
+        raise ValueError(
+            f"{w}x{h} px is too small for {resolution} px output (at most {MAX_UPSCALE:g}x upscaling): "
+            f"use a lower --resolution, or remove the image"
+        )
     left, top = (w - side) // 2, (h - side) // 2
     img = img.crop((left, top, left + side, top + side))
     if side != resolution:
@@ -108,8 +112,9 @@ def load_image_file(path: Path, resolution: int, channels: int) -> np.ndarray:
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
-def image_folder(folder: str | Path, resolution: int, channels: int = 3,
-                 max_images: int | None = None) -> tuple[np.ndarray, list[str]]:
+def image_folder(
+    folder: str | Path, resolution: int, channels: int = 3, max_images: int | None = None
+) -> tuple[np.ndarray, list[str]]:
     """Every image file under `folder` (sorted, recursive), center-cropped and resized."""
     folder = Path(folder)
     if channels not in (1, 3):
@@ -123,33 +128,40 @@ def image_folder(folder: str | Path, resolution: int, channels: int = 3,
         raise ValueError(f"{folder}: the image folder is empty")
     bad = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
     if bad:
-        raise ValueError(f"{bad[0]}: not an image file (expected one of {sorted(IMAGE_SUFFIXES)}); "
-                         f"remove it from {folder} or point at a folder of images only")
+        raise ValueError(
+            f"{bad[0]}: not an image file (expected one of {sorted(IMAGE_SUFFIXES)}); "
+            f"remove it from {folder} or point at a folder of images only"
+        )
     if max_images is not None:
         files = files[:max_images]
     images = np.stack([load_image_file(p, resolution, channels) for p in files])
     return images, [str(p.relative_to(folder)) for p in files]
 
 
-def split_heldout(num_available: int, num_heldout: int, seed: int = 0,
-                  num_train: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def split_heldout(
+    num_available: int, num_heldout: int, seed: int = 0, num_train: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(train, heldout) indices into `num_available` images: `num_heldout` chosen by
     numpy.random.default_rng(seed) (sorted), the training set the first `num_train` of the rest
     (default all of them). The two never share an image."""
     if num_heldout < 0 or num_heldout >= num_available:
-        raise ValueError(f"heldout_images={num_heldout}: must be in 0..{num_available - 1} "
-                         f"(of {num_available} images, at least one must stay for training)")
+        raise ValueError(
+            f"heldout_images={num_heldout}: must be in 0..{num_available - 1} "
+            f"(of {num_available} images, at least one must stay for training)"
+        )
     held = np.sort(np.random.default_rng(seed).choice(num_available, num_heldout, replace=False))
     rest = np.setdiff1d(np.arange(num_available), held)
     if num_train is not None:
         if not 1 <= num_train <= len(rest):
-            raise ValueError(f"num_images={num_train}: must be in 1..{len(rest)} ({num_available} images, "
-                             f"{num_heldout} held out)")
+            raise ValueError(
+                f"num_images={num_train}: must be in 1..{len(rest)} ({num_available} images, {num_heldout} held out)"
+            )
         rest = rest[:num_train]
     return rest, held
 
 
 # ---------------------------------------------------------------- prepared datasets
+
 
 def encode_png(image_chw: np.ndarray) -> bytes:
     arr = image_chw[0] if image_chw.shape[0] == 1 else image_chw.transpose(1, 2, 0)
@@ -158,8 +170,9 @@ def encode_png(image_chw: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_image_zip(path: str | Path, images: np.ndarray, source_ids: list[str] | None = None,
-                    info: dict | None = None) -> dict:
+def write_image_zip(
+    path: str | Path, images: np.ndarray, source_ids: list[str] | None = None, info: dict | None = None
+) -> dict:
     """Write uint8 images (N, C, H, W) as a zip of PNGs with a manifest, atomically."""
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
@@ -204,8 +217,10 @@ def read_image_zip(path: str | Path, verify: bool = True, allow_plain: bool = Fa
             elif allow_plain:
                 entries = [{"file": n} for n in sorted(names) if Path(n).suffix.lower() in IMAGE_SUFFIXES]
             else:
-                raise ValueError(f"{path}: no {MANIFEST} in the zip, so its images cannot be checked; make it with "
-                                 "`python -m ambient prepare` (a folder of images: --source folder --folder DIR)")
+                raise ValueError(
+                    f"{path}: no {MANIFEST} in the zip, so its images cannot be checked; make it with "
+                    "`python -m ambient prepare` (a folder of images: --source folder --folder DIR)"
+                )
             if not entries:
                 raise ValueError(f"{path}: the zip holds no images")
             shape = (manifest["channels"], manifest["resolution"], manifest["resolution"]) if manifest else None
@@ -213,21 +228,29 @@ def read_image_zip(path: str | Path, verify: bool = True, allow_plain: bool = Fa
             for e in entries:
                 data = zf.read(e["file"])
                 if verify and "sha256" in e and sha256_bytes(data) != e["sha256"]:
-                    raise ValueError(f"{path}: {e['file']} does not match its sha256 in {MANIFEST}; "
-                                     "the file is corrupt: prepare it again")
+                    raise ValueError(
+                        f"{path}: {e['file']} does not match its sha256 in {MANIFEST}; "
+                        "the file is corrupt: prepare it again"
+                    )
                 try:
                     with Image.open(io.BytesIO(data)) as img:
                         arr = np.asarray(img)
                 except (UnidentifiedImageError, OSError) as err:
-                    raise ValueError(f"{path}: member {e['file']} is not a readable image ({err.__class__.__name__})") from None
+                    raise ValueError(
+                        f"{path}: member {e['file']} is not a readable image ({err.__class__.__name__})"
+                    ) from None
                 arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)[:3]
                 shape = shape or arr.shape
                 if arr.shape != tuple(shape) or arr.dtype != np.uint8:
-                    raise ValueError(f"{path}: member {e['file']} is {arr.dtype} {'x'.join(map(str, arr.shape))}, "
-                                     f"the others uint8 {'x'.join(map(str, shape))}; prepare the zip again")
+                    raise ValueError(
+                        f"{path}: member {e['file']} is {arr.dtype} {'x'.join(map(str, arr.shape))}, "
+                        f"the others uint8 {'x'.join(map(str, shape))}; prepare the zip again"
+                    )
                 arrays.append(arr)
     except KeyError as e:
-        raise ValueError(f"{path}: {MANIFEST} names a member the zip lacks or misses a key ({e}); prepare it again") from None
+        raise ValueError(
+            f"{path}: {MANIFEST} names a member the zip lacks or misses a key ({e}); prepare it again"
+        ) from None
     except zipfile.BadZipFile as e:
         raise ValueError(f"{path}: not a valid zip ({e}); delete it and prepare it again") from None
     images = np.stack(arrays).astype(np.uint8)
@@ -235,6 +258,7 @@ def read_image_zip(path: str | Path, verify: bool = True, allow_plain: bool = Fa
 
 
 # ---------------------------------------------------------------- image sets (samples, datasets, folders)
+
 
 def image_files(path: str | os.PathLike) -> tuple[list[str], str | None]:
     """Image file names of a zip (with the zip as clean-fid's `fdir`) or full paths in a folder, in the

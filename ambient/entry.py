@@ -3,6 +3,7 @@
 Kept apart from cli.py (which imports every command) so a module's entry point depends on
 nothing else: DVC's stages list the modules each phase imports.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,22 @@ USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError, KeyError, OSError)
 
 
 # Counts that every command reads the same way: at least 1 when given (None: the default).
-AT_LEAST_ONE = ("num", "batch_size", "steps", "num_images", "threads", "kid_subsets", "kid_subset_size", "k",
-                "bins", "resample", "samples", "log_every", "checkpoint_every", "resolution")
+AT_LEAST_ONE = (
+    "num",
+    "batch_size",
+    "steps",
+    "num_images",
+    "threads",
+    "kid_subsets",
+    "kid_subset_size",
+    "k",
+    "bins",
+    "resample",
+    "samples",
+    "log_every",
+    "checkpoint_every",
+    "resolution",
+)
 
 
 def check_arguments(args: argparse.Namespace) -> None:

@@ -45,12 +45,15 @@ the reverse step from x_u is E[x0 | x_u]). Below t_n it trains the range that on
 sampler visits. One step (`num_consistency_steps` 1, the shipped value); the target never carries a
 gradient (the official `with_grad` switch is not reproduced).
 """
+
 from __future__ import annotations
 
 import torch
 
 
-def ddpm_alphas_cumprod(num_timesteps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012) -> torch.Tensor:
+def ddpm_alphas_cumprod(
+    num_timesteps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012
+) -> torch.Tensor:
     """abar_t of SDXL's scheduler ("scaled_linear" betas, float64)."""
     betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_timesteps, dtype=torch.float64) ** 2
     return torch.cumprod(1.0 - betas, dim=0)
@@ -59,16 +62,24 @@ def ddpm_alphas_cumprod(num_timesteps: int = 1000, beta_start: float = 0.00085, 
 class LatentTweedieLoss:
     """Per-element Tweedie residual^2 of a VP model trained on latents noised once to t_n."""
 
-    def __init__(self, alphas_cumprod: torch.Tensor, t_n: int, consistency_weight: float = 0.0,
-                 consistency_everywhere: bool = True, max_steps_diff: int = 100):
+    def __init__(
+        self,
+        alphas_cumprod: torch.Tensor,
+        t_n: int,
+        consistency_weight: float = 0.0,
+        consistency_everywhere: bool = True,
+        max_steps_diff: int = 100,
+    ):
         abar = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
         if abar.ndim != 1 or len(abar) < 2 or not bool(((abar > 0) & (abar < 1)).all()):
             raise ValueError("alphas_cumprod must be a 1-D schedule of values in (0, 1)")
         if not bool((abar[1:] < abar[:-1]).all()):
             raise ValueError("alphas_cumprod must decrease with t")
         if not 0 <= t_n < len(abar) - 1:
-            raise ValueError(f"t_n={t_n} (timestep_nature) must lie in [0, {len(abar) - 2}] for a "
-                             f"{len(abar)}-step schedule: training draws t in [t_n, T)")
+            raise ValueError(
+                f"t_n={t_n} (timestep_nature) must lie in [0, {len(abar) - 2}] for a "
+                f"{len(abar)}-step schedule: training draws t in [t_n, T)"
+            )
         if consistency_weight < 0:
             raise ValueError(f"consistency_weight={consistency_weight} must be >= 0")
         if consistency_weight > 0 and t_n < 1:
@@ -111,8 +122,9 @@ class LatentTweedieLoss:
         c0, r = self.coefficients(t, x_t)
         return (c0 * x0_pred + r * x_t - x_n) ** 2
 
-    def posterior_draws(self, x_u: torch.Tensor, u: torch.Tensor, x0: torch.Tensor, s: torch.Tensor,
-                        z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    def posterior_draws(
+        self, x_u: torch.Tensor, u: torch.Tensor, x0: torch.Tensor, s: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor
+    ) -> torch.Tensor:
         """Two draws of x_s ~ q(x_s | x_u, x0) for 0 <= s < u (DDPM posterior), stacked along the batch."""
         if bool((s >= u).any()) or bool((s < 0).any()):
             raise ValueError("the consistency step needs 0 <= s < u (it goes down from the start timestep u)")
@@ -127,8 +139,9 @@ class LatentTweedieLoss:
         d = torch.randint(1, self.max_steps_diff + 1, u.shape, generator=generator).to(u.device)
         return (u - d).clamp_min(0)
 
-    def consistency_term(self, eps_model, x_u: torch.Tensor, u: torch.Tensor, s: torch.Tensor, z1: torch.Tensor,
-                         z2: torch.Tensor, **cond) -> torch.Tensor:
+    def consistency_term(
+        self, eps_model, x_u: torch.Tensor, u: torch.Tensor, s: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor, **cond
+    ) -> torch.Tensor:
         """Per-element unbiased estimate of || E[h(x_s, s)] - h(x_u, u) ||^2 (h: the x0 estimate)."""
         with torch.no_grad():
             target = self.x0_from_eps(eps_model(x_u, u, **cond), x_u, u)
@@ -153,8 +166,9 @@ class LatentTweedieLoss:
 
 
 @torch.no_grad()
-def ddim_from(eps_model, x_t: torch.Tensor, alphas_cumprod: torch.Tensor, start_t: int, num_steps: int,
-              stop_t: int = 0, **cond) -> torch.Tensor:
+def ddim_from(
+    eps_model, x_t: torch.Tensor, alphas_cumprod: torch.Tensor, start_t: int, num_steps: int, stop_t: int = 0, **cond
+) -> torch.Tensor:
     """Deterministic DDIM (eta = 0) from x_t at `start_t` down to `stop_t`, then the x0 estimate there.
     `eps_model(x_t, t, **cond)` predicts epsilon; t is a (N,) long tensor. The noise attack starts at
     t_attack; `ddim_sample` starts at T - 1."""
@@ -183,8 +197,9 @@ def ddim_from(eps_model, x_t: torch.Tensor, alphas_cumprod: torch.Tensor, start_
 
 
 @torch.no_grad()
-def ddim_sample(eps_model, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, num_steps: int = 50,
-                stop_t: int = 0, **cond) -> torch.Tensor:
+def ddim_sample(
+    eps_model, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, num_steps: int = 50, stop_t: int = 0, **cond
+) -> torch.Tensor:
     """Deterministic DDIM (eta = 0) from x_T ~ N(0, I) at t = T - 1 down to `stop_t`, then the x0
     estimate there. stop_t = t_n: the early-stopped sampler; stop_t = 0: the full-length one.
     `eps_model(x_t, t, **cond)` predicts epsilon; t is a (N,) long tensor."""

@@ -12,11 +12,12 @@ Run names:
     noise-s0.20-naive                the naive baseline on the same noisy data: the plain EDM loss
                                      (`ambient train --loss edm`), which learns to output noisy images
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 MASKED_KINDS = ("dust", "box")
 NAIVE_SUFFIX = "-naive"
@@ -27,6 +28,7 @@ KIND_LOSSES = {"clean": ("edm",), "dust": ("ambient",), "box": ("ambient",), "no
 
 
 # ---------------------------------------------------------------- runs
+
 
 def corruption_name(kind: str, p: float = 0.0, sigma_n: float = 0.0) -> str:
     """clean, dust-p0.20, box-p0.40, noise-s0.20: the levels carry 2 decimals."""
@@ -82,11 +84,18 @@ def run_label(entry: dict) -> str:
 def run_record(entry: dict) -> dict:
     """A run as the notebooks take it: name, kind, level, delta, p, sigma_n, label, loss, naive, series."""
     kind, naive = entry["kind"], is_naive(entry)
-    return {"name": run_name(entry), "kind": kind,
-            "level": {"clean": 0.0, "noise": entry.get("sigma_n", 0.0)}.get(kind, entry.get("p", 0.0)),
-            "delta": entry.get("delta", 0.1) if kind == "dust" else 0.0,
-            "p": entry.get("p", 0.0), "sigma_n": entry.get("sigma_n", 0.0), "label": run_label(entry),
-            "loss": entry.get("loss", "auto"), "naive": naive, "series": f"{kind} (naive)" if naive else kind}
+    return {
+        "name": run_name(entry),
+        "kind": kind,
+        "level": {"clean": 0.0, "noise": entry.get("sigma_n", 0.0)}.get(kind, entry.get("p", 0.0)),
+        "delta": entry.get("delta", 0.1) if kind == "dust" else 0.0,
+        "p": entry.get("p", 0.0),
+        "sigma_n": entry.get("sigma_n", 0.0),
+        "label": run_label(entry),
+        "loss": entry.get("loss", "auto"),
+        "naive": naive,
+        "series": f"{kind} (naive)" if naive else kind,
+    }
 
 
 def run_list(config: dict) -> list[dict]:
@@ -152,6 +161,7 @@ def run_file(key: str, dataset: str = "{dataset}", run: str = "{corruption}", **
 
 # ---------------------------------------------------------------- figures
 
+
 @dataclass(frozen=True)
 class Figure:
     """One figure notebook, paper_figures/<notebook>.ipynb, run by papermill as Snakemake rule `rule`.
@@ -210,32 +220,75 @@ def _corruption_seed(config: dict) -> dict:
 # `ROOT = figlib.find_root(root)`) and its caption workflow/report/<caption>.
 FIGURES = (
     Figure("fig2_training_data", "fig2.rst", "Fig. 2: what each model saw", dataset=True, params=_corruption_seed),
-    Figure("fig3_nearest_neighbors", "fig3.rst", "Fig. 3: samples and their nearest training images",
-           files=("samples", "neighbors_csv"), dataset=True, params=lambda config: {**_extractor(config), "n_show": 8}),
-    Figure("fig8_similarity_histograms", "fig8.rst", "Fig. 8: similarity histograms",
-           files=("neighbors_json", "neighbors_csv"), params=_extractor),
+    Figure(
+        "fig3_nearest_neighbors",
+        "fig3.rst",
+        "Fig. 3: samples and their nearest training images",
+        files=("samples", "neighbors_csv"),
+        dataset=True,
+        params=lambda config: {**_extractor(config), "n_show": 8},
+    ),
+    Figure(
+        "fig8_similarity_histograms",
+        "fig8.rst",
+        "Fig. 8: similarity histograms",
+        files=("neighbors_json", "neighbors_csv"),
+        params=_extractor,
+    ),
     Figure("tradeoff", "tradeoff.rst", "Trade-off: memorization vs quality", summary=True, runs=False),
-    Figure("sample_grids", "samples.rst", "Samples", files=("samples",), per_run=True, notebook="samples",
-           params=lambda config: {"columns": 16, "max_samples": 128}),
-    Figure("fig1_inpainting_attack", "fig1.rst", "Fig. 1: inpainting attack",
-           files=("attack_inpaint_json", "attack_inpaint_npz"), needs_attacks=True,
-           params=lambda config: {"n_show": 8}),
-    Figure("fig4_noise_attack", "fig4.rst", "Fig. 4: noise attack",
-           files=("attack_noise_json", "attack_noise_npz"), needs_attacks=True,
-           params=lambda config: {"n_show": 8}),
+    Figure(
+        "sample_grids",
+        "samples.rst",
+        "Samples",
+        files=("samples",),
+        per_run=True,
+        notebook="samples",
+        params=lambda config: {"columns": 16, "max_samples": 128},
+    ),
+    Figure(
+        "fig1_inpainting_attack",
+        "fig1.rst",
+        "Fig. 1: inpainting attack",
+        files=("attack_inpaint_json", "attack_inpaint_npz"),
+        needs_attacks=True,
+        params=lambda config: {"n_show": 8},
+    ),
+    Figure(
+        "fig4_noise_attack",
+        "fig4.rst",
+        "Fig. 4: noise attack",
+        files=("attack_noise_json", "attack_noise_npz"),
+        needs_attacks=True,
+        params=lambda config: {"n_show": 8},
+    ),
     # Training on noisy data (Tweedie paper, Figs. 5-7): noisy training examples beside the samples of
     # each noise model and the naive baseline, and the high-frequency energy of each.
-    Figure("fig5_noise_generations", "fig5.rst", "Fig. 5: training on noisy data, generations",
-           files=("samples", "hf_json"), dataset=True, noise_only=True,
-           params=lambda config: {**_corruption_seed(config), "n_show": 8}),
-    Figure("fig6_noise_histograms", "fig6.rst", "Fig. 6: similarity against noise level",
-           files=("neighbors_json", "neighbors_csv"), noise_only=True, params=_extractor),
+    Figure(
+        "fig5_noise_generations",
+        "fig5.rst",
+        "Fig. 5: training on noisy data, generations",
+        files=("samples", "hf_json"),
+        dataset=True,
+        noise_only=True,
+        params=lambda config: {**_corruption_seed(config), "n_show": 8},
+    ),
+    Figure(
+        "fig6_noise_histograms",
+        "fig6.rst",
+        "Fig. 6: similarity against noise level",
+        files=("neighbors_json", "neighbors_csv"),
+        noise_only=True,
+        params=_extractor,
+    ),
 )
 
 
 def figure_outputs(config: dict) -> list[str]:
     """Every figure file the workflow renders for `config`: PNG and PDF, then the executed notebooks."""
     figures = [f for f in FIGURES if f.enabled(config)]
-    return ([f"{FIGURES_DIR}/{s}.{ext}" for f in sorted(figures, key=lambda f: f.per_run)
-             for s in f.stems(config) for ext in ("png", "pdf")]
-            + [f.executed_notebook for f in figures])
+    return [
+        f"{FIGURES_DIR}/{s}.{ext}"
+        for f in sorted(figures, key=lambda f: f.per_run)
+        for s in f.stems(config)
+        for ext in ("png", "pdf")
+    ] + [f.executed_notebook for f in figures]

@@ -5,6 +5,7 @@ Random draws come from an explicit source (a utils.SampleRNG in training: one CP
 sample, or a torch.Generator) so a step is a pure function of (weights, batch, seed): resume
 is bitwise exact and data-parallel ranks draw what a single process would.
 """
+
 from __future__ import annotations
 
 import torch
@@ -55,8 +56,15 @@ class AmbientLoss(EDMLoss):
             raise ValueError(f"formulation {formulation!r} is unknown: use official or split")
         self.formulation = formulation
 
-    def __call__(self, net: EDMPrecond, images: torch.Tensor, generator,
-                 mask: torch.Tensor = None, further_mask: torch.Tensor = None, **_) -> torch.Tensor:
+    def __call__(
+        self,
+        net: EDMPrecond,
+        images: torch.Tensor,
+        generator,
+        mask: torch.Tensor = None,
+        further_mask: torch.Tensor = None,
+        **_,
+    ) -> torch.Tensor:
         if mask is None or further_mask is None:
             raise ValueError("AmbientLoss needs mask (A) and further_mask (A~)")
         sigma, weight = self.sigma_and_weight(len(images), generator, images.device)

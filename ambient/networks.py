@@ -4,6 +4,7 @@ The U-Net maps (input image channels, c_noise) to an output of `out_channels`; t
 preconditioning wraps it into a denoiser D(x, sigma[, mask]). Ambient models get the
 mask as extra input channels and never see a pixel outside it.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,7 +25,9 @@ class UNetConfig:
 
     def __post_init__(self):
         if self.base_channels < 1 or self.num_blocks < 1:
-            raise ValueError(f"network: base_channels={self.base_channels} and num_blocks={self.num_blocks} must be >= 1")
+            raise ValueError(
+                f"network: base_channels={self.base_channels} and num_blocks={self.num_blocks} must be >= 1"
+            )
         if not self.channel_mult or min(self.channel_mult) < 1:
             raise ValueError(f"network: channel_mult={self.channel_mult} must be a non-empty list of integers >= 1")
         if not 0.0 <= self.dropout < 1.0:
@@ -44,8 +47,10 @@ class UNetConfig:
         have = self.resolutions(resolution)
         bad = [r for r in self.attn_resolutions if r not in have]
         if bad:
-            raise ValueError(f"network: attn_resolutions={bad} are not among this network's feature-map sizes "
-                             f"{have} (image {resolution} px, channel_mult {self.channel_mult}); use some of {have} or []")
+            raise ValueError(
+                f"network: attn_resolutions={bad} are not among this network's feature-map sizes "
+                f"{have} (image {resolution} px, channel_mult {self.channel_mult}); use some of {have} or []"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -135,8 +140,9 @@ class UNet(nn.Module):
                     self.down.append(Attention(ch))
                 skips.append(ch)
 
-        self.mid = nn.ModuleList([ResBlock(ch, ch, emb_ch, cfg.dropout), Attention(ch),
-                                  ResBlock(ch, ch, emb_ch, cfg.dropout)])
+        self.mid = nn.ModuleList(
+            [ResBlock(ch, ch, emb_ch, cfg.dropout), Attention(ch), ResBlock(ch, ch, emb_ch, cfg.dropout)]
+        )
 
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(cfg.channel_mult))):
@@ -205,8 +211,14 @@ class EDMPrecond(nn.Module):
     one shrinks them with c_out ~ sigma (grey holes at the end of sampling).
     """
 
-    def __init__(self, net: nn.Module, img_channels: int, masked: bool = False,
-                 formulation: str = "split", sigma_data: float = 0.5):
+    def __init__(
+        self,
+        net: nn.Module,
+        img_channels: int,
+        masked: bool = False,
+        formulation: str = "split",
+        sigma_data: float = 0.5,
+    ):
         super().__init__()
         if formulation not in FORMULATIONS:
             raise ValueError(f"formulation {formulation!r} is unknown: use one of {FORMULATIONS}")
@@ -233,8 +245,9 @@ class EDMPrecond(nn.Module):
         return mask * (c_skip * x + c_out * f) + (1 - mask) * (sd * f)
 
 
-def build_model(img_channels: int, resolution: int, masked: bool, formulation: str = "split",
-                config: UNetConfig | None = None) -> EDMPrecond:
+def build_model(
+    img_channels: int, resolution: int, masked: bool, formulation: str = "split", config: UNetConfig | None = None
+) -> EDMPrecond:
     (config or UNetConfig()).check_resolution(resolution)
     in_ch = 2 * img_channels if masked else img_channels
     net = UNet(in_ch, img_channels, resolution, config)

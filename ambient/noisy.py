@@ -19,6 +19,7 @@ The model only sees observations x_n = x0 + sigma_n * eps (the noise fixed per i
 Weights: the Tweedie residual gets the EDM weight; the consistency residual, whose size does
 not shrink with sigma, gets `consistency_weight / sigma_data^2`.
 """
+
 from __future__ import annotations
 
 import math
@@ -68,8 +69,9 @@ class TweedieLoss(EDMLoss):
         x_t = self._tweedie_input(noisy, sigma, eta)
         return self._tweedie_residual(net(x_t, sigma), x_t, noisy, sigma)
 
-    def consistency_term(self, net, noisy: torch.Tensor, sigma: torch.Tensor, z1: torch.Tensor,
-                         z2: torch.Tensor) -> torch.Tensor:
+    def consistency_term(
+        self, net, noisy: torch.Tensor, sigma: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor
+    ) -> torch.Tensor:
         """Per-pixel unbiased estimate of || E[h(x_s, s)] - h(x_n, sigma_n) ||^2 for s = sigma <= sigma_n;
         z1, z2 ~ N(0, I) are the two independent draws."""
         target, xs = self._consistency_inputs(net, noisy, sigma, z1, z2)
@@ -78,7 +80,10 @@ class TweedieLoss(EDMLoss):
     def _lognormal_between(self, n: int, rng, device, lo: float | None, hi: float | None) -> torch.Tensor:
         """EDM's sigma ~ logNormal(P_mean, P_std) restricted to (lo, hi], by inverse CDF of one normal draw."""
         u = torch.special.ndtr(_randn((n, 1, 1, 1), rng, "cpu").double())
-        cdf = lambda s: 0.5 * (1 + math.erf((math.log(s) - self.P_mean) / (self.P_std * math.sqrt(2))))
+
+        def cdf(s: float) -> float:
+            return 0.5 * (1 + math.erf((math.log(s) - self.P_mean) / (self.P_std * math.sqrt(2))))
+
         a, b = (cdf(lo) if lo else 0.0), (cdf(hi) if hi else 1.0)
         u = (a + (b - a) * u).clamp(1e-12, 1 - 1e-12)
         return (self.P_mean + self.P_std * torch.special.ndtri(u)).exp().float().to(device)

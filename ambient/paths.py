@@ -1,4 +1,5 @@
 """Output paths checked before the work, not after it. Torch-free (the CLI runner uses it)."""
+
 from __future__ import annotations
 
 import os
@@ -11,7 +12,9 @@ def check_writable(path: str | os.PathLike) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OSError(f"{path}: cannot create its folder {path.parent} ({e.strerror}); choose another output path") from None
+        raise OSError(
+            f"{path}: cannot create its folder {path.parent} ({e.strerror}); choose another output path"
+        ) from None
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a folder; give a file name")
     if not os.access(path.parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):

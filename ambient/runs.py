@@ -1,4 +1,5 @@
 """Run names back to what trained them: the inverse of ambient.layout.run_name (names are defined there)."""
+
 from __future__ import annotations
 
 from .corruption import Corruption

@@ -3,9 +3,10 @@
 Every sample j draws its latent (and, for ambient models, its fixed mask A~) from a
 generator seeded by (seed, j): the samples do not depend on the batch size or device.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -18,8 +19,9 @@ from .utils import generator, signed_to_uint8
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def edm_sigmas(num_steps: int = 18, sigma_min: float = 0.002, sigma_max: float = 80.0,
-               rho: float = 7.0) -> torch.Tensor:
+def edm_sigmas(
+    num_steps: int = 18, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0
+) -> torch.Tensor:
     """Karras et al. time steps, float64, with a final 0 appended (num_steps + 1 values)."""
     if num_steps < 1:
         raise ValueError(f"num_steps={num_steps} must be >= 1")
@@ -64,10 +66,22 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def generate(model: EDMPrecond, corruption: Corruption, num_samples: int, resolution: int,
-             seed: int = 0, batch_size: int = 256, num_steps: int = 18, sigma_min: float = 0.002,
-             sigma_max: float = 80.0, rho: float = 7.0, device: str | torch.device = "cpu",
-             stop_sigma: float | None = None, precision: str = "fp32", progress: bool = True) -> np.ndarray:
+def generate(
+    model: EDMPrecond,
+    corruption: Corruption,
+    num_samples: int,
+    resolution: int,
+    seed: int = 0,
+    batch_size: int = 256,
+    num_steps: int = 18,
+    sigma_min: float = 0.002,
+    sigma_max: float = 80.0,
+    rho: float = 7.0,
+    device: str | torch.device = "cpu",
+    stop_sigma: float | None = None,
+    precision: str = "fp32",
+    progress: bool = True,
+) -> np.ndarray:
     """Draw `num_samples` images as uint8 (N, C, H, W).
 
     Ambient models: one mask A~ per sample from the training distribution of A * B, used at

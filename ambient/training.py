@@ -5,6 +5,7 @@ draw of the loss come from generators seeded by (seed, step, sample position). R
 therefore continues bit for bit as if the run had never stopped (on the same device and
 thread count).
 """
+
 from __future__ import annotations
 
 import copy
@@ -23,8 +24,8 @@ from .corruption import Corruption
 from .data import read_image_zip
 from .layout import AUTO_LOSS, KIND_LOSSES
 from .losses import AmbientLoss, EDMLoss
-from .noisy import TweedieLoss
 from .networks import FORMULATIONS, EDMPrecond, UNetConfig, build_model
+from .noisy import TweedieLoss
 from .paths import check_writable
 from .utils import SampleRNG, atomic_path, generator, resolve_device, run_dir_lock, sha256_file
 
@@ -58,8 +59,15 @@ class TrainConfig:
 
     def __post_init__(self):
         """The one place training settings are checked: the CLI and the Snakemake rules both build this."""
-        at_least = {"steps": 1, "batch_size": 1, "checkpoint_every": 1, "keep_checkpoints": 1, "log_every": 1,
-                    "warmup_steps": 0, "seed": 0}
+        at_least = {
+            "steps": 1,
+            "batch_size": 1,
+            "checkpoint_every": 1,
+            "keep_checkpoints": 1,
+            "log_every": 1,
+            "warmup_steps": 0,
+            "seed": 0,
+        }
         for key, low in at_least.items():
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -81,11 +89,15 @@ class TrainConfig:
         if self.loss not in LOSSES:
             raise ValueError(f"loss {self.loss!r} is unknown: use one of {', '.join(LOSSES)}")
         if self.loss != "auto" and self.loss not in KIND_LOSSES[corr.kind]:
-            raise ValueError(f"loss {self.loss!r} does not fit corruption {corr.kind!r}: use one of "
-                             f"{', '.join(KIND_LOSSES[corr.kind])} (or auto)")
+            raise ValueError(
+                f"loss {self.loss!r} does not fit corruption {corr.kind!r}: use one of "
+                f"{', '.join(KIND_LOSSES[corr.kind])} (or auto)"
+            )
         if self.consistency_weight > 0 and self.effective_loss != "tweedie":
-            raise ValueError(f"consistency_weight={self.consistency_weight} belongs to the Tweedie loss (noise "
-                             f"corruptions); this run uses the {self.effective_loss} loss: set it to 0")
+            raise ValueError(
+                f"consistency_weight={self.consistency_weight} belongs to the Tweedie loss (noise "
+                f"corruptions); this run uses the {self.effective_loss} loss: set it to 0"
+            )
 
     @property
     def corruption_spec(self) -> Corruption:
@@ -109,8 +121,22 @@ class TrainConfig:
 # The settings a resumed run must share with the checkpoint it resumes.
 # Every key that shapes the weights; the rest (steps, the dataset *path*: its bytes are compared,
 # checkpoint_every, keep_checkpoints, log_every) may change between a run and its resumption.
-_RESUME_KEYS = ("corruption", "network", "formulation", "loss", "consistency_weight", "batch_size", "lr", "warmup_steps",
-                "ema_decay", "grad_clip", "xflip", "seed", "precision", "channels_last")
+_RESUME_KEYS = (
+    "corruption",
+    "network",
+    "formulation",
+    "loss",
+    "consistency_weight",
+    "batch_size",
+    "lr",
+    "warmup_steps",
+    "ema_decay",
+    "grad_clip",
+    "xflip",
+    "seed",
+    "precision",
+    "channels_last",
+)
 
 
 def make_loss(cfg: TrainConfig) -> EDMLoss:
@@ -124,8 +150,10 @@ def make_loss(cfg: TrainConfig) -> EDMLoss:
 
 # ---------------------------------------------------------------- checkpoints
 
-def save_checkpoint(path: str | Path, model: EDMPrecond, ema: EDMPrecond, optimizer, step: int,
-                    cfg: TrainConfig, info: dict) -> None:
+
+def save_checkpoint(
+    path: str | Path, model: EDMPrecond, ema: EDMPrecond, optimizer, step: int, cfg: TrainConfig, info: dict
+) -> None:
     state = {
         "format": CHECKPOINT_FORMAT,
         "step": step,
@@ -154,20 +182,28 @@ def load_checkpoint(path: str | Path, map_location="cpu", hint: str = "") -> dic
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, a pickle carrying code, another format, ...
-        why = "refused: it holds Python objects other than weights (code could run on loading)" \
-            if "weights_only" in str(e) or "Unsupported global" in str(e) else "truncated or not a PyTorch file"
+        why = (
+            "refused: it holds Python objects other than weights (code could run on loading)"
+            if "weights_only" in str(e) or "Unsupported global" in str(e)
+            else "truncated or not a PyTorch file"
+        )
         raise ValueError(f"{path}: not a loadable checkpoint ({why})" + (f"; {hint}" if hint else "")) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not an ambient checkpoint (format "
-                         f"{state.get('format') if isinstance(state, dict) else type(state).__name__})")
+        raise ValueError(
+            f"{path}: not an ambient checkpoint (format "
+            f"{state.get('format') if isinstance(state, dict) else type(state).__name__})"
+        )
     missing = [k for k in _STATE_KEYS if k not in state]
     if missing:
-        raise ValueError(f"{path}: an incomplete ambient checkpoint (no {', '.join(missing)}); write it again with `ambient train`")
+        raise ValueError(
+            f"{path}: an incomplete ambient checkpoint (no {', '.join(missing)}); write it again with `ambient train`"
+        )
     return state
 
 
-def model_from_checkpoint(state: dict, use_ema: bool = True, device="cpu",
-                          source: str = "checkpoint") -> tuple[EDMPrecond, TrainConfig, dict]:
+def model_from_checkpoint(
+    state: dict, use_ema: bool = True, device="cpu", source: str = "checkpoint"
+) -> tuple[EDMPrecond, TrainConfig, dict]:
     """The network of a loaded checkpoint; `source` (its path) names it in every error."""
     try:
         cfg = TrainConfig(**state["config"])
@@ -175,16 +211,23 @@ def model_from_checkpoint(state: dict, use_ema: bool = True, device="cpu",
         raise ValueError(f"{source}: its recorded training config is not valid ({e})") from None
     info = state["info"]
     try:
-        model = build_model(info["channels"], info["resolution"], masked=cfg.corruption_spec.masked,
-                            formulation=cfg.formulation, config=UNetConfig(**cfg.network))
+        model = build_model(
+            info["channels"],
+            info["resolution"],
+            masked=cfg.corruption_spec.masked,
+            formulation=cfg.formulation,
+            config=UNetConfig(**cfg.network),
+        )
     except KeyError as e:
         raise ValueError(f"{source}: its info lacks {e}; write it again with `ambient train`") from None
     try:
         model.load_state_dict(state["ema" if use_ema else "model"])
     except RuntimeError as e:
         n = str(e).count("size mismatch") + str(e).count("Missing key") + str(e).count("Unexpected key")
-        raise ValueError(f"{source}: its weights do not fit the network its recorded config describes "
-                         f"({n} mismatched or missing tensors); the file was edited or mixed up") from None
+        raise ValueError(
+            f"{source}: its weights do not fit the network its recorded config describes "
+            f"({n} mismatched or missing tensors); the file was edited or mixed up"
+        ) from None
     return model.to(device).eval(), cfg, info
 
 
@@ -207,6 +250,7 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 
 # ---------------------------------------------------------------- training
 
+
 class BatchSampler:
     """Epoch-wise random permutations of the dataset, seeded by (seed, epoch)."""
 
@@ -216,8 +260,10 @@ class BatchSampler:
 
     def _perm(self, epoch: int) -> torch.Tensor:
         if epoch not in self._cache:
-            self._cache = {epoch: torch.randperm(self.n, generator=generator(self.seed, epoch, _STREAM_BATCH)),
-                           **{k: v for k, v in self._cache.items() if k == epoch - 1}}
+            self._cache = {
+                epoch: torch.randperm(self.n, generator=generator(self.seed, epoch, _STREAM_BATCH)),
+                **{k: v for k, v in self._cache.items() if k == epoch - 1},
+            }
         return self._cache[epoch]
 
     def indices(self, step: int) -> torch.Tensor:
@@ -232,8 +278,14 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: 
         torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - beta)
 
 
-def train(cfg: TrainConfig, run_dir: str | Path, out: str | Path | None = None, device: str = "auto",
-          threads: int | None = None, progress: bool = True) -> Path:
+def train(
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    progress: bool = True,
+) -> Path:
     """Train (or resume) a model; writes checkpoints into `run_dir` and the final one to `out`.
 
     Under torchrun (WORLD_SIZE > 1) each process takes an equal slice of every global batch,
@@ -276,8 +328,9 @@ def _init_distributed(dev: torch.device, batch_size: int) -> tuple[int, int, tor
     return world, dist.get_rank(), dev
 
 
-def _train(cfg: TrainConfig, run_dir: Path, out: Path, dev: torch.device, world: int, rank: int,
-           progress: bool) -> Path:
+def _train(
+    cfg: TrainConfig, run_dir: Path, out: Path, dev: torch.device, world: int, rank: int, progress: bool
+) -> Path:
     # Initialize: the network's weights come from torch's global RNG.
     torch.manual_seed(cfg.seed)
 
@@ -295,8 +348,14 @@ def _train(cfg: TrainConfig, run_dir: Path, out: Path, dev: torch.device, world:
     log = _TrainLog(cfg, run_dir / "train_log.jsonl", dev, world, rank)
     kill_at = int(os.environ.get("AMBIENT_KILL_AT_STEP", "-1"))  # tests: a real SIGKILL mid-run
     model.train()
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train {info['corruption_name']}",
-               unit="step", disable=not progress)
+    bar = tqdm(
+        range(start, cfg.steps),
+        initial=start,
+        total=cfg.steps,
+        desc=f"train {info['corruption_name']}",
+        unit="step",
+        disable=not progress,
+    )
     for step in bar:
         batch = batch_at(cfg, setup.sampler, step, setup.positions, observations)
         loss = train_step(cfg, net, model, ema, optimizer, setup.loss_fn, batch, step, setup.positions, setup.autocast)
@@ -326,13 +385,19 @@ def _observations(cfg: TrainConfig) -> tuple[tuple[torch.Tensor, ...], dict]:
     corr = cfg.corruption_spec
     images, a, a_tilde = corr.apply(data.as_float())
     n, c, h, _ = images.shape
-    info = {"channels": c, "resolution": h, "num_images": n, "dataset_sha256": sha256_file(cfg.dataset),
-            "corruption_name": corr.name}
+    info = {
+        "channels": c,
+        "resolution": h,
+        "num_images": n,
+        "dataset_sha256": sha256_file(cfg.dataset),
+        "corruption_name": corr.name,
+    }
     return (images, a, a_tilde), info
 
 
-def _resume(cfg: TrainConfig, run_dir: Path, info: dict, state: tuple, dev: torch.device, rank: int,
-            progress: bool) -> int:
+def _resume(
+    cfg: TrainConfig, run_dir: Path, info: dict, state: tuple, dev: torch.device, rank: int, progress: bool
+) -> int:
     """Load (model, ema, optimizer) from the run's latest checkpoint at or before `steps`; its step (0 if none).
 
     Also removes the temporary files of a kill mid-write, and (rank 0) the log lines past that step.
@@ -387,16 +452,21 @@ class _TrainLog:
             self.running = _mean_over_ranks(self.running, self.dev)
         if self.rank == 0:
             elapsed = time.perf_counter() - self.t0
-            rec = {"step": done, "loss": self.running / self.seen, "lr": optimizer.param_groups[0]["lr"],
-                   "img_per_s": self.seen * self.cfg.batch_size / max(elapsed, 1e-9)}
+            rec = {
+                "step": done,
+                "loss": self.running / self.seen,
+                "lr": optimizer.param_groups[0]["lr"],
+                "img_per_s": self.seen * self.cfg.batch_size / max(elapsed, 1e-9),
+            }
             with open(self.path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
             bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['img_per_s']:.0f}")
         self.running, self.seen, self.t0 = 0.0, 0, time.perf_counter()
 
 
-def _save_snapshot(run_dir: Path, model: EDMPrecond, ema: EDMPrecond, optimizer, done: int, cfg: TrainConfig,
-                   info: dict) -> None:
+def _save_snapshot(
+    run_dir: Path, model: EDMPrecond, ema: EDMPrecond, optimizer, done: int, cfg: TrainConfig, info: dict
+) -> None:
     """checkpoint-<done>.pt, keeping this run's `keep_checkpoints` latest (a longer run's later ones stay)."""
     save_checkpoint(run_dir / f"checkpoint-{done:07d}.pt", model, ema, optimizer, done, cfg, info)
     mine = [p for p in list_checkpoints(run_dir) if checkpoint_step(p) <= done]
@@ -404,11 +474,17 @@ def _save_snapshot(run_dir: Path, model: EDMPrecond, ema: EDMPrecond, optimizer,
         old.unlink()
 
 
-def build_training(cfg: TrainConfig, channels: int, resolution: int,
-                   dev: torch.device) -> tuple[EDMPrecond, EDMPrecond, torch.optim.Optimizer]:
+def build_training(
+    cfg: TrainConfig, channels: int, resolution: int, dev: torch.device
+) -> tuple[EDMPrecond, EDMPrecond, torch.optim.Optimizer]:
     """The network (initialised from torch's global RNG), its EMA copy and the optimizer."""
-    model = build_model(channels, resolution, masked=cfg.corruption_spec.masked, formulation=cfg.formulation,
-                        config=UNetConfig(**cfg.network))
+    model = build_model(
+        channels,
+        resolution,
+        masked=cfg.corruption_spec.masked,
+        formulation=cfg.formulation,
+        config=UNetConfig(**cfg.network),
+    )
     model.to(dev)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -432,8 +508,12 @@ class StepSetup:
 def step_setup(cfg: TrainConfig, num_images: int, dev: torch.device, rank: int = 0, world: int = 1) -> StepSetup:
     local = cfg.batch_size // world
     positions = range(rank * local, (rank + 1) * local)  # this process's slice of every global batch
-    return StepSetup(BatchSampler(num_images, cfg.batch_size, cfg.seed), positions, make_loss(cfg),
-                     torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"))
+    return StepSetup(
+        BatchSampler(num_images, cfg.batch_size, cfg.seed),
+        positions,
+        make_loss(cfg),
+        torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"),
+    )
 
 
 def loss_rng(seed: int, step: int, positions: range, device: str | torch.device = "cpu") -> SampleRNG:
@@ -441,8 +521,9 @@ def loss_rng(seed: int, step: int, positions: range, device: str | torch.device 
     return SampleRNG(seed, step, _STREAM_LOSS, positions, device)
 
 
-def batch_at(cfg: TrainConfig, sampler: BatchSampler, step: int, positions: range,
-             observations: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+def batch_at(
+    cfg: TrainConfig, sampler: BatchSampler, step: int, positions: range, observations: tuple[torch.Tensor, ...]
+) -> tuple[torch.Tensor, ...]:
     """This process's slice of step `step`'s batch of (x, A, A~): seeded order, optional x-flip."""
     idx = sampler.indices(step)[positions.start : positions.stop]
     x, m, mt = (t[idx] for t in observations)
@@ -455,8 +536,18 @@ def batch_at(cfg: TrainConfig, sampler: BatchSampler, step: int, positions: rang
     return x, m, mt
 
 
-def train_step(cfg: TrainConfig, net: torch.nn.Module, model: EDMPrecond, ema: EDMPrecond, optimizer,
-               loss_fn, batch: tuple[torch.Tensor, ...], step: int, positions: range, autocast) -> torch.Tensor:
+def train_step(
+    cfg: TrainConfig,
+    net: torch.nn.Module,
+    model: EDMPrecond,
+    ema: EDMPrecond,
+    optimizer,
+    loss_fn,
+    batch: tuple[torch.Tensor, ...],
+    step: int,
+    positions: range,
+    autocast,
+) -> torch.Tensor:
     """One optimizer step: loss (under `autocast`), backward, clipping, warm-up LR, Adam, EMA.
 
     `net` is the model the loss calls (`model` itself, or its DDP wrapper); the loss's draws come
@@ -491,11 +582,15 @@ def _check_resumable(path: Path, state: dict, cfg: TrainConfig, info: dict) -> N
     differ = [k for k in _RESUME_KEYS if old.get(k) != getattr(cfg, k)]
     if differ:
         what = ", ".join(f"{k}={old.get(k)!r} there, {getattr(cfg, k)!r} here" for k in differ)
-        raise ValueError(f"{path}: this run directory holds a run with other settings ({what}); only `steps` "
-                         f"may change on resume. Use another --run-dir, or delete {path.parent} to start afresh")
+        raise ValueError(
+            f"{path}: this run directory holds a run with other settings ({what}); only `steps` "
+            f"may change on resume. Use another --run-dir, or delete {path.parent} to start afresh"
+        )
     if state["info"].get("dataset_sha256") != info["dataset_sha256"]:
-        raise ValueError(f"{path}: was trained on another dataset file than {cfg.dataset}; "
-                         f"use another run directory or delete {path.parent}")
+        raise ValueError(
+            f"{path}: was trained on another dataset file than {cfg.dataset}; "
+            f"use another run directory or delete {path.parent}"
+        )
 
 
 def _truncate_log(path: Path, step: int) -> None:

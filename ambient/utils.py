@@ -1,4 +1,5 @@
 """Small shared helpers: atomic writes, seeding, device choice."""
+
 from __future__ import annotations
 
 import contextlib
@@ -6,8 +7,8 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -53,8 +54,10 @@ def run_dir_lock(run_dir: str | os.PathLike) -> Iterator[None]:
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise RuntimeError(f"{run_dir}: another process is training in this run directory (lock {run_dir / '.lock'}); "
-                           "wait for it to finish, or use another --run-dir") from None
+        raise RuntimeError(
+            f"{run_dir}: another process is training in this run directory (lock {run_dir / '.lock'}); "
+            "wait for it to finish, or use another --run-dir"
+        ) from None
     try:
         yield
     finally:

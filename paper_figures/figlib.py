@@ -6,6 +6,7 @@ Jupyter, or by the workflow: papermill --cwd paper_figures), so `import figlib` 
 hand, the defaults point at results/ of config/config.yaml; by the workflow, every path comes as a
 parameter. Run names, labels and file paths come from ambient.layout, as in the workflow.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ from ambient import layout  # noqa: E402
 from ambient.layout import MASKED_KINDS  # noqa: E402,F401  (the notebooks use figlib.MASKED_KINDS)
 
 THRESHOLDS = (0.90, 0.95)
-RED = np.array([0.85, 0.10, 0.10])     # pixels outside A: never observed
+RED = np.array([0.85, 0.10, 0.10])  # pixels outside A: never observed
 ORANGE = np.array([1.00, 0.65, 0.00])  # in A but not in A~: observed, hidden from the network input (delta)
 
 
@@ -55,8 +56,11 @@ def complete_runs(root: Path, runs: list[dict] | None, dataset: str, extractor: 
     out = []
     for r in runs:
         # samples_full only where given: just the Tweedie models trained with consistency have one
-        files = {k: layout.run_file(k, dataset, r["name"], extractor=extractor) for k in layout.RUN_FILES
-                 if k != "samples_full" and "{" not in layout.run_file(k, dataset, r["name"], extractor=extractor)}
+        files = {
+            k: layout.run_file(k, dataset, r["name"], extractor=extractor)
+            for k in layout.RUN_FILES
+            if k != "samples_full" and "{" not in layout.run_file(k, dataset, r["name"], extractor=extractor)
+        }
         r = {**files, **r}
         out.append({k: (resolve(root, v) if k in layout.RUN_FILES else v) for k, v in r.items()})
     return out
@@ -75,6 +79,7 @@ def require(*paths: Path) -> None:
 
 # ---------------------------------------------------------------- reading
 
+
 def read_images(path: Path) -> np.ndarray:
     """uint8 (N, C, H, W) from a dataset or sample zip (sha256-checked)."""
     from ambient.data import read_image_zip
@@ -92,6 +97,7 @@ def read_npz(path: Path) -> dict:
 
 
 # ---------------------------------------------------------------- drawing
+
 
 def to_rgb(image_chw: np.ndarray) -> np.ndarray:
     """uint8 (C, H, W) -> float (H, W, 3) in [0, 1]."""
@@ -123,7 +129,9 @@ def grid(images: np.ndarray, columns: int, pad: int = 1, fill: float = 1.0) -> n
     out = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, 3), fill)
     for i in range(n):
         r, c = divmod(i, columns)
-        out[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = to_rgb(images[i])
+        out[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = to_rgb(
+            images[i]
+        )
     return out
 
 

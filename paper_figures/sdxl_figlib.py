@@ -2,14 +2,14 @@
 workflow/rules/sdxl.smk). Reuses figlib's readers and drawing helpers. Every figure prints on its face
 which models made it (random-weight tiny models in the smoke config) and which feature extractor
 scored it (DINOv2 only when its weights were present; otherwise the fallback, named)."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
+import figlib
 import matplotlib.pyplot as plt
 import numpy as np
-
-import figlib
 
 THRESHOLDS = ("0.90", "0.95", "0.99")
 
@@ -18,8 +18,10 @@ def header(fig, title: str, model_note: str, extractors: set[str] | None = None,
     lines = [title, model_note]
     if extractors:
         ex = ", ".join(sorted(extractors))
-        lines.append(f"similarity: cosine of {ex} features" + ("" if any(e.startswith("dinov2") for e in extractors)
-                                                                else " (NOT DINOv2: its weights were not found)"))
+        lines.append(
+            f"similarity: cosine of {ex} features"
+            + ("" if any(e.startswith("dinov2") for e in extractors) else " (NOT DINOv2: its weights were not found)")
+        )
     fig.suptitle("\n".join(lines), fontsize=8, color="red" if tiny else "black", y=1.0, va="bottom")
 
 
@@ -46,21 +48,34 @@ def _hist(ax, summary: dict, label: str) -> None:
     ax.stairs(counts / max(1, counts.sum()), edges, label=f"{label} ({shares})", fill=False)
 
 
-def attacks(root: Path, sdxl_dir: str, out_dir: str, stem: str, model_note: str, tiny: bool, n_show: int,
-            t_attack: int, mask_fraction: float):
+def attacks(
+    root: Path,
+    sdxl_dir: str,
+    out_dir: str,
+    stem: str,
+    model_note: str,
+    tiny: bool,
+    n_show: int,
+    t_attack: int,
+    mask_fraction: float,
+):
     """Figs. 1 and 4: inpainting and noise attacks, with each output's similarity to its original."""
     d = figlib.resolve(root, sdxl_dir)
     read = lambda name: figlib.read_images(d / name)  # noqa: E731
     orig = read("data/attack.zip")
     n = min(n_show, len(orig))
-    summaries = {k: figlib.read_json(d / f"attack/similarity_{k}.json") for k in
-                 ("inpaint_inpainted", "noise_one_step", "noise_full")}
-    rows = [("original", orig, None),
-            (f"masked ({mask_fraction:.0%} box)", read("attack/inpaint_masked.zip"), None),
-            ("inpainted", read("attack/inpaint_inpainted.zip"), _sims(d / "attack/similarity_inpaint_inpainted.csv")),
-            (f"noised to t={t_attack}", read("attack/noise_noised.zip"), None),
-            ("one-step x0", read("attack/noise_one_step.zip"), _sims(d / "attack/similarity_noise_one_step.csv")),
-            ("full denoising", read("attack/noise_full.zip"), _sims(d / "attack/similarity_noise_full.csv"))]
+    summaries = {
+        k: figlib.read_json(d / f"attack/similarity_{k}.json")
+        for k in ("inpaint_inpainted", "noise_one_step", "noise_full")
+    }
+    rows = [
+        ("original", orig, None),
+        (f"masked ({mask_fraction:.0%} box)", read("attack/inpaint_masked.zip"), None),
+        ("inpainted", read("attack/inpaint_inpainted.zip"), _sims(d / "attack/similarity_inpaint_inpainted.csv")),
+        (f"noised to t={t_attack}", read("attack/noise_noised.zip"), None),
+        ("one-step x0", read("attack/noise_one_step.zip"), _sims(d / "attack/similarity_noise_one_step.csv")),
+        ("full denoising", read("attack/noise_full.zip"), _sims(d / "attack/similarity_noise_full.csv")),
+    ]
     fig = plt.figure(figsize=(max(0.9 * n + 2, 7), 0.95 * len(rows) + 2.4))
     gs = fig.add_gridspec(2, 1, height_ratios=[0.95 * len(rows), 2.0], hspace=0.25)
     top = gs[0].subgridspec(len(rows), n, hspace=0.4, wspace=0.05)
@@ -72,14 +87,28 @@ def attacks(root: Path, sdxl_dir: str, out_dir: str, stem: str, model_note: str,
     ax.set_xlabel("similarity to the attacked image")
     ax.set_ylabel("share")
     ax.legend(fontsize=6)
-    header(fig, "SDXL memorization attacks: inpainting (Fig. 1) and noise (Fig. 4)", model_note,
-           {s["extractor"] for s in summaries.values()}, tiny)
+    header(
+        fig,
+        "SDXL memorization attacks: inpainting (Fig. 1) and noise (Fig. 4)",
+        model_note,
+        {s["extractor"] for s in summaries.values()},
+        tiny,
+    )
     paths = figlib.save(fig, figlib.resolve(root, out_dir), stem)
     return summaries, paths
 
 
-def generations(root: Path, sdxl_dir: str, out_dir: str, stem: str, model_note: str, tiny: bool, n_show: int,
-                noise_levels: list[int], samplers: list[str]):
+def generations(
+    root: Path,
+    sdxl_dir: str,
+    out_dir: str,
+    stem: str,
+    model_note: str,
+    tiny: bool,
+    n_show: int,
+    noise_levels: list[int],
+    samplers: list[str],
+):
     """Figs. 5-7: samples of the models fine-tuned at each t_n, early-stopped vs full-length."""
     d = figlib.resolve(root, sdxl_dir)
     train = figlib.read_images(d / "data/data.zip")
@@ -97,8 +126,16 @@ def generations(root: Path, sdxl_dir: str, out_dir: str, stem: str, model_note: 
     return figlib.save(fig, figlib.resolve(root, out_dir), stem)
 
 
-def histograms(root: Path, sdxl_dir: str, out_dir: str, stem: str, model_note: str, tiny: bool,
-               noise_levels: list[int], samplers: list[str]):
+def histograms(
+    root: Path,
+    sdxl_dir: str,
+    out_dir: str,
+    stem: str,
+    model_note: str,
+    tiny: bool,
+    noise_levels: list[int],
+    samplers: list[str],
+):
     """Fig. 8: top-1 similarity of generations to the training set, per t_n and sampler."""
     import pandas as pd
 
@@ -111,8 +148,15 @@ def histograms(root: Path, sdxl_dir: str, out_dir: str, stem: str, model_note: s
             summ = figlib.read_json(d / f"tn{tn}/similarity_{s}.json")
             extractors.add(summ["extractor"])
             _hist(ax, summ, f"t_n={tn}")
-            records.append({"t_n": tn, "sampler": s, "extractor": summ["extractor"], "n": summ["n"],
-                            **{f"share>{t}": summ["shares_above"][t] for t in THRESHOLDS}})
+            records.append(
+                {
+                    "t_n": tn,
+                    "sampler": s,
+                    "extractor": summ["extractor"],
+                    "n": summ["n"],
+                    **{f"share>{t}": summ["shares_above"][t] for t in THRESHOLDS},
+                }
+            )
         ax.set_title(f"sampler: {s}", fontsize=8)
         ax.set_xlabel("similarity to the nearest training image")
         ax.set_ylabel("share of samples")

@@ -25,5 +25,6 @@ def run_cli(args, env=None, **kw):
     import subprocess
 
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "ambient", *map(str, args)], capture_output=True, text=True,
-                          env=full_env, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "ambient", *map(str, args)], capture_output=True, text=True, env=full_env, **kw
+    )

@@ -11,6 +11,7 @@ Two switches, by environment variable:
   FAKE_SLURM_KILL=RULE:GLOB          the first job of RULE is killed (state TIMEOUT, as at a --time
                                      limit) as soon as a file matching GLOB exists in the workdir
 """
+
 from __future__ import annotations
 
 import glob
@@ -30,8 +31,9 @@ def install(bin_dir: Path, state_dir: Path) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     for cmd in COMMANDS:
         p = bin_dir / cmd
-        p.write_text(f'#!/bin/sh\nFAKE_SLURM_DIR="{state_dir}" exec "{sys.executable}" "{Path(__file__).resolve()}" '
-                     f'{cmd} "$@"\n')
+        p.write_text(
+            f'#!/bin/sh\nFAKE_SLURM_DIR="{state_dir}" exec "{sys.executable}" "{Path(__file__).resolve()}" {cmd} "$@"\n'
+        )
         p.chmod(0o755)
 
 
@@ -79,18 +81,29 @@ def sbatch(argv: list[str]) -> int:
         command = sys.stdin.read()
     comment = _option(argv, "--comment") or ""
     rule = comment.split("_wildcards_")[0].removeprefix("rule_")
-    job = {"id": job_id, "name": _option(argv, "--job-name", "-J"), "rule": rule, "state": "PENDING",
-           "output": (_option(argv, "--output", "-o") or "slurm-%j.out").replace("%j", job_id),
-           "cpus": _option(argv, "--cpus-per-task", "-c") or "1", "command": command,
-           "cwd": _option(argv, "-D", "--chdir") or os.getcwd()}
+    job = {
+        "id": job_id,
+        "name": _option(argv, "--job-name", "-J"),
+        "rule": rule,
+        "state": "PENDING",
+        "output": (_option(argv, "--output", "-o") or "slurm-%j.out").replace("%j", job_id),
+        "cpus": _option(argv, "--cpus-per-task", "-c") or "1",
+        "command": command,
+        "cwd": _option(argv, "-D", "--chdir") or os.getcwd(),
+    }
     _record("sbatch", argv, id=job_id, rule=rule)
     if os.environ.get("FAKE_SLURM_FAIL"):
         job["state"] = "FAILED"
         _save(job)
     else:
         _save(job)
-        subprocess.Popen([sys.executable, __file__, "_run", job_id], start_new_session=True,
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.Popen(
+            [sys.executable, __file__, "_run", job_id],
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     print(job_id)
     return 0
 
@@ -101,8 +114,14 @@ def _run(job_id: str) -> int:
     Path(job["output"]).parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "SLURM_JOB_ID": job_id, "SLURM_JOBID": job_id, "SLURM_CPUS_PER_TASK": job["cpus"]}
     with open(job["output"], "w") as log:
-        proc = subprocess.Popen(["/bin/sh", "-c", job["command"]], cwd=job["cwd"], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", job["command"]],
+            cwd=job["cwd"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     job.update(state="RUNNING", pid=proc.pid)
     _save(job)
     kill = os.environ.get("FAKE_SLURM_KILL", "")
@@ -114,8 +133,9 @@ def _run(job_id: str) -> int:
         found = glob.glob(os.path.join(job["cwd"], pattern)) if watch and not killed else []
         if found:
             st = os.stat(found[0])  # what the job had written when it was killed
-            marker.write_text(json.dumps({"job": job_id, "file": found[0], "inode": st.st_ino,
-                                          "mtime_ns": st.st_mtime_ns}))
+            marker.write_text(
+                json.dumps({"job": job_id, "file": found[0], "inode": st.st_ino, "mtime_ns": st.st_mtime_ns})
+            )
             os.killpg(proc.pid, signal.SIGKILL)
             killed = True
         time.sleep(0.05)

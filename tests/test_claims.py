@@ -1,4 +1,5 @@
 """ambient.eval.claims: the papers' claims against a summary.csv (synthetic files: holds, fails, n/a)."""
+
 from __future__ import annotations
 
 import csv
@@ -10,40 +11,90 @@ import pytest
 
 from ambient.eval import claims as C
 
-COLUMNS = ["model", "dataset", "corruption", "kind", "level", "loss", "steps", "n_samples", "extractor", "sim_mean",
-           "share_gt_0.90", "share_gt_0.95", "share_gt_0.99", "fd_filterbank_heldout", "kd_filterbank_heldout",
-           "kd_filterbank_heldout_std", "fd_pixel_heldout", "kd_pixel_heldout", "kd_pixel_heldout_std",
-           "inpaint_u1_extracted", "inpaint_u5_extracted", "inpaint_extracted", "noise_extracted", "key_extracted", "hf_samples",
-           "hf_train_clean", "hf_train_noisy"]
+COLUMNS = [
+    "model",
+    "dataset",
+    "corruption",
+    "kind",
+    "level",
+    "loss",
+    "steps",
+    "n_samples",
+    "extractor",
+    "sim_mean",
+    "share_gt_0.90",
+    "share_gt_0.95",
+    "share_gt_0.99",
+    "fd_filterbank_heldout",
+    "kd_filterbank_heldout",
+    "kd_filterbank_heldout_std",
+    "fd_pixel_heldout",
+    "kd_pixel_heldout",
+    "kd_pixel_heldout_std",
+    "inpaint_u1_extracted",
+    "inpaint_u5_extracted",
+    "inpaint_extracted",
+    "noise_extracted",
+    "key_extracted",
+    "hf_samples",
+    "hf_train_clean",
+    "hf_train_noisy",
+]
 
 
 def run(name, kind, level, loss, share, kd, inpaint, noise, hf, hf_noisy="", key=0.0):
-    return {"model": f"faces24/{name}", "dataset": "faces24", "corruption": name, "kind": kind, "level": level,
-            "loss": loss, "steps": 3000, "n_samples": 256, "extractor": "pixel", "sim_mean": 0.8,
-            "share_gt_0.90": min(1.0, share + 0.1), "share_gt_0.95": share, "share_gt_0.99": 0.0,
-            "fd_filterbank_heldout": kd * 30, "kd_filterbank_heldout": kd, "kd_filterbank_heldout_std": 0.001,
-            "fd_pixel_heldout": 1.0, "kd_pixel_heldout": 0.5, "kd_pixel_heldout_std": 0.01,
-            "inpaint_u1_extracted": inpaint / 2, "inpaint_u5_extracted": inpaint, "inpaint_extracted": inpaint,
-            "noise_extracted": noise, "key_extracted": key, "hf_samples": hf, "hf_train_clean": 0.023, "hf_train_noisy": hf_noisy}
+    return {
+        "model": f"faces24/{name}",
+        "dataset": "faces24",
+        "corruption": name,
+        "kind": kind,
+        "level": level,
+        "loss": loss,
+        "steps": 3000,
+        "n_samples": 256,
+        "extractor": "pixel",
+        "sim_mean": 0.8,
+        "share_gt_0.90": min(1.0, share + 0.1),
+        "share_gt_0.95": share,
+        "share_gt_0.99": 0.0,
+        "fd_filterbank_heldout": kd * 30,
+        "kd_filterbank_heldout": kd,
+        "kd_filterbank_heldout_std": 0.001,
+        "fd_pixel_heldout": 1.0,
+        "kd_pixel_heldout": 0.5,
+        "kd_pixel_heldout_std": 0.01,
+        "inpaint_u1_extracted": inpaint / 2,
+        "inpaint_u5_extracted": inpaint,
+        "inpaint_extracted": inpaint,
+        "noise_extracted": noise,
+        "key_extracted": key,
+        "hf_samples": hf,
+        "hf_train_clean": 0.023,
+        "hf_train_noisy": hf_noisy,
+    }
 
 
 def holding_runs():
     """The README's run: every claim holds."""
-    return [run("clean", "clean", 0, "edm", 0.672, 0.0007, 0.68, 0.54, 0.017),
-            run("dust-p0.20", "dust", 0.2, "ambient", 0.316, 0.0185, 0.0, 0.0, 0.014, key=0.6),
-            run("dust-p0.50", "dust", 0.5, "ambient", 0.0, 0.0348, 0.0, 0.0, 0.014, key=0.0),
-            run("box-p0.40", "box", 0.4, "ambient", 0.07, 0.0137, 0.0, 0.0, 0.015),
-            run("noise-s0.40", "noise", 0.4, "tweedie", 0.0, 0.0049, 0.0, 0.0, 0.012, 0.130),
-            run("noise-s0.40-naive", "noise", 0.4, "edm", 0.0, 0.0092, 0.0, 0.0, 0.086, 0.130)]
+    return [
+        run("clean", "clean", 0, "edm", 0.672, 0.0007, 0.68, 0.54, 0.017),
+        run("dust-p0.20", "dust", 0.2, "ambient", 0.316, 0.0185, 0.0, 0.0, 0.014, key=0.6),
+        run("dust-p0.50", "dust", 0.5, "ambient", 0.0, 0.0348, 0.0, 0.0, 0.014, key=0.0),
+        run("box-p0.40", "box", 0.4, "ambient", 0.07, 0.0137, 0.0, 0.0, 0.015),
+        run("noise-s0.40", "noise", 0.4, "tweedie", 0.0, 0.0049, 0.0, 0.0, 0.012, 0.130),
+        run("noise-s0.40-naive", "noise", 0.4, "edm", 0.0, 0.0092, 0.0, 0.0, 0.086, 0.130),
+    ]
 
 
 def failing_runs():
     """Every claim fails: copies rise with p, quality does not pay, Tweedie noisy, naive smooth, attacks wrong."""
-    return [run("clean", "clean", 0, "edm", 0.30, 0.0300, 0.10, 0.0, 0.017),
-            run("dust-p0.20", "dust", 0.2, "ambient", 0.10, 0.0400, 0.0, 0.0, 0.014, key=0.1),
-            run("dust-p0.50", "dust", 0.5, "ambient", 0.20, 0.0100, 0.30, 0.20, 0.014, key=0.4),
-            run("noise-s0.40", "noise", 0.4, "tweedie", 0.0, 0.0049, 0.0, 0.0, 0.040, 0.130),
-            run("noise-s0.40-naive", "noise", 0.4, "edm", 0.0, 0.0092, 0.0, 0.0, 0.030, 0.130)]
+    return [
+        run("clean", "clean", 0, "edm", 0.30, 0.0300, 0.10, 0.0, 0.017),
+        run("dust-p0.20", "dust", 0.2, "ambient", 0.10, 0.0400, 0.0, 0.0, 0.014, key=0.1),
+        run("dust-p0.50", "dust", 0.5, "ambient", 0.20, 0.0100, 0.30, 0.20, 0.014, key=0.4),
+        run("noise-s0.40", "noise", 0.4, "tweedie", 0.0, 0.0049, 0.0, 0.0, 0.040, 0.130),
+        run("noise-s0.40-naive", "noise", 0.4, "edm", 0.0, 0.0092, 0.0, 0.0, 0.030, 0.130),
+    ]
 
 
 def write_summary(path: Path, rows: list[dict], columns: list[str] = COLUMNS) -> Path:
@@ -173,28 +224,40 @@ def test_kid_is_preferred_to_the_offline_extractors(tmp_path):
     assert got["quality_cost"]["measured"].startswith("kid_heldout by p:")
     assert got["quality_cost"]["holds"] == "no"
     # feature-based before raw pixels, whatever the column order; an unknown extractor still counts
-    assert C.kd_columns(["kd_pixel_heldout_std", "kd_pixel_heldout", "kd_filterbank_heldout"]) == \
-        ("kd_filterbank_heldout", "kd_filterbank_heldout_std")
+    assert C.kd_columns(["kd_pixel_heldout_std", "kd_pixel_heldout", "kd_filterbank_heldout"]) == (
+        "kd_filterbank_heldout",
+        "kd_filterbank_heldout_std",
+    )
     assert C.kd_columns(["kd_pixel_heldout", "kd_dinov2_heldout", "kd_filterbank_heldout"])[0] == "kd_dinov2_heldout"
     assert C.kd_columns(["kd_pixel_heldout", "kd_mine_heldout"])[0] == "kd_pixel_heldout"
     assert C.kd_columns(["fd_pixel"]) is None
 
 
 def test_thresholds_can_be_overridden(tmp_path):
-    got = claims_of(tmp_path, holding_runs(), COLUMNS, "--set", "clean_copies.min_share=0.7",
-                    "--set", "tweedie_samples_clean.max_ratio=0.5")
+    got = claims_of(
+        tmp_path,
+        holding_runs(),
+        COLUMNS,
+        "--set",
+        "clean_copies.min_share=0.7",
+        "--set",
+        "tweedie_samples_clean.max_ratio=0.5",
+    )
     assert got["clean_copies"]["holds"] == "no" and got["clean_copies"]["threshold"] == ">= 0.70"
     assert got["tweedie_samples_clean"]["holds"] == "no"
     assert got["heavy_corruption_no_copies"]["holds"] == "yes"
     assert C.CLAIMS[0].params == {"min_share": 0.50}  # the table itself is untouched
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("clean_copies.nope=1", "has no parameter 'nope'"),
-    ("nope.min_share=1", "no claim 'nope'"),
-    ("clean_copies.min_share=x", "is not a number"),
-    ("clean_copies", "expected CLAIM.PARAM=VALUE"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("clean_copies.nope=1", "has no parameter 'nope'"),
+        ("nope.min_share=1", "no claim 'nope'"),
+        ("clean_copies.min_share=x", "is not a number"),
+        ("clean_copies", "expected CLAIM.PARAM=VALUE"),
+    ],
+)
 def test_bad_override_is_a_one_line_error(tmp_path, capsys, bad, message):
     summary = write_summary(tmp_path / "summary.csv", holding_runs())
     assert C.main(["--summary", str(summary), "--out", str(tmp_path / "c.csv"), "--set", bad]) == 2
@@ -215,14 +278,21 @@ def test_run_names_alone_give_kind_level_and_loss(tmp_path):
     columns = [c for c in COLUMNS if c not in ("kind", "level", "loss")]
     _, runs = C.read_summary(write_summary(tmp_path / "s.csv", rows, columns))
     assert [(r.kind, r.level, r.loss) for r in runs] == [
-        ("clean", 0.0, "edm"), ("dust", 0.2, "ambient"), ("dust", 0.5, "ambient"), ("box", 0.4, "ambient"),
-        ("noise", 0.4, "tweedie"), ("noise", 0.4, "edm")]
+        ("clean", 0.0, "edm"),
+        ("dust", 0.2, "ambient"),
+        ("dust", 0.5, "ambient"),
+        ("box", 0.4, "ambient"),
+        ("noise", 0.4, "tweedie"),
+        ("noise", 0.4, "edm"),
+    ]
     with pytest.raises(C.ClaimsError, match="two rows for run 'clean'"):
         C.read_summary(write_summary(tmp_path / "s.csv", [rows[0], rows[0]]))
 
 
 def test_importable_without_torch():
-    code = ("import sys, ambient.eval.claims, ambient.pipeline.readme_tables; "
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys, ambient.eval.claims, ambient.pipeline.readme_tables; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr

@@ -18,9 +18,11 @@ def test_masks_are_fixed_per_image_across_calls_and_processes():
     corr = Corruption("dust", p=0.5, delta=0.1, seed=3)
     here = _digest(corr)
     assert here == _digest(corr)  # a second "epoch"
-    code = ("from ambient.corruption import Corruption;import hashlib;"
-            "c=Corruption('dust',p=0.5,delta=0.1,seed=3);a,t=c.dataset_masks(50,16);"
-            "print(hashlib.sha256(a.numpy().tobytes()+t.numpy().tobytes()).hexdigest())")
+    code = (
+        "from ambient.corruption import Corruption;import hashlib;"
+        "c=Corruption('dust',p=0.5,delta=0.1,seed=3);a,t=c.dataset_masks(50,16);"
+        "print(hashlib.sha256(a.numpy().tobytes()+t.numpy().tobytes()).hexdigest())"
+    )
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert other == here
     assert _digest(Corruption("dust", p=0.5, delta=0.1, seed=4)) != here
@@ -102,13 +104,15 @@ def test_learnability_check_catches_a_box_that_stays_visible():
     a = torch.stack([Corruption("box", p=0.4).observation_mask(i, res) for i in range(n)])
     g = torch.Generator().manual_seed(0)
     second = torch.ones(n, 1, res, res)
-    for k, (t, l) in enumerate(torch.randint(0, res, (n, 2), generator=g).tolist()):
-        second[k, :, t : t + side, l : l + side] = 0
+    for k, (top, left) in enumerate(torch.randint(0, res, (n, 2), generator=g).tolist()):
+        second[k, :, top : top + side, left : left + side] = 0
     assert _unlearnable_share(a, a * second) > 0.02
 
 
-@pytest.mark.parametrize("corr", [Corruption("dust", p=0.5, delta=0.1), Corruption("box", p=0.4),
-                                  Corruption("dust", p=0.2, delta=0.1, seed=5)])
+@pytest.mark.parametrize(
+    "corr",
+    [Corruption("dust", p=0.5, delta=0.1), Corruption("box", p=0.4), Corruption("dust", p=0.2, delta=0.1, seed=5)],
+)
 def test_sampling_masks_never_replay_training_masks(corr):
     """Equal sampling and corruption seeds (the configs' default): sample j must not get training
     image j's mask (nor, for dust, any training image's mask)."""

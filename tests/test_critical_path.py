@@ -4,6 +4,7 @@ The records are written as Snakemake writes them (one JSON file per output, name
 urlsafe base64 path, several outputs of one job sharing rule, hash and end time), for a small
 DAG whose chains are known by construction.
 """
+
 from __future__ import annotations
 
 import base64
@@ -16,8 +17,14 @@ from ambient.pipeline import critical_path as CP
 
 def write_record(root, output, rule, job_hash, start, end, inputs=(), incomplete=False):
     name = base64.urlsafe_b64encode(output.encode()).decode()
-    record = {"rule": rule, "input": list(inputs), "job_hash": job_hash, "starttime": start,
-              "endtime": end, "incomplete": incomplete}
+    record = {
+        "rule": rule,
+        "input": list(inputs),
+        "job_hash": job_hash,
+        "starttime": start,
+        "endtime": end,
+        "incomplete": incomplete,
+    }
     (root / name).write_text(json.dumps(record))
 
 
@@ -34,8 +41,9 @@ def metadata(tmp_path):
     write_record(root, "b/model.pt", "train", 4, 2.0, 50.0, ["data/train.zip"])
     write_record(root, "b/samples.zip", "sample", 5, 50.0, 60.0, ["b/model.pt"])
     write_record(root, "a/samples.zip", "sample", 6, 100.0, 110.0, ["a/model.pt"])
-    write_record(root, "summary.csv", "summary", 7, 110.0, 111.0,
-                 ["a/samples.zip", "b/samples.zip", "data/heldout.zip"])
+    write_record(
+        root, "summary.csv", "summary", 7, 110.0, 111.0, ["a/samples.zip", "b/samples.zip", "data/heldout.zip"]
+    )
     write_record(root, "torn.txt", "train", 8, 5.0, 6.0, incomplete=True)
     return root
 

@@ -1,4 +1,5 @@
 """ambient.pipeline.download against a local HTTP server on 127.0.0.1 (no other network)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -20,8 +21,8 @@ from PIL import Image
 from ambient import data
 from ambient.pipeline import download as dl
 
-
 # ---------------------------------------------------------------- fake server
+
 
 class FakeServer:
     """Serves `files` (path -> bytes); honours `Range: bytes=N-` unless `ranges` is False.
@@ -111,24 +112,30 @@ def _handler(state: FakeServer):
             if ok:
                 return self._serve("/uc", state.gdrive[fid])
             if state.gdrive_mode == "form":
-                page = (f'<html><body><p>Google Drive can\'t scan this file for viruses.</p>'
-                        f'<form id="download-form" action="{state.url}/uc" method="get">'
-                        f'<input type="submit" value="Download anyway"/>'
-                        f'<input type="hidden" name="id" value="{fid}">'
-                        f'<input type="hidden" name="export" value="download">'
-                        f'<input type="hidden" name="confirm" value="{token}">'
-                        f'<input type="hidden" name="uuid" value="abc-123"></form></body></html>')
+                page = (
+                    f"<html><body><p>Google Drive can't scan this file for viruses.</p>"
+                    f'<form id="download-form" action="{state.url}/uc" method="get">'
+                    f'<input type="submit" value="Download anyway"/>'
+                    f'<input type="hidden" name="id" value="{fid}">'
+                    f'<input type="hidden" name="export" value="download">'
+                    f'<input type="hidden" name="confirm" value="{token}">'
+                    f'<input type="hidden" name="uuid" value="abc-123"></form></body></html>'
+                )
                 headers = []
             elif state.gdrive_mode == "link":
-                page = (f'<html><a id="uc-download-link" href="/uc?export=download&amp;confirm={token}'
-                        f'&amp;id={fid}">Download anyway</a></html>')
+                page = (
+                    f'<html><a id="uc-download-link" href="/uc?export=download&amp;confirm={token}'
+                    f'&amp;id={fid}">Download anyway</a></html>'
+                )
                 headers = []
             elif state.gdrive_mode == "cookie":
                 page = "<html><body>Virus scan warning</body></html>"
                 headers = [("Set-Cookie", f"download_warning_{fid}={token}; Path=/")]
             else:  # quota
-                page = "<html><title>Google Drive - Quota exceeded</title>Too many users have viewed " \
-                       "or downloaded this file recently.</html>"
+                page = (
+                    "<html><title>Google Drive - Quota exceeded</title>Too many users have viewed "
+                    "or downloaded this file recently.</html>"
+                )
                 headers = []
             self._send(200, page.encode(), headers, ctype="text/html; charset=utf-8")
 
@@ -172,6 +179,7 @@ FAST = dict(progress=False, backoff=0, timeout=10)
 
 
 # ---------------------------------------------------------------- download
+
 
 def test_download_verifies_and_is_not_repeated(server, tmp_path):
     body = _blob()
@@ -316,10 +324,14 @@ def test_gdrive_quota_exceeded(server, tmp_path):
 
 
 def test_gdrive_confirm_url_unit():
-    page = b'<form id="download-form" action="https://drive.usercontent.google.com/download" method="get">' \
-           b'<input type="hidden" name="id" value="X"><input type="hidden" name="confirm" value="t"></form>'
-    assert dl.gdrive_confirm_url("https://drive.google.com/uc?id=X", page) == \
-        "https://drive.usercontent.google.com/download?id=X&confirm=t"
+    page = (
+        b'<form id="download-form" action="https://drive.usercontent.google.com/download" method="get">'
+        b'<input type="hidden" name="id" value="X"><input type="hidden" name="confirm" value="t"></form>'
+    )
+    assert (
+        dl.gdrive_confirm_url("https://drive.google.com/uc?id=X", page)
+        == "https://drive.usercontent.google.com/download?id=X&confirm=t"
+    )
     assert dl.is_gdrive_url(dl.SOURCES["celeba"]["urls"][0])
     with pytest.raises(dl.DownloadError, match="no download confirmation"):
         dl.gdrive_confirm_url("https://drive.google.com/uc?id=X", b"<html>Sign in</html>")
@@ -327,24 +339,25 @@ def test_gdrive_confirm_url_unit():
 
 # ---------------------------------------------------------------- safe_extract
 
-def _zip(path: Path, members: dict[str, bytes], symlinks: dict[str, str] = {}) -> Path:
+
+def _zip(path: Path, members: dict[str, bytes], symlinks: dict[str, str] | None = None) -> Path:
     with zipfile.ZipFile(path, "w") as zf:
         for name, body in members.items():
             zf.writestr(name, body)
-        for name, target in symlinks.items():
+        for name, target in (symlinks or {}).items():
             info = zipfile.ZipInfo(name)
-            info.external_attr = (0o120777 << 16)
+            info.external_attr = 0o120777 << 16
             zf.writestr(info, target)
     return path
 
 
-def _tar(path: Path, members: dict[str, bytes], links: dict[str, tuple[bytes, str]] = {}) -> Path:
+def _tar(path: Path, members: dict[str, bytes], links: dict[str, tuple[bytes, str]] | None = None) -> Path:
     with tarfile.open(path, "w:gz") as tf:
         for name, body in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(body)
             tf.addfile(info, io.BytesIO(body))
-        for name, (kind, target) in links.items():
+        for name, (kind, target) in (links or {}).items():
             info = tarfile.TarInfo(name)
             info.type = kind
             info.linkname = target
@@ -353,8 +366,10 @@ def _tar(path: Path, members: dict[str, bytes], links: dict[str, tuple[bytes, st
 
 
 def test_safe_extract_good_zip_and_tar(tmp_path):
-    for arc in (_zip(tmp_path / "a.zip", {"top/x.txt": b"x", "top/d/y.txt": b"y"}),
-                _tar(tmp_path / "a.tar.gz", {"top/x.txt": b"x", "top/d/y.txt": b"y"})):
+    for arc in (
+        _zip(tmp_path / "a.zip", {"top/x.txt": b"x", "top/d/y.txt": b"y"}),
+        _tar(tmp_path / "a.tar.gz", {"top/x.txt": b"x", "top/d/y.txt": b"y"}),
+    ):
         target = tmp_path / f"out_{arc.name}"
         assert dl.safe_extract(arc, target) == target
         assert (target / "top/x.txt").read_bytes() == b"x"
@@ -404,6 +419,7 @@ def test_safe_extract_refuses(tmp_path, kind, member, why):
 
 
 # ---------------------------------------------------------------- prepare_paper_dataset
+
 
 def _fake_celeba(n=12) -> bytes:
     rng = np.random.default_rng(0)
@@ -486,8 +502,16 @@ def test_prepare_ffhq_thumbnails(server, tmp_path):
     raw = tmp_path / "raw"
     with pytest.raises(ValueError, match="AMBIENT_FFHQ_URL"):  # no default url is known
         dl.prepare_paper_dataset("ffhq", raw, tmp_path / "f.zip", progress=False)
-    m = dl.prepare_paper_dataset("ffhq", raw, tmp_path / "f.zip", num_images=3, seed=0,
-                                 url=server("/thumbnails128x128.zip"), sha256=_sha(archive), progress=False)
+    m = dl.prepare_paper_dataset(
+        "ffhq",
+        raw,
+        tmp_path / "f.zip",
+        num_images=3,
+        seed=0,
+        url=server("/thumbnails128x128.zip"),
+        sha256=_sha(archive),
+        progress=False,
+    )
     assert m["layout"] == "thumbnails128x128/*/*.png" and m["num_available"] == 4
     ds = data.read_image_zip(tmp_path / "f.zip")
     assert ds.images.shape == (3, 3, 64, 64)
@@ -507,6 +531,7 @@ def test_sources_registry_shape():
 
 
 # ---------------------------------------------------------------- a .part is resumed only when vouched for
+
 
 def test_a_stale_part_without_validator_or_checksum_is_restarted(server, tmp_path, capsys):
     body = _blob()

@@ -7,6 +7,7 @@ on 127.0.0.1. A `git clone` then runs `python -m ambient.pipeline.pull`: every o
 Snakemake job run, `dvc status` clean, and a plain `snakemake -n` with nothing to do. `--render`
 renders the figures again and runs nothing else.
 """
+
 from __future__ import annotations
 
 import ast
@@ -26,20 +27,48 @@ from ambient import layout
 from ambient.pipeline import pull as P
 
 REPO = Path(__file__).resolve().parents[1]
-COPY = ("Snakefile", "workflow", "config", "paper_figures", "profiles", "environment.yml", "ambient", ".gitignore",
-        ".dvcignore", ".dvc/config", ".dvc/.gitignore", "dvc.yaml")
+COPY = (
+    "Snakefile",
+    "workflow",
+    "config",
+    "paper_figures",
+    "profiles",
+    "environment.yml",
+    "ambient",
+    ".gitignore",
+    ".dvcignore",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    "dvc.yaml",
+)
 STAGES = ["datasets", "models", "samples", "evaluation", "metrics", "figures"]
 # The round trip runs config/smoke.yaml with three of its models (one per kind of figure input:
 # clean, ambient, noisy), to keep the slow tests near two minutes on 2 cores.
 RUNS = [{"kind": "clean"}, {"kind": "dust", "p": 0.5, "delta": 0.1}, {"kind": "noise", "sigma_n": 0.2}]
-COMPUTE = {"prepare_dataset", "download_dataset", "train", "sample", "neighbors", "ref_stats", "fid", "attack",
-           "summary", "claims", "hf_energy", "sample_full"}
+COMPUTE = {
+    "prepare_dataset",
+    "download_dataset",
+    "train",
+    "sample",
+    "neighbors",
+    "ref_stats",
+    "fid",
+    "attack",
+    "summary",
+    "claims",
+    "hf_energy",
+    "sample_full",
+}
 GIT = ["git", "-c", "user.name=ambient-test", "-c", "user.email=test@example.invalid", "-c", "init.defaultBranch=main"]
 
 
 def env() -> dict:
-    return {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1",
-            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    return {
+        **os.environ,
+        "DVC_NO_ANALYTICS": "1",
+        "PYTHONUNBUFFERED": "1",
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }
 
 
 def run(cwd: Path, *argv, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -90,10 +119,11 @@ def summary_rows(cwd: Path, *flags) -> list[dict]:
     lines = py(cwd, "-m", "snakemake", *flags, "--summary").stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("output_file"))
     header = lines[start].split("\t")
-    return [dict(zip(header, line.split("\t"))) for line in lines[start + 1:] if "\t" in line]
+    return [dict(zip(header, line.split("\t"))) for line in lines[start + 1 :] if "\t" in line]
 
 
 # ---------------------------------------------------------------- configuration (fast)
+
 
 def test_dvc_config_local_remote_no_analytics():
     from configobj import ConfigObj  # DVC's own reader
@@ -126,7 +156,7 @@ def test_dvc_yaml_is_short_and_free_of_the_grid():
     for stage, spec in doc["stages"].items():
         assert spec["cmd"] == f"${{snakemake}} -- {stage}"
         for o in spec["outs"]:
-            path, opts = (next(iter(o.items())) if isinstance(o, dict) else (o, {}))
+            path, opts = next(iter(o.items())) if isinstance(o, dict) else (o, {})
             assert not opts.get("persist"), path  # the run cache stays on
             outs[path] = stage
         for dep in spec["deps"]:
@@ -134,8 +164,11 @@ def test_dvc_yaml_is_short_and_free_of_the_grid():
     phase_dirs = dict(zip(STAGES, layout.PHASE_DIRS))
     for stage, directory in phase_dirs.items():
         if stage == "metrics":
-            assert {p for p, s in outs.items() if s == stage} == {layout.SUMMARY_CSV, layout.SUMMARY_JSON,
-                                                                    layout.CLAIMS_CSV}
+            assert {p for p, s in outs.items() if s == stage} == {
+                layout.SUMMARY_CSV,
+                layout.SUMMARY_JSON,
+                layout.CLAIMS_CSV,
+            }
         else:
             assert outs[directory] == stage
     assert "--rerun-triggers params input software-env code" in doc["vars"][0]["snakemake"]  # no mtime
@@ -149,23 +182,34 @@ def test_metrics_and_plots_are_declared():
     assert all(p["y"] == {layout.SUMMARY_CSV: "corruption"} for p in plots.values())
 
 
-PHASE_OF_RULE = {"prepare_dataset": "datasets", "download_dataset": "datasets", "train": "models",
-                 "sample": "samples", "sample_full": "samples", "summary": "metrics", "claims": "metrics",
-                 **{r: "evaluation" for r in ("neighbors", "ref_stats", "fid", "attack", "hf_energy")},
-                 **{f.rule: "figures" for f in layout.FIGURES}}
+PHASE_OF_RULE = {
+    "prepare_dataset": "datasets",
+    "download_dataset": "datasets",
+    "train": "models",
+    "sample": "samples",
+    "sample_full": "samples",
+    "summary": "metrics",
+    "claims": "metrics",
+    **{r: "evaluation" for r in ("neighbors", "ref_stats", "fid", "attack", "hf_energy")},
+    **{f.rule: "figures" for f in layout.FIGURES},
+}
 
 
 def test_every_output_lies_in_its_phase_directory():
     """Every file the DAG makes is under the DVC out of its phase, and each phase's target rule asks for
     exactly its phase's files (a rule added without a phase fails here)."""
     doc = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    outs = {(next(iter(o)) if isinstance(o, dict) else o): stage
-            for stage, spec in doc["stages"].items() for o in spec["outs"]}
+    outs = {
+        (next(iter(o)) if isinstance(o, dict) else o): stage
+        for stage, spec in doc["stages"].items()
+        for o in spec["outs"]
+    }
     rows = summary_rows(REPO)
     assert rows and {r["rule"] for r in rows} <= set(PHASE_OF_RULE), {r["rule"] for r in rows} - set(PHASE_OF_RULE)
     for r in rows:
-        owner = [stage for path, stage in outs.items() if r["output_file"] == path
-                 or r["output_file"].startswith(path + "/")]
+        owner = [
+            stage for path, stage in outs.items() if r["output_file"] == path or r["output_file"].startswith(path + "/")
+        ]
         assert owner == [PHASE_OF_RULE[r["rule"]]], (r["rule"], r["output_file"], owner)
 
 
@@ -174,10 +218,13 @@ def test_every_output_lies_in_its_phase_directory():
 # command's own module), followed through their imports; ambient/layout.py is the workflow's own
 # (common.smk imports it), ambient/__main__.py the entry of `python -m ambient`.
 WORKFLOW_CODE = ["ambient.layout", "ambient.__main__"]
-STAGE_CODE = {"datasets": ["ambient.cli.data"], "models": ["ambient.cli.train", "ambient.pipeline.gpu_slots"],
-              "samples": ["ambient.cli.sample", "ambient.pipeline.gpu_slots"],
-              "evaluation": ["ambient.cli.evaluate", "ambient.eval.metrics_hf", "ambient.pipeline.gpu_slots"],
-              "metrics": ["ambient.cli.metrics", "ambient.eval.summary", "ambient.eval.claims"]}
+STAGE_CODE = {
+    "datasets": ["ambient.cli.data"],
+    "models": ["ambient.cli.train", "ambient.pipeline.gpu_slots"],
+    "samples": ["ambient.cli.sample", "ambient.pipeline.gpu_slots"],
+    "evaluation": ["ambient.cli.evaluate", "ambient.eval.metrics_hf", "ambient.pipeline.gpu_slots"],
+    "metrics": ["ambient.cli.metrics", "ambient.eval.summary", "ambient.eval.claims"],
+}
 
 
 def _module_file(dotted: str) -> Path | None:
@@ -190,7 +237,7 @@ def _imports(path: Path, source: str):
     package = list(path.relative_to(REPO).with_suffix("").parts[:-1])
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom):
-            base = package[:len(package) - node.level + 1] if node.level else []
+            base = package[: len(package) - node.level + 1] if node.level else []
             module = [*base, *(node.module.split(".") if node.module else [])]
             yield ".".join(module)
             yield from (".".join([*module, a.name]) for a in node.names)
@@ -230,8 +277,10 @@ def test_stage_deps_cover_the_code_their_jobs_run():
         code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
         notebooks[nb] = "\n".join(line for line in code.splitlines() if not line.lstrip().startswith(("%", "!")))
     notebooks[REPO / "paper_figures" / "figlib.py"] = (REPO / "paper_figures" / "figlib.py").read_text()
-    needed = {**{stage: module_closure([*seeds, *WORKFLOW_CODE]) for stage, seeds in STAGE_CODE.items()},
-              "figures": module_closure(["ambient.layout"], notebooks)}
+    needed = {
+        **{stage: module_closure([*seeds, *WORKFLOW_CODE]) for stage, seeds in STAGE_CODE.items()},
+        "figures": module_closure(["ambient.layout"], notebooks),
+    }
     for stage, files in needed.items():
         deps = set(doc["stages"][stage]["deps"])
         assert files <= deps, f"dvc.yaml, stage {stage}: add {sorted(files - deps)} to its deps"
@@ -246,10 +295,20 @@ def test_dvc_parses_the_pipeline(tmp_path):
     wd = copy_repo(tmp_path / "repo")
     run(wd, *GIT, "init", "-q")
     edges = set(re.findall(r'"(\w+)" -> "(\w+)"', dvc(wd, "dag", "--dot").stdout))
-    assert edges == {("datasets", "models"), ("datasets", "evaluation"), ("datasets", "figures"),
-                     ("models", "samples"), ("models", "evaluation"), ("models", "metrics"),
-                     ("samples", "evaluation"), ("samples", "metrics"), ("samples", "figures"),
-                     ("evaluation", "metrics"), ("evaluation", "figures"), ("metrics", "figures")}
+    assert edges == {
+        ("datasets", "models"),
+        ("datasets", "evaluation"),
+        ("datasets", "figures"),
+        ("models", "samples"),
+        ("models", "evaluation"),
+        ("models", "metrics"),
+        ("samples", "evaluation"),
+        ("samples", "metrics"),
+        ("samples", "figures"),
+        ("evaluation", "metrics"),
+        ("evaluation", "figures"),
+        ("metrics", "figures"),
+    }
     r = dvc(wd, "status")  # nothing run yet: every stage reports changes, none errors
     assert all(stage in r.stdout for stage in STAGES)
 
@@ -279,8 +338,11 @@ def test_missing_remote_directory_is_one_line_saying_what_to_set(tmp_path):
     """A fresh clone on another machine: the default remote (a directory beside the producer's
     checkout) is not here, and the pull stops before anything, naming the command that fixes it."""
     repo = _dvc_checkout(tmp_path, str(tmp_path / "nowhere"))
-    with pytest.raises(P.PullError, match=r"nowhere, which does not exist on this machine; .*"
-                                          r"`dvc remote modify --local local url URL`"):
+    with pytest.raises(
+        P.PullError,
+        match=r"nowhere, which does not exist on this machine; .*"
+        r"`dvc remote modify --local local url URL`",
+    ):
         P.check_remote(repo)
     with pytest.raises(P.PullError, match=r"remote 'elsewhere' is not configured here \(known: local\)"):
         P.check_remote(repo, "elsewhere")
@@ -322,14 +384,16 @@ def test_pulled_files_are_never_unpickled():
             if func == "torch.load":
                 torch_loads.append(path.name)
                 assert kw.get("weights_only") == "True", f"{path.name}: {func} without weights_only=True"
-            assert func not in ("pickle.load", "pickle.loads", "torch.jit.load", "joblib.load", "dill.load"), \
+            assert func not in ("pickle.load", "pickle.loads", "torch.jit.load", "joblib.load", "dill.load"), (
                 f"{path.name}: {func}"
+            )
             if func in ("np.load", "numpy.load"):
                 assert kw.get("allow_pickle", "False") == "False", f"{path.name}: np.load(allow_pickle=True)"
     assert sorted(torch_loads) == ["lora.py", "training.py"]  # both weights_only=True (checked above)
 
 
 # ---------------------------------------------------------------- round trip (slow, smoke config)
+
 
 def smoke_config() -> dict:
     """config/config.yaml with config/smoke.yaml merged over it (three models): what DVC records."""
@@ -452,6 +516,7 @@ def test_hand_edited_file_shows_in_dvc_status_with_its_dependents(consumer):
 
 # ---------------------------------------------------------------- an S3 remote (slow)
 
+
 @pytest.fixture(scope="module")
 def s3_endpoint():
     """A moto S3 server on 127.0.0.1 (moto[server], a dev dependency), with test credentials in the
@@ -462,13 +527,22 @@ def s3_endpoint():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     endpoint = f"http://127.0.0.1:{port}"
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
-                                            "AWS_EC2_METADATA_DISABLED")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
-                      AWS_EC2_METADATA_DISABLED="true")  # never ask a cloud metadata service for credentials
+    saved = {
+        k: os.environ.get(k)
+        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_EC2_METADATA_DISABLED")
+    }
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
+    )  # never ask a cloud metadata service for credentials
     try:
         for _ in range(100):
             try:

@@ -1,4 +1,5 @@
 """requirements.lock: every package of pyproject.toml pinned to one version that satisfies it."""
+
 from __future__ import annotations
 
 import re
@@ -26,8 +27,9 @@ def test_lock_pins_every_requirement():
     for req in wanted:
         version = lock.get(_norm(req.name))
         assert version is not None, f"{req.name} is not in requirements.lock: run `make lock`"
-        assert req.specifier.contains(version, prereleases=True), \
+        assert req.specifier.contains(version, prereleases=True), (
             f"requirements.lock pins {req.name}=={version}, outside {req} of pyproject.toml: run `make lock`"
+        )
     assert lock["torch"] == "2.14.1" and lock["torchvision"] == "0.29.1"
 
 
@@ -50,7 +52,6 @@ def test_jobs_use_the_conda_python_under_sdm_conda():
     from types import SimpleNamespace
 
     from snakemake.settings.types import DeploymentMethod
-
     from test_workflow import load_common
 
     ns = load_common()

@@ -1,4 +1,5 @@
 """Evaluation: feature extractors, FD/KD, nearest neighbours, attacks, weights, CLI (all offline, small)."""
+
 from __future__ import annotations
 
 import csv
@@ -13,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from ambient.eval import features, fid, neighbors, weights
-from ambient.eval.attacks import AttackConfig, run_attack
 from ambient.cli import main
 from ambient.corruption import Corruption
 from ambient.data import embedded_faces, write_image_zip
+from ambient.eval import features, fid, neighbors, weights
+from ambient.eval.attacks import AttackConfig, run_attack
 
 NET = {"base_channels": 8, "channel_mult": [1, 2], "num_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
 
@@ -38,6 +39,7 @@ def _noisy(images, std, seed=0):
 
 
 # ---------------------------------------------------------------- FD / KD
+
 
 def test_fd_is_zero_on_itself_and_grows_with_noise(faces):
     ex = features.get_extractor("filterbank")
@@ -82,6 +84,7 @@ def test_fd_refuses_mixed_dimensions(faces):
 
 # ---------------------------------------------------------------- nearest neighbours
 
+
 def test_training_image_is_its_own_nearest_neighbour(faces):
     pf = features.get_extractor("pixel")(faces)
     sims, idx = neighbors.nearest(pf, pf, k=2)
@@ -105,13 +108,31 @@ def test_training_image_is_its_own_nearest_neighbour(faces):
 
 # ---------------------------------------------------------------- extractor resolution and weights
 
+
 def test_missing_inception_falls_back_with_labels_and_one_warning(faces, tmp_path, capsys):
     write_image_zip(tmp_path / "train.zip", faces[:40])
     write_image_zip(tmp_path / "samples.zip", _noisy(faces[40:80], 0.1))
     wdir = tmp_path / "weights"
     for out in ("a.json", "b.json"):
-        assert main(["fid", "--samples", str(tmp_path / "samples.zip"), "--ref", str(tmp_path / "train.zip"),
-                     "--out", str(tmp_path / out), "--weights-dir", str(wdir), "--quiet", "--device", "cpu"]) == 0
+        assert (
+            main(
+                [
+                    "fid",
+                    "--samples",
+                    str(tmp_path / "samples.zip"),
+                    "--ref",
+                    str(tmp_path / "train.zip"),
+                    "--out",
+                    str(tmp_path / out),
+                    "--weights-dir",
+                    str(wdir),
+                    "--quiet",
+                    "--device",
+                    "cpu",
+                ]
+            )
+            == 0
+        )
     err = capsys.readouterr().err
     assert err.count("warning") == 1 and str(wdir / "inception-2015-12-05.pt") in err and "filterbank" in err
     res = json.loads((tmp_path / "a.json").read_text())
@@ -121,19 +142,79 @@ def test_missing_inception_falls_back_with_labels_and_one_warning(faces, tmp_pat
     assert not {"fid", "kid"} & set(res)
     assert set(res["timing"]) == {"features_samples", "features_ref", "fd", "kd"}
     # without a fallback: an error naming the file
-    assert main(["fid", "--samples", str(tmp_path / "samples.zip"), "--ref", str(tmp_path / "train.zip"),
-                 "--out", str(tmp_path / "c.json"), "--weights-dir", str(wdir), "--fallback", "none", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "fid",
+                "--samples",
+                str(tmp_path / "samples.zip"),
+                "--ref",
+                str(tmp_path / "train.zip"),
+                "--out",
+                str(tmp_path / "c.json"),
+                "--weights-dir",
+                str(wdir),
+                "--fallback",
+                "none",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "inception-2015-12-05.pt" in capsys.readouterr().err
     # ref stats made with the fallback are refused once another extractor is in use
-    assert main(["ref-stats", "--images", str(tmp_path / "train.zip"), "--out", str(tmp_path / "ref.npz"),
-                 "--weights-dir", str(wdir), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "ref-stats",
+                "--images",
+                str(tmp_path / "train.zip"),
+                "--out",
+                str(tmp_path / "ref.npz"),
+                "--weights-dir",
+                str(wdir),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     ref = fid.load_ref_stats(tmp_path / "ref.npz")
     assert ref["extractor"] == "filterbank" and ref["n"] == 40 and ref["features"].shape == (40, 80)
-    assert main(["fid", "--samples", str(tmp_path / "samples.zip"), "--ref", str(tmp_path / "ref.npz"),
-                 "--out", str(tmp_path / "d.json"), "--extractor", "pixel", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "fid",
+                "--samples",
+                str(tmp_path / "samples.zip"),
+                "--ref",
+                str(tmp_path / "ref.npz"),
+                "--out",
+                str(tmp_path / "d.json"),
+                "--extractor",
+                "pixel",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "recompute" in capsys.readouterr().err
-    assert main(["fid", "--samples", str(tmp_path / "samples.zip"), "--ref", str(tmp_path / "ref.npz"),
-                 "--out", str(tmp_path / "e.json"), "--weights-dir", str(wdir), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "fid",
+                "--samples",
+                str(tmp_path / "samples.zip"),
+                "--ref",
+                str(tmp_path / "ref.npz"),
+                "--out",
+                str(tmp_path / "e.json"),
+                "--weights-dir",
+                str(wdir),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "e.json").read_text())["fd_filterbank"] == pytest.approx(res["fd_filterbank"])
 
 
@@ -152,7 +233,10 @@ def test_missing_dinov2_is_named(tmp_path, capsys):
 
 def test_dinov2_missing_weights_are_named_with_the_fix(tmp_path):
     hub = tmp_path / "hub"
-    with pytest.raises(FileNotFoundError, match=r"facebookresearch_dinov2_main.*torch\.hub\.load\('facebookresearch/dinov2', 'dinov2_vitg14'\)"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"facebookresearch_dinov2_main.*torch\.hub\.load\('facebookresearch/dinov2', 'dinov2_vitg14'\)",
+    ):
         features.DinoV2Extractor(model="dinov2_vitg14", hub_dir=hub)
     (hub / "facebookresearch_dinov2_main").mkdir(parents=True)  # code present, weights absent
     with pytest.raises(FileNotFoundError, match=r"checkpoints/dinov2_vitg14_pretrain\.pth: DINOv2 weights not found"):
@@ -161,8 +245,10 @@ def test_dinov2_missing_weights_are_named_with_the_fix(tmp_path):
         features.DinoV2Extractor(model="dinov2_vitx14", hub_dir=hub)
 
 
-@pytest.mark.parametrize("h, w, top, left, H, W", [(24, 24, 2, 2, 28, 28), (64, 64, 3, 3, 70, 70),
-                                                    (25, 30, 1, 6, 28, 42), (28, 14, 0, 0, 28, 14)])
+@pytest.mark.parametrize(
+    "h, w, top, left, H, W",
+    [(24, 24, 2, 2, 28, 28), (64, 64, 3, 3, 70, 70), (25, 30, 1, 6, 28, 42), (28, 14, 0, 0, 28, 14)],
+)
 def test_dinov2_preprocess_is_the_official_input(h, w, top, left, H, W):
     """As find_dataset_neighbors.py: [0, 1] pixels, no ImageNet normalisation, reflect-padded to a
     multiple of 14 with floor(pad / 2) before and the rest after (dnnlib.util.pad_image)."""
@@ -257,9 +343,27 @@ def test_inception_path_is_loaded_through_clean_fid(faces, tmp_path, monkeypatch
     # clean-fid's sqrtm of a 2048x2048 matrix takes 20-40 s on two busy cores: FD's math is checked
     # elsewhere, here only the Inception path and the labels matter
     monkeypatch.setattr(fid, "frechet", lambda m1, s1, m2, s2: float(((m1 - m2) ** 2).sum() + np.trace(s1 - s2) ** 2))
-    assert main(["fid", "--samples", str(tmp_path / "samples.zip"), "--ref", str(tmp_path / "train.zip"),
-                 "--out", str(tmp_path / "fid.json"), "--weights-dir", str(wdir), "--quiet", "--device", "cpu",
-                 "--kid-subsets", "10"]) == 0
+    assert (
+        main(
+            [
+                "fid",
+                "--samples",
+                str(tmp_path / "samples.zip"),
+                "--ref",
+                str(tmp_path / "train.zip"),
+                "--out",
+                str(tmp_path / "fid.json"),
+                "--weights-dir",
+                str(wdir),
+                "--quiet",
+                "--device",
+                "cpu",
+                "--kid-subsets",
+                "10",
+            ]
+        )
+        == 0
+    )
     res = json.loads((tmp_path / "fid.json").read_text())
     assert res["extractor"] == "inception" and res["fd_key"] == "fid" and res["kd_key"] == "kid"
     assert res["fid"] > 0 and "kid" in res and res["weights_sha256"] == sha and res["fallback_used"] is False
@@ -268,7 +372,9 @@ def test_inception_path_is_loaded_through_clean_fid(faces, tmp_path, monkeypatch
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "inception-2015-12-05.pt").write_bytes(b"not a torchscript archive")
-    monkeypatch.setitem(weights.WEIGHTS["inception"], "sha256", hashlib.sha256(b"not a torchscript archive").hexdigest())
+    monkeypatch.setitem(
+        weights.WEIGHTS["inception"], "sha256", hashlib.sha256(b"not a torchscript archive").hexdigest()
+    )
     with pytest.raises(ValueError, match="bad/inception-2015-12-05.pt: cannot load"):
         features.resolve_extractor("inception", "filterbank", weights_dir=bad)
     with pytest.raises(FileNotFoundError, match="inception-2015-12-05.pt"):
@@ -276,6 +382,7 @@ def test_inception_path_is_loaded_through_clean_fid(faces, tmp_path, monkeypatch
 
 
 # ---------------------------------------------------------------- fetch-weights
+
 
 @pytest.fixture
 def http_root(tmp_path, monkeypatch):
@@ -306,18 +413,23 @@ def test_fetch_weights_checks_the_sha256(http_root, tmp_path):
     # the recorded official hash applies when none is given
     with pytest.raises(ValueError, match="sha256 mismatch"):
         weights.fetch_weights("inception", dest, url=f"{base}/inception.pt", progress=False)
-    assert main(["fetch-weights", "--dest", str(dest), "--url", f"{base}/inception.pt", "--sha256", good, "--quiet"]) == 0
+    assert (
+        main(["fetch-weights", "--dest", str(dest), "--url", f"{base}/inception.pt", "--sha256", good, "--quiet"]) == 0
+    )
     path = dest / "inception-2015-12-05.pt"
     assert path.read_bytes() == payload and list(dest.iterdir()) == [path]
     # present with the right hash: kept, no download (the URL is now dead)
     assert weights.fetch_weights("inception", dest, url=f"{base}/gone.pt", sha256=good, progress=False) == path
-    assert main(["fetch-weights", "--dest", str(dest), "--url", f"{base}/gone.pt", "--sha256", good, "--force",
-                 "--quiet"]) == 2
+    assert (
+        main(["fetch-weights", "--dest", str(dest), "--url", f"{base}/gone.pt", "--sha256", good, "--force", "--quiet"])
+        == 2
+    )
     assert path.read_bytes() == payload
     assert weights.WEIGHTS["inception"]["sha256"] == "f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4"
 
 
 # ---------------------------------------------------------------- attacks with fake models
+
 
 class _Fake:
     """A stand-in model: returns a fixed image set (identity) or a constant, whatever it is given."""
@@ -339,9 +451,12 @@ def test_attacks_identity_model_reconstructs_and_constant_fails(faces, masked):
     train = faces[:12]
     x0 = torch.from_numpy(train).float().div(127.5).sub(1)
     corr = Corruption("dust", p=0.5, delta=0.1) if masked else Corruption()
-    for cfg in (AttackConfig("inpaint", erase="pixels", fraction=0.8, num_steps=4),
-                AttackConfig("inpaint", erase="box", fraction=0.5, num_steps=4),
-                AttackConfig("noise", sigma=2.0, num_steps=4), AttackConfig("key", num_steps=4)):
+    for cfg in (
+        AttackConfig("inpaint", erase="pixels", fraction=0.8, num_steps=4),
+        AttackConfig("inpaint", erase="box", fraction=0.5, num_steps=4),
+        AttackConfig("noise", sigma=2.0, num_steps=4),
+        AttackConfig("key", num_steps=4),
+    ):
         s, rows, gallery = run_attack(_Fake(x0, masked), train, cfg, corr, batch_size=64)
         for m, stats in s["methods"].items():
             assert stats["sim_mean"] > 0.999 and stats["share_extracted"] == 1.0, (cfg.kind, m, stats)
@@ -349,17 +464,25 @@ def test_attacks_identity_model_reconstructs_and_constant_fails(faces, masked):
         bad, _, _ = run_attack(_Fake(None, masked), train, cfg, corr, batch_size=64)
         for m, stats in bad["methods"].items():
             assert stats["sim_mean"] < 0.5 and stats["share_extracted"] == 0.0, (cfg.kind, m, stats)
-        expected = {"inpaint": {"inpaint_u1", "inpaint_u5"},
-                    "noise": {"onestep", "sample"} | ({"onestep_ones", "sample_ones"} if masked else set()),
-                    "key": {"key_fresh", "key_train"} if masked else {"key_none"}}[cfg.kind]
+        expected = {
+            "inpaint": {"inpaint_u1", "inpaint_u5"},
+            "noise": {"onestep", "sample"} | ({"onestep_ones", "sample_ones"} if masked else set()),
+            "key": {"key_fresh", "key_train"} if masked else {"key_none"},
+        }[cfg.kind]
         assert set(s["methods"]) == expected
         assert len(rows) == len(train) * len(s["methods"])
     # the known pixels of a completion are the original's; erased ones show as mid-grey in 'corrupted'
-    s, _, g = run_attack(_Fake(None, masked), train, AttackConfig("inpaint", erase="box", fraction=0.5, num_steps=2), corr)
+    s, _, g = run_attack(
+        _Fake(None, masked), train, AttackConfig("inpaint", erase="box", fraction=0.5, num_steps=2), corr
+    )
     known = g["mask"].astype(bool)
     assert s["primary_method"] == "inpaint_u5"
-    assert np.array_equal(g["recon_inpaint_u5"][np.broadcast_to(known, train.shape)], train[np.broadcast_to(known, train.shape)])
-    assert (g["corrupted"][~np.broadcast_to(known, train.shape)] == 128).all() and known.mean() == pytest.approx(0.5, abs=0.05)
+    assert np.array_equal(
+        g["recon_inpaint_u5"][np.broadcast_to(known, train.shape)], train[np.broadcast_to(known, train.shape)]
+    )
+    assert (g["corrupted"][~np.broadcast_to(known, train.shape)] == 128).all() and known.mean() == pytest.approx(
+        0.5, abs=0.05
+    )
 
 
 @pytest.mark.parametrize("masked", [False, True])
@@ -419,6 +542,7 @@ def test_mask_key_attack_hands_over_the_training_mask(faces, kind):
 
 # ---------------------------------------------------------------- CLI with tiny real models
 
+
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
     from ambient.training import TrainConfig, train
@@ -428,8 +552,15 @@ def tiny_runs(tmp_path_factory):
     write_image_zip(root / "train.zip", images)
     ckpts = {}
     for name, corr in (("clean", Corruption()), ("dust", Corruption("dust", p=0.5, delta=0.1))):
-        cfg = TrainConfig(dataset=str(root / "train.zip"), corruption=corr.to_dict(), network=NET, steps=5,
-                          batch_size=8, checkpoint_every=5, log_every=5)
+        cfg = TrainConfig(
+            dataset=str(root / "train.zip"),
+            corruption=corr.to_dict(),
+            network=NET,
+            steps=5,
+            batch_size=8,
+            checkpoint_every=5,
+            log_every=5,
+        )
         ckpts[name] = train(cfg, root / name, device="cpu", progress=False)
     return root, ckpts
 
@@ -440,15 +571,44 @@ def test_attack_cli_outputs_and_determinism(tiny_runs):
     root, ckpts = tiny_runs
     for name, kind in (("clean", "inpaint"), ("dust", "inpaint"), ("dust", "noise"), ("clean", "key"), ("dust", "key")):
         out = root / f"attack_{name}_{kind}.json"
-        assert main(["attack", "--checkpoint", str(ckpts[name]), "--train", str(root / "train.zip"), "--kind", kind,
-                     "--out", str(out), "--steps", "3", "--num-images", "6", "--gallery-size", "4", "--quiet",
-                     "--device", "cpu"]) == 0
+        assert (
+            main(
+                [
+                    "attack",
+                    "--checkpoint",
+                    str(ckpts[name]),
+                    "--train",
+                    str(root / "train.zip"),
+                    "--kind",
+                    kind,
+                    "--out",
+                    str(out),
+                    "--steps",
+                    "3",
+                    "--num-images",
+                    "6",
+                    "--gallery-size",
+                    "4",
+                    "--quiet",
+                    "--device",
+                    "cpu",
+                ]
+            )
+            == 0
+        )
         s = json.loads(out.read_text())
         assert s["kind"] == kind and s["n"] == 6 and s["masked"] == (name == "dust")
         assert s["corruption"] == ("clean" if name == "clean" else "dust-p0.50") and len(s["checkpoint_sha256"]) == 64
         for stats in s["methods"].values():
-            assert {"sim_mean", "sim_median", "sim_full_mean", "other_sim_mean", "share_extracted", "mse_mean",
-                    "share_sim_gt_0.95"} <= set(stats)
+            assert {
+                "sim_mean",
+                "sim_median",
+                "sim_full_mean",
+                "other_sim_mean",
+                "share_extracted",
+                "mse_mean",
+                "share_sim_gt_0.95",
+            } <= set(stats)
         with open(s["csv"]) as f:
             rows = list(csv.DictReader(f))
         assert len(rows) == 6 * len(s["methods"])
@@ -459,8 +619,11 @@ def test_attack_cli_outputs_and_determinism(tiny_runs):
     # seeded: the same numbers whatever the batch size or the subset attacked
     model, tcfg, _ = model_from_checkpoint(load_checkpoint(ckpts["dust"]))
     train_images = embedded_faces(16, 8)[0]
-    for cfg in (AttackConfig("noise", sigma=1.0, num_steps=3), AttackConfig("inpaint", num_steps=3, resample=2),
-                AttackConfig("key", num_steps=3)):
+    for cfg in (
+        AttackConfig("noise", sigma=1.0, num_steps=3),
+        AttackConfig("inpaint", num_steps=3, resample=2),
+        AttackConfig("key", num_steps=3),
+    ):
         a, _, ga = run_attack(model, train_images, cfg, tcfg.corruption_spec, indices=range(6), batch_size=6)
         b, _, gb = run_attack(model, train_images, cfg, tcfg.corruption_spec, indices=[3, 4, 5], batch_size=2)
         for m in a["methods"]:
@@ -469,30 +632,86 @@ def test_attack_cli_outputs_and_determinism(tiny_runs):
     clean, ccfg, _ = model_from_checkpoint(load_checkpoint(ckpts["clean"]))
     # resampling draws fresh noise: the completion changes with it, for clean and ambient models alike
     for m, c in ((clean, ccfg), (model, tcfg)):
-        r = run_attack(m, train_images, AttackConfig("inpaint", num_steps=3, resample=(1, 2)), c.corruption_spec,
-                       indices=range(4))[2]
+        r = run_attack(
+            m, train_images, AttackConfig("inpaint", num_steps=3, resample=(1, 2)), c.corruption_spec, indices=range(4)
+        )[2]
         assert not np.array_equal(r["recon_inpaint_u1"], r["recon_inpaint_u2"])
 
 
 def test_neighbors_and_fid_cli_on_samples(tiny_runs, tmp_path):
     root, ckpts = tiny_runs
     samples = tmp_path / "samples.zip"
-    assert main(["sample", "--checkpoint", str(ckpts["clean"]), "--num", "12", "--steps", "3", "--out", str(samples),
-                 "--quiet", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--checkpoint",
+                str(ckpts["clean"]),
+                "--num",
+                "12",
+                "--steps",
+                "3",
+                "--out",
+                str(samples),
+                "--quiet",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "nb.json"
-    assert main(["neighbors", "--samples", str(samples), "--train", str(root / "train.zip"), "--out", str(out),
-                 "--k", "3", "--gallery-size", "5", "--quiet", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "neighbors",
+                "--samples",
+                str(samples),
+                "--train",
+                str(root / "train.zip"),
+                "--out",
+                str(out),
+                "--k",
+                "3",
+                "--gallery-size",
+                "5",
+                "--quiet",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     s = json.loads(out.read_text())
     assert s["extractor"] == "pixel" and s["n"] == 12 and s["n_train"] == 16 and len(s["gallery"]) == 5
-    assert {"sim_mean", "sim_median", "share_gt_0.90", "share_gt_0.95", "share_gt_0.99", "histogram", "carlini"} <= set(s)
+    assert {"sim_mean", "sim_median", "share_gt_0.90", "share_gt_0.95", "share_gt_0.99", "histogram", "carlini"} <= set(
+        s
+    )
     sims = [p["sim"] for p in s["gallery"]]
     assert sims == sorted(sims, reverse=True)
     assert Path(s["csv"]).is_file() and Path(s["gallery_png"]).is_file()
     with np.load(s["gallery_npz"]) as g:
         assert g["samples"].shape == g["train"].shape == (5, 1, 8, 8) and str(g["extractor"]) == "pixel"
     res = tmp_path / "fid.json"
-    assert main(["fid", "--samples", str(samples), "--ref", str(root / "train.zip"), "--out", str(res),
-                 "--weights-dir", str(tmp_path / "none"), "--quiet", "--kid-subsets", "5"]) == 0
+    assert (
+        main(
+            [
+                "fid",
+                "--samples",
+                str(samples),
+                "--ref",
+                str(root / "train.zip"),
+                "--out",
+                str(res),
+                "--weights-dir",
+                str(tmp_path / "none"),
+                "--quiet",
+                "--kid-subsets",
+                "5",
+            ]
+        )
+        == 0
+    )
     r = json.loads(res.read_text())
     assert r["extractor"] == "filterbank" and r["n"] == 12 and r["ref_n"] == 16 and r["seconds"] > 0
 
@@ -513,6 +732,7 @@ def test_load_images_from_a_folder(tmp_path, faces):
 
 # ---------------------------------------------------------------- the disturbance test of the extractors
 
+
 def test_disturbances_are_seeded_and_grow(faces):
     from ambient.eval.extractor_check import DISTURBANCES, disturb
 
@@ -532,11 +752,45 @@ def test_extractor_check_cli_reports_each_disturbance(tmp_path, faces):
     write_image_zip(tmp_path / "train.zip", faces[:30])
     write_image_zip(tmp_path / "heldout.zip", faces[30:70])
     ref = tmp_path / "ref.npz"
-    assert main(["ref-stats", "--images", str(tmp_path / "heldout.zip"), "--out", str(ref), "--extractor",
-                 "filterbank", "--quiet", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "ref-stats",
+                "--images",
+                str(tmp_path / "heldout.zip"),
+                "--out",
+                str(ref),
+                "--extractor",
+                "filterbank",
+                "--quiet",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "check.json"
-    assert main(["extractor-check", "--images", str(tmp_path / "train.zip"), "--ref", str(ref), "--out", str(out),
-                 "--extractor", "filterbank", "--kid-subsets", "20", "--quiet", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "extractor-check",
+                "--images",
+                str(tmp_path / "train.zip"),
+                "--ref",
+                str(ref),
+                "--out",
+                str(out),
+                "--extractor",
+                "filterbank",
+                "--kid-subsets",
+                "20",
+                "--quiet",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())
     assert res["extractor"] == "filterbank" and res["kd_key"] == "kd_filterbank_heldout" and res["n"] == 30
     for kind in ("noise", "blur", "saltpepper", "rectangles"):
@@ -544,5 +798,22 @@ def test_extractor_check_cli_reports_each_disturbance(tmp_path, faces):
         assert len(d["levels"]) == len(d["fd"]) == len(d["kd"]) == 5 and d["levels"][0] == 0.0
         assert d["fd"][-1] > 2 * d["fd"][0], kind  # the heaviest damage is far from the real faces
     # a reference made with another extractor is refused, naming the command that fixes it
-    assert main(["extractor-check", "--images", str(tmp_path / "train.zip"), "--ref", str(ref), "--out",
-                 str(tmp_path / "x.json"), "--extractor", "pixel", "--quiet", "--device", "cpu"]) == 2
+    assert (
+        main(
+            [
+                "extractor-check",
+                "--images",
+                str(tmp_path / "train.zip"),
+                "--ref",
+                str(ref),
+                "--out",
+                str(tmp_path / "x.json"),
+                "--extractor",
+                "pixel",
+                "--quiet",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )

@@ -1,4 +1,5 @@
 """ambient.pipeline.gpu_slots: concurrent GPU jobs on one machine get distinct devices (faked device count)."""
+
 from __future__ import annotations
 
 import os
@@ -11,9 +12,25 @@ SHOW = "import os, time; print(os.environ.get('CUDA_VISIBLE_DEVICES', '-')); tim
 def wrapper(tmp_path, gpus, sleep=0.0, extra_env=None):
     env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID")}
     env.update(AMBIENT_NUM_GPUS="2", AMBIENT_GPU_LOCK_DIR=str(tmp_path / "locks"), **(extra_env or {}))
-    return subprocess.Popen([sys.executable, "-m", "ambient.pipeline.gpu_slots", "--gpus", str(gpus), "--timeout", "20", "--",
-                             sys.executable, "-c", SHOW.format(sleep)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ambient.pipeline.gpu_slots",
+            "--gpus",
+            str(gpus),
+            "--timeout",
+            "20",
+            "--",
+            sys.executable,
+            "-c",
+            SHOW.format(sleep),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def result(p):

@@ -1,12 +1,13 @@
 """Quality is scored against images no model trained on: the held-out split and KD's spread."""
+
 import json
 
 import numpy as np
 import pytest
 
-from ambient.eval import fid
 from ambient.cli import main
 from ambient.data import read_image_zip, split_heldout
+from ambient.eval import fid
 
 
 def test_split_is_seeded_disjoint_and_validated():
@@ -23,8 +24,24 @@ def test_split_is_seeded_disjoint_and_validated():
 
 def test_prepare_writes_the_two_splits(tmp_path, capsys):
     tr, ho = tmp_path / "train.zip", tmp_path / "held.zip"
-    assert main(["prepare", "--resolution", "8", "--num-images", "30", "--heldout-images", "10", "--out", str(tr),
-                 "--heldout-out", str(ho)]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                "--resolution",
+                "8",
+                "--num-images",
+                "30",
+                "--heldout-images",
+                "10",
+                "--out",
+                str(tr),
+                "--heldout-out",
+                str(ho),
+            ]
+        )
+        == 0
+    )
     a, b = read_image_zip(tr), read_image_zip(ho)
     assert (len(a), len(b)) == (30, 10) and a.manifest["split"] == "train" and b.manifest["split"] == "heldout"
     assert not {e["source"] for e in a.manifest["images"]} & {e["source"] for e in b.manifest["images"]}
@@ -41,8 +58,16 @@ def test_kd_subsets_are_clean_fids_and_give_a_spread():
     with fid.numpy_seed(3):
         ref = kernel_distance(f1, f2, num_subsets=30, max_subset_size=1000)
     assert per.mean() == pytest.approx(ref, rel=1e-12) and per.std() > 0
-    d = fid.distances(f1, {"mu": f2.mean(0), "sigma": np.cov(f2, rowvar=False), "features": f2}, "pixel",
-                      kid_subsets=30, ref_name="heldout")
-    assert (d["fd_key"], d["kd_key"], d["kd_std_key"]) == ("fd_pixel_heldout", "kd_pixel_heldout",
-                                                           "kd_pixel_heldout_std")
+    d = fid.distances(
+        f1,
+        {"mu": f2.mean(0), "sigma": np.cov(f2, rowvar=False), "features": f2},
+        "pixel",
+        kid_subsets=30,
+        ref_name="heldout",
+    )
+    assert (d["fd_key"], d["kd_key"], d["kd_std_key"]) == (
+        "fd_pixel_heldout",
+        "kd_pixel_heldout",
+        "kd_pixel_heldout_std",
+    )
     assert d["kd_pixel_heldout_std"] > 0 and json.dumps(d)

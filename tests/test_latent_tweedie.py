@@ -1,4 +1,5 @@
 """The latent (DDPM/VP) Tweedie loss of the SDXL branch: analytic Gaussian toy, identities, errors."""
+
 from __future__ import annotations
 
 import pytest
@@ -90,10 +91,12 @@ def test_bad_noise_level_is_a_clear_error(t_n, match):
 
 def _exact_eps(abar):
     """The exact epsilon predictor of x0 ~ N(mu, s^2): eps = (x_t - sqrt(a) E[x0 | x_t]) / sqrt(1 - a)."""
+
     def eps_model(x_t, t, **_):
         a = abar[t].view(-1, *([1] * (x_t.ndim - 1))).to(x_t)
         x0 = MU + a.sqrt() * S**2 / (a * S**2 + 1 - a) * (x_t - a.sqrt() * MU)
         return (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+
     return eps_model
 
 
@@ -118,6 +121,7 @@ def test_ddim_full_and_early_stopped_samplers_on_a_gaussian():
 
 
 # ---------------------------------------------------------------- the consistency term
+
 
 def _gaussian_eps_model(loss, slope_below_t_n: float = 1.0):
     """The exact eps-predictor of x0 ~ N(MU, S^2) (E[x0 | x_t] is linear in x_t); below t_n its x0
@@ -159,8 +163,10 @@ def test_consistency_term_vanishes_for_the_true_denoiser_only():
     x_n = loss.noisy_latents(x0, eps)
     n = len(x0)
     t = torch.randint(T_N, T_N + 100, (n,), generator=g)
-    starts = {"boundary": (x_n, torch.full((n,), T_N)),
-              "everywhere": (loss.noise_further(x_n, t, torch.randn(x0.shape, generator=g, dtype=torch.float64)), t)}
+    starts = {
+        "boundary": (x_n, torch.full((n,), T_N)),
+        "everywhere": (loss.noise_further(x_n, t, torch.randn(x0.shape, generator=g, dtype=torch.float64)), t),
+    }
     for name, (x_u, u) in starts.items():
         s = loss.step_down(u, g)
         assert bool((s < u).all()) and bool((s >= (u - 100).clamp_min(0)).all())

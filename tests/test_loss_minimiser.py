@@ -21,6 +21,7 @@ If the loss were taken on A~ instead of A, the inpainting directions would be fl
 negative control below checks that this test would then fail (and it does fail, 4 of 4, when
 `AmbientLoss` itself is patched to score `further_mask` instead of `mask`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -126,15 +127,16 @@ def expected_loss(formulation: str, sigma: float, eps: list[float], on_a_tilde: 
     e = torch.tensor(eps, requires_grad=True)
     model = EDMPrecond(PosteriorMeanNet(formulation, e), img_channels=1, masked=True, formulation=formulation)
     mask = A_TILDE if on_a_tilde else A.expand_as(A_TILDE)
-    per_pixel = FixedSigmaLoss(formulation, sigma)(model, IMAGES, torch.Generator().manual_seed(1),
-                                                   mask=mask, further_mask=A_TILDE)
+    per_pixel = FixedSigmaLoss(formulation, sigma)(
+        model, IMAGES, torch.Generator().manual_seed(1), mask=mask, further_mask=A_TILDE
+    )
     assert per_pixel.shape == IMAGES.shape
     loss = per_pixel.double().sum() / N
     (grad,) = torch.autograd.grad(loss, e)
     return loss.item(), grad.double()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def probe(formulation: str, sigma: float, on_a_tilde: bool = False) -> dict[str, dict]:
     """Per direction: L0 = L(0), L+ = L(EPS v), L- = L(-EPS v), g0 and g+ the derivatives along v at
     0 and at EPS v, and q with L(eps v) = L0 + g0 eps + q eps^2 (exact: the loss is quadratic in D)."""
@@ -144,8 +146,14 @@ def probe(formulation: str, sigma: float, on_a_tilde: bool = False) -> dict[str,
     for j, name in enumerate(DIRECTIONS):
         lp, gp = expected_loss(formulation, sigma, [EPS if i == j else 0.0 for i in range(J)], on_a_tilde)
         lm, _ = expected_loss(formulation, sigma, [-EPS if i == j else 0.0 for i in range(J)], on_a_tilde)
-        out[name] = {"L0": l0, "L+": lp, "L-": lm, "g0": g0[j].item(), "g+": gp[j].item(),
-                     "q": (lp + lm - 2 * l0) / (2 * EPS**2)}
+        out[name] = {
+            "L0": l0,
+            "L+": lp,
+            "L-": lm,
+            "g0": g0[j].item(),
+            "g+": gp[j].item(),
+            "q": (lp + lm - 2 * l0) / (2 * EPS**2),
+        }
     return out
 
 

@@ -1,4 +1,5 @@
 """ambient.eval.metrics_hf: the high-frequency energy of samples vs clean vs noisy training data."""
+
 from __future__ import annotations
 
 import json
@@ -6,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from ambient.eval import metrics_hf as hf
 from ambient.data import embedded_faces, write_image_zip
+from ambient.eval import metrics_hf as hf
 
 
 def test_white_noise_energy_matches_its_expectation():
@@ -34,8 +35,9 @@ def test_report_orders_clean_noisy_and_indexes_samples():
     # clipping to [-1, 1] (as the sampler does) removes part of the added noise power at sigma_n = 0.4
     assert 0.7 * r["hf_noise_expected"] < r["hf_train_noisy"] - r["hf_train_clean"] < 1.05 * r["hf_noise_expected"]
     assert r["hf_noise_index"] == pytest.approx(0.0)  # "samples" equal to the clean data
-    noisy = hf.noisy_training_data(faces, __import__("ambient.corruption", fromlist=["Corruption"]).Corruption(
-        "noise", sigma_n=0.4))
+    noisy = hf.noisy_training_data(
+        faces, __import__("ambient.corruption", fromlist=["Corruption"]).Corruption("noise", sigma_n=0.4)
+    )
     r2 = hf.hf_report(noisy, faces, "noise-s0.40-naive")
     assert r2["loss"] == "edm" and r2["hf_noise_index"] == pytest.approx(1.0)
     assert r2["spectrum"]["train_noisy"] is not None and len(r2["spectrum"]["radius"]) == hf.SPECTRUM_BINS
@@ -51,9 +53,35 @@ def test_command_line(tmp_path):
     write_image_zip(tmp_path / "train.zip", faces, ids)
     write_image_zip(tmp_path / "samples.zip", faces[:4], [f"s{i}" for i in range(4)])
     out = tmp_path / "hf.json"
-    assert hf.main(["--samples", str(tmp_path / "samples.zip"), "--train", str(tmp_path / "train.zip"),
-                    "--corruption", "noise-s0.20-naive", "--out", str(out)]) == 0
+    assert (
+        hf.main(
+            [
+                "--samples",
+                str(tmp_path / "samples.zip"),
+                "--train",
+                str(tmp_path / "train.zip"),
+                "--corruption",
+                "noise-s0.20-naive",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     r = json.loads(out.read_text())
     assert r["run"] == "noise-s0.20-naive" and r["corruption"] == "noise-s0.20" and r["hf_train_noisy"] > 0
-    assert hf.main(["--samples", str(tmp_path / "samples.zip"), "--train", str(tmp_path / "train.zip"),
-                    "--corruption", "blur-p0.2", "--out", str(out)]) == 2
+    assert (
+        hf.main(
+            [
+                "--samples",
+                str(tmp_path / "samples.zip"),
+                "--train",
+                str(tmp_path / "train.zip"),
+                "--corruption",
+                "blur-p0.2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )

@@ -1,13 +1,12 @@
 import pytest
 import torch
+from conftest import TINY_NET
 
+from ambient.corruption import Corruption
 from ambient.losses import AmbientLoss, EDMLoss
 from ambient.networks import UNetConfig, build_model
 from ambient.sampling import edm_sigmas, generate, heun_sample
-from ambient.corruption import Corruption
 from ambient.utils import generator
-
-from conftest import TINY_NET
 
 TINY = UNetConfig(**TINY_NET)
 
@@ -151,7 +150,7 @@ def test_masked_network_input_and_output_match_the_formulation(formulation):
     s = sigma.view(-1, 1, 1, 1)
     c_in, c_skip = 1 / (s**2 + 0.25).sqrt(), 0.25 / (s**2 + 0.25)
     c_out = s * 0.5 / (s**2 + 0.25).sqrt()
-    (inp, c_noise), = stub.calls
+    ((inp, c_noise),) = stub.calls
     assert inp.shape == (n, 2 * c, h, h)
     torch.testing.assert_close(c_noise, sigma.log() / 4)
     torch.testing.assert_close(inp[:, :c], c_in * mask * x)

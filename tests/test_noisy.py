@@ -1,14 +1,13 @@
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_NET
 
 from ambient.corruption import Corruption
 from ambient.noisy import TweedieLoss
 from ambient.sampling import generate
 from ambient.training import TrainConfig, load_checkpoint, train
 from ambient.utils import generator
-
-from conftest import TINY_NET
 
 MU, S, SIGMA_N = 0.2, 0.5, 0.3
 
@@ -77,7 +76,7 @@ class SmoothGaussianPrior(torch.nn.Module):
         super().__init__()
         f = torch.fft.fftfreq(res)
         radius = (f[:, None] ** 2 + f[None] ** 2).sqrt()
-        self.power = 0.3 * torch.exp(-(radius / 0.06) ** 2) * res * res  # per-frequency variance (unitary FFT)
+        self.power = 0.3 * torch.exp(-((radius / 0.06) ** 2)) * res * res  # per-frequency variance (unitary FFT)
 
     def forward(self, x, sigma):
         sigma = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1, 1, 1, 1)
@@ -102,7 +101,10 @@ def test_early_stopped_sampler_gives_clean_not_noisy_images():
     g = torch.Generator().manual_seed(0)
     clean = prior.sample(256, g)
     noisy = clean + 0.2 * torch.randn(clean.shape, generator=g)
-    to_u8 = lambda t: t.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+
+    def to_u8(t):
+        return t.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+
     hf_clean, hf_noisy = high_frequency_energy(to_u8(clean)), high_frequency_energy(to_u8(noisy))
     ours = generate(prior, Corruption("noise", sigma_n=0.2), 256, 16, num_steps=18, stop_sigma=0.2, progress=False)
     hf_ours = high_frequency_energy(ours)
@@ -118,8 +120,15 @@ def test_early_stopped_sampler_gives_clean_not_noisy_images():
 
 def test_noise_models_train_and_resume_config_knows_the_loss(tiny_dataset, tmp_path):
     corr = {"kind": "noise", "p": 0.0, "delta": 0.0, "sigma_n": 0.2, "seed": 0}
-    cfg = TrainConfig(dataset=str(tiny_dataset), corruption=corr, network=TINY_NET, steps=3, batch_size=8,
-                      warmup_steps=1, checkpoint_every=3)
+    cfg = TrainConfig(
+        dataset=str(tiny_dataset),
+        corruption=corr,
+        network=TINY_NET,
+        steps=3,
+        batch_size=8,
+        warmup_steps=1,
+        checkpoint_every=3,
+    )
     assert cfg.effective_loss == "tweedie" and cfg.sampling_stop_sigma == 0.2
     train(cfg, tmp_path / "ours", progress=False)
     naive = TrainConfig(**{**cfg.to_dict(), "loss": "edm"})
@@ -167,7 +176,11 @@ def test_tweedie_call_is_the_tested_terms_on_the_whole_batch(cw):
     x = torch.randn(shape, generator=g)
     draws = [torch.randn(n, 1, 1, 1, generator=g), torch.randn(shape, generator=g)]
     if cw:
-        draws += [torch.randn(n, 1, 1, 1, generator=g), torch.randn(shape, generator=g), torch.randn(shape, generator=g)]
+        draws += [
+            torch.randn(n, 1, 1, 1, generator=g),
+            torch.randn(shape, generator=g),
+            torch.randn(shape, generator=g),
+        ]
     loss = TweedieLoss(SIGMA_N, consistency_weight=cw)
     net = _CountingNet()
     got = loss(net, x, _ReplayRNG(draws))

@@ -2,6 +2,7 @@
 without a GPU or the network: schema validation, dry runs whose job table is parsed for every
 job's resources and shell command, the CI guard of the download rule, and `ambient download-dataset`
 on a local fake archive."""
+
 from __future__ import annotations
 
 import io
@@ -16,7 +17,6 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
-
 from test_workflow import REPO, copy_workflow, load_common, snakemake
 
 PAPER_CONFIGS = ("config/paper-celeba.yaml", "config/paper-ffhq.yaml")
@@ -73,13 +73,23 @@ def test_paper_configs_are_valid(path):
     common = load_common()
     base = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cfg = yaml.safe_load((REPO / path).read_text())
-    merged = {**base, **{k: ({**base[k], **v} if isinstance(v, dict) and isinstance(base.get(k), dict) else v)
-                         for k, v in cfg.items()}}
+    merged = {
+        **base,
+        **{
+            k: ({**base[k], **v} if isinstance(v, dict) and isinstance(base.get(k), dict) else v)
+            for k, v in cfg.items()
+        },
+    }
     common["validate_config"](merged, str(REPO / "workflow/schemas/config.schema.yaml"))
     assert merged["dataset"]["source"] in ("celeba", "ffhq")
     assert merged["training"]["precision"] == "bf16" and merged["device"] == "cuda"
-    assert merged["network"] == {"base_channels": 128, "channel_mult": [1, 2, 2, 2], "num_blocks": 4,
-                                 "attn_resolutions": [16], "dropout": merged["network"]["dropout"]}
+    assert merged["network"] == {
+        "base_channels": 128,
+        "channel_mult": [1, 2, 2, 2],
+        "num_blocks": 4,
+        "attn_resolutions": [16],
+        "dropout": merged["network"]["dropout"],
+    }
     assert merged["training"]["batch_size"] == 256 and merged["training"]["lr"] == 2e-4
     assert merged["training"]["steps"] * merged["training"]["batch_size"] == 200_000_000
     assert {"inception", "dinov2_vitl14"} <= set(merged["evaluation"]["extractors"])
@@ -93,15 +103,19 @@ def test_paper_celeba_dry_run(wd):
     assert sorted(trains) == ["clean", "dust-p0.20", "dust-p0.40", "dust-p0.60", "dust-p0.80"]
     for name, j in trains.items():
         assert j["resources"]["gpu"] == "1"
-        assert j["shell"].startswith('"$AMBIENT_PYTHON" -m ambient.pipeline.gpu_slots --gpus 1 -- "$AMBIENT_PYTHON" -m ambient train')
+        assert j["shell"].startswith(
+            '"$AMBIENT_PYTHON" -m ambient.pipeline.gpu_slots --gpus 1 -- "$AMBIENT_PYTHON" -m ambient train'
+        )
         assert "--device cuda" in j["shell"]
         assert "--precision bf16" in j["shell"] and "--steps 781250 --batch-size 256 --lr 0.0002" in j["shell"]
         assert "--base-channels 128 --channel-mult 1 2 2 2 --num-blocks 4 --attn-resolutions 16" in j["shell"]
         assert ("--delta 0.1" in j["shell"]) == (name != "clean")
     dl = next(j for j in jobs if j["rule"] == "download_dataset")
-    assert ("-m ambient download-dataset --source celeba --raw-dir data/raw --resolution 64 --seed 0 "
-            "--num-images 3000 --heldout-out data/celeba64-3k-heldout.zip --heldout-images 20000 "
-            "--out data/celeba64-3k.zip") in dl["shell"]
+    assert (
+        "-m ambient download-dataset --source celeba --raw-dir data/raw --resolution 64 --seed 0 "
+        "--num-images 3000 --heldout-out data/celeba64-3k-heldout.zip --heldout-images 20000 "
+        "--out data/celeba64-3k.zip"
+    ) in dl["shell"]
     # quality is scored against images outside the training subset
     refs = [j for j in jobs if j["rule"] == "ref_stats"]
     assert refs and all("--images data/celeba64-3k-heldout.zip" in j["shell"] for j in refs)
@@ -121,10 +135,14 @@ def test_paper_ffhq_dry_run_has_noise_runs_and_naive(wd):
     rules = [j["rule"] for j in jobs]
     assert {"fig5_noise_generations", "fig6_noise_histograms", "download_dataset"} <= set(rules)
     dl = next(j for j in jobs if j["rule"] == "download_dataset")
-    assert "--source ffhq" in dl["shell"] and "--num-images 60000 --heldout-out data/ffhq64-heldout.zip --out" in dl["shell"]
+    assert (
+        "--source ffhq" in dl["shell"]
+        and "--num-images 60000 --heldout-out data/ffhq64-heldout.zip --out" in dl["shell"]
+    )
     # trained with consistency: also sampled full-length
     assert {j["wildcards"] for j in jobs if j["rule"] == "sample_full"} == {
-        f"dataset=ffhq64, corruption=noise-s{s}" for s in ("0.05", "0.10", "0.20")}
+        f"dataset=ffhq64, corruption=noise-s{s}" for s in ("0.05", "0.10", "0.20")
+    }
 
 
 def test_multi_gpu_training_uses_torchrun(wd):
@@ -132,8 +150,10 @@ def test_multi_gpu_training_uses_torchrun(wd):
     jobs = dry_run(wd, "--configfile", "config/paper-celeba.yaml", "gpus4.yaml")
     for j in (j for j in jobs if j["rule"] == "train"):
         assert j["resources"]["gpu"] == "4"
-        assert j["shell"].startswith('"$AMBIENT_PYTHON" -m ambient.pipeline.gpu_slots --gpus 4 -- "$AMBIENT_PYTHON" '
-                                     "-m torch.distributed.run --standalone --nproc_per_node=4 -m ambient train ")
+        assert j["shell"].startswith(
+            '"$AMBIENT_PYTHON" -m ambient.pipeline.gpu_slots --gpus 4 -- "$AMBIENT_PYTHON" '
+            "-m torch.distributed.run --standalone --nproc_per_node=4 -m ambient train "
+        )
         assert "--device cuda --threads 2 " in j["shell"]  # 8 threads over 4 processes
     assert all(j["resources"]["gpu"] == "1" for j in jobs if j["rule"] == "sample")
 
@@ -147,9 +167,18 @@ def test_slurm_profile_gives_every_job_its_resources(wd, config):
     # the profile names executor: slurm; the plugin (a dev dependency) validates every option of it
     assert slurm_plugin_installed(), "snakemake-executor-plugin-slurm is missing: pip install -e '.[dev]'"
     jobs = dry_run(wd, *args)
-    step = {"train": "train", "sample": "sample", "prepare_dataset": "prepare", "download_dataset": "prepare",
-            "neighbors": "evaluate", "ref_stats": "evaluate", "fid": "evaluate", "attack": "evaluate",
-            "hf_energy": "evaluate", "summary": "figures"}
+    step = {
+        "train": "train",
+        "sample": "sample",
+        "prepare_dataset": "prepare",
+        "download_dataset": "prepare",
+        "neighbors": "evaluate",
+        "ref_stats": "evaluate",
+        "fid": "evaluate",
+        "attack": "evaluate",
+        "hf_energy": "evaluate",
+        "summary": "figures",
+    }
     seen = set()
     for j in jobs:
         rule, res = j["rule"], j["resources"]
@@ -183,14 +212,30 @@ def test_downloads_are_localrules_and_profile_keys():
 def test_download_rule_refuses_under_ci(wd):
     """The paper configs' download never runs in CI (CI=true): the job fails at once, no network."""
     env = {**os.environ, "CI": "true", "PYTHONUNBUFFERED": "1"}
-    r = subprocess.run([sys.executable, "-m", "snakemake", "data/celeba64-3k.zip", "--cores", "1", "--configfile",
-                        "config/paper-celeba.yaml"], cwd=wd, capture_output=True, text=True, env=env, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "data/celeba64-3k.zip",
+            "--cores",
+            "1",
+            "--configfile",
+            "config/paper-celeba.yaml",
+        ],
+        cwd=wd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert r.returncode != 0
     assert "refusing to download under CI" in (wd / "logs" / "celeba64-3k" / "download.log").read_text()
     assert not (wd / "data" / "celeba64-3k.zip").exists() and not (wd / "data" / "raw").exists()
 
 
 # ---------------------------------------------------------------- ambient download-dataset
+
 
 def _fake_ffhq_zip(path: Path, n: int = 5) -> None:
     rng = np.random.default_rng(0)
@@ -207,9 +252,29 @@ def test_download_dataset_from_a_local_archive(tmp_path):
     archive = tmp_path / "thumbnails128x128.zip"
     _fake_ffhq_zip(archive)
     out = tmp_path / "ffhq16.zip"
-    cmd = [sys.executable, "-m", "ambient", "download-dataset", "--source", "ffhq", "--raw-dir",
-           str(tmp_path / "raw"), "--resolution", "16", "--num-images", "3", "--seed", "1", "--url",
-           archive.as_uri(), "--out", str(out), "--heldout-out", str(tmp_path / "held.zip"), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ambient",
+        "download-dataset",
+        "--source",
+        "ffhq",
+        "--raw-dir",
+        str(tmp_path / "raw"),
+        "--resolution",
+        "16",
+        "--num-images",
+        "3",
+        "--seed",
+        "1",
+        "--url",
+        archive.as_uri(),
+        "--out",
+        str(out),
+        "--heldout-out",
+        str(tmp_path / "held.zip"),
+        "--quiet",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     held = read_image_zip(tmp_path / "held.zip")  # the images outside the training subset, all of them
@@ -220,12 +285,28 @@ def test_download_dataset_from_a_local_archive(tmp_path):
     ds = read_image_zip(out)
     assert ds.images.shape == (3, 3, 16, 16) and ds.manifest["seed"] == 1
     assert ds.manifest["subset_indices"] == sorted(np.random.default_rng(1).choice(5, 3, replace=False).tolist())
-    r = subprocess.run([sys.executable, "-m", "ambient", "download-dataset", "--list"], capture_output=True,
-                       text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "ambient", "download-dataset", "--list"], capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0 and "celeba" in r.stdout and "ffhq" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "ambient", "download-dataset", "--source", "ffhq", "--raw-dir",
-                        str(tmp_path / "raw2"), "--out", str(tmp_path / "x.zip")], capture_output=True, text=True,
-                       timeout=60, env={**os.environ, "AMBIENT_FFHQ_URL": ""})
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ambient",
+            "download-dataset",
+            "--source",
+            "ffhq",
+            "--raw-dir",
+            str(tmp_path / "raw2"),
+            "--out",
+            str(tmp_path / "x.zip"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "AMBIENT_FFHQ_URL": ""},
+    )
     assert r.returncode == 2 and "error" in r.stderr  # FFHQ has no default url
 
 
@@ -242,12 +323,30 @@ def test_download_dataset_registers_on_a_parser():
 
 # ---------------------------------------------------------------- the SLURM profile, submitted for real
 
+
 def _slurm_run(wd: Path, bin_dir: Path, *args, env_extra=None, timeout=600):
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONUNBUFFERED": "1",
-           **(env_extra or {})}
-    cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "--workflow-profile", "none",
-           "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1",
-           "--latency-wait", "5", *map(str, args)]
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONUNBUFFERED": "1",
+        **(env_extra or {}),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--profile",
+        "profiles/slurm",
+        "--workflow-profile",
+        "none",
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--seconds-between-status-checks",
+        "1",
+        "--latency-wait",
+        "5",
+        *map(str, args),
+    ]
     return subprocess.run(cmd, cwd=wd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -267,8 +366,14 @@ def test_slurm_profile_submits_through_the_plugin_and_a_killed_training_resumes(
 
     cfg = _merged(default_config(), smoke_config())  # what --configfile config/smoke.yaml gives
     target = "results/models/smoke8/clean/model.pt"
-    r = _slurm_run(wd, bin_dir, target, "--configfile", "config/smoke.yaml",  # --configfile takes the rest
-                   env_extra={"FAKE_SLURM_KILL": "train:results/models/smoke8/clean/train/checkpoint-*.pt"})
+    r = _slurm_run(
+        wd,
+        bin_dir,
+        target,
+        "--configfile",
+        "config/smoke.yaml",  # --configfile takes the rest
+        env_extra={"FAKE_SLURM_KILL": "train:results/models/smoke8/clean/train/checkpoint-*.pt"},
+    )
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     subs = [c for c in fake_slurm.calls(state) if c["cmd"] == "sbatch"]
     assert [c["rule"] for c in subs] == ["prepare_dataset", "train", "train"], subs
@@ -300,12 +405,26 @@ def test_slurm_profile_gpu_and_memory_reach_sbatch_and_only_training_retries(tmp
     wd = copy_workflow(tmp_path / "wf")
     bin_dir, state = tmp_path / "bin", tmp_path / "slurm"
     fake_slurm.install(bin_dir, state)
-    r = subprocess.run([sys.executable, "-m", "snakemake", "data/smoke8.zip", "--cores", "1", "--configfile",
-                        "config/smoke.yaml"], cwd=wd, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "snakemake", "data/smoke8.zip", "--cores", "1", "--configfile", "config/smoke.yaml"],
+        cwd=wd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
-    (wd / "gpu.yaml").write_text(yaml.safe_dump({"device": "auto", "resources": {"gpu": 1, "mem_mb": {"train": 64000}}}))
-    r = _slurm_run(wd, bin_dir, "results/models/smoke8/clean/model.pt", "--configfile", "config/smoke.yaml", "gpu.yaml",
-                   env_extra={"FAKE_SLURM_FAIL": "1"})
+    (wd / "gpu.yaml").write_text(
+        yaml.safe_dump({"device": "auto", "resources": {"gpu": 1, "mem_mb": {"train": 64000}}})
+    )
+    r = _slurm_run(
+        wd,
+        bin_dir,
+        "results/models/smoke8/clean/model.pt",
+        "--configfile",
+        "config/smoke.yaml",
+        "gpu.yaml",
+        env_extra={"FAKE_SLURM_FAIL": "1"},
+    )
     assert r.returncode != 0
     subs = [c for c in fake_slurm.calls(state) if c["cmd"] == "sbatch"]
     assert [c["rule"] for c in subs] == ["train"] * 3, (r.stdout + r.stderr)[-4000:]
@@ -324,11 +443,28 @@ def test_slurm_profile_groups_the_short_evaluation_jobs(tmp_path):
     wd = copy_workflow(tmp_path / "wf")
     bin_dir, state = tmp_path / "bin", tmp_path / "slurm"
     fake_slurm.install(bin_dir, state)
-    r = subprocess.run([sys.executable, "-m", "snakemake", "results/samples/smoke8/clean/samples.zip", "--cores", "2",
-                        "--configfile", "config/smoke.yaml"], cwd=wd, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "results/samples/smoke8/clean/samples.zip",
+            "--cores",
+            "2",
+            "--configfile",
+            "config/smoke.yaml",
+        ],
+        cwd=wd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
-    targets = ["results/evaluation/smoke8/clean/fd_pixel.json", "results/evaluation/smoke8/clean/fd_filterbank.json",
-               "results/evaluation/smoke8/clean/neighbors_pixel.json"]
+    targets = [
+        "results/evaluation/smoke8/clean/fd_pixel.json",
+        "results/evaluation/smoke8/clean/fd_filterbank.json",
+        "results/evaluation/smoke8/clean/neighbors_pixel.json",
+    ]
     r = _slurm_run(wd, bin_dir, *targets, "--configfile", "config/smoke.yaml")
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     subs = [c for c in fake_slurm.calls(state) if c["cmd"] == "sbatch"]

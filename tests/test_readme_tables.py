@@ -4,6 +4,7 @@ The blocks are rendered from synthetic files into a temporary README; `--check` 
 write and fails after a hand edit. The last two tests compare README.md's blocks with the run that
 dvc.lock records (results/ is not in git: DVC holds it).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -12,24 +13,38 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_claims import holding_runs, write_summary
 
 from ambient.eval import claims as C
 from ambient.pipeline import readme_tables as RT
 
-from test_claims import holding_runs, write_summary
-
 REPO = Path(__file__).resolve().parents[1]
 SUMMARY, CLAIMS = "results/metrics/summary.csv", "results/metrics/claims.csv"
 
-BENCH = ("s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"  # Snakemake's header
-         "{s}\t0:00:00\t{rss}\t1\t1\t1\t0\t0\t50\t1\n")
+BENCH = (
+    "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"  # Snakemake's header
+    "{s}\t0:00:00\t{rss}\t1\t1\t1\t0\t0\t50\t1\n"
+)
 
 
-BENCH_JSON = {"threads": 2, "date": "2026-11-28", "cpu": "Test CPU", "gemm[fp32] GFLOP/s": 200.0,
-              "gemm[bf16] GFLOP/s": 400.0, "train step GFLOP": 26.8, "sample 256 GFLOP": 2500.0,
-              "train[plain] img/s": 100.0, "train[plain] GFLOP/s": 83.75, "train[plain] of fp32 peak": 0.41875,
-              "train[bf16] img/s": 150.0, "train[bf16] GFLOP/s": 125.6, "train[bf16] of bf16 peak": 0.314,
-              "sample[bf16] 256 s": 10.0, "sample[bf16] GFLOP/s": 250.0, "sample[bf16] of bf16 peak": 0.625}
+BENCH_JSON = {
+    "threads": 2,
+    "date": "2026-11-28",
+    "cpu": "Test CPU",
+    "gemm[fp32] GFLOP/s": 200.0,
+    "gemm[bf16] GFLOP/s": 400.0,
+    "train step GFLOP": 26.8,
+    "sample 256 GFLOP": 2500.0,
+    "train[plain] img/s": 100.0,
+    "train[plain] GFLOP/s": 83.75,
+    "train[plain] of fp32 peak": 0.41875,
+    "train[bf16] img/s": 150.0,
+    "train[bf16] GFLOP/s": 125.6,
+    "train[bf16] of bf16 peak": 0.314,
+    "sample[bf16] 256 s": 10.0,
+    "sample[bf16] GFLOP/s": 250.0,
+    "sample[bf16] of bf16 peak": 0.625,
+}
 
 
 def md5(path: Path) -> str:
@@ -43,23 +58,41 @@ def project(tmp_path):
     metrics.mkdir(parents=True)
     write_summary(metrics / "summary.csv", holding_runs())
     assert C.main(["--summary", str(metrics / "summary.csv"), "--out", str(metrics / "claims.csv")]) == 0
-    for rel, s, rss in [("faces24/clean/train.tsv", 843.2, 612.5), ("faces24/dust-p0.50/train.tsv", 402.1, 520),
-                        ("faces24/clean/neighbors_pixel.tsv", 5.5, "NA"), ("faces24/ref_pixel.tsv", 2.0, 300),
-                        ("claims.tsv", 0.4, 30.1)]:
+    for rel, s, rss in [
+        ("faces24/clean/train.tsv", 843.2, 612.5),
+        ("faces24/dust-p0.50/train.tsv", 402.1, 520),
+        ("faces24/clean/neighbors_pixel.tsv", 5.5, "NA"),
+        ("faces24/ref_pixel.tsv", 2.0, 300),
+        ("claims.tsv", 0.4, 30.1),
+    ]:
         p = tmp_path / "benchmarks" / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(BENCH.format(s=s, rss=rss))
     (tmp_path / "benchmarks" / "bench.json").write_text(json.dumps(BENCH_JSON))
     readme = tmp_path / "README.md"
-    readme.write_text("# title\n\nHand-written text stays.\n\n"
-                      + "".join(f"{RT.begin_marker(b)}\nplaceholder\n{RT.end_marker(b)}\n\nbetween\n\n"
-                                for b in RT.BLOCKS) + "the end\n", encoding="utf-8")
+    readme.write_text(
+        "# title\n\nHand-written text stays.\n\n"
+        + "".join(f"{RT.begin_marker(b)}\nplaceholder\n{RT.end_marker(b)}\n\nbetween\n\n" for b in RT.BLOCKS)
+        + "the end\n",
+        encoding="utf-8",
+    )
     return tmp_path
 
 
 def tables(project: Path, *args: str) -> int:
-    return RT.main(["--readme", str(project / "README.md"), "--summary", str(project / SUMMARY),
-                    "--claims", str(project / CLAIMS), "--benchmarks", str(project / "benchmarks"), *args])
+    return RT.main(
+        [
+            "--readme",
+            str(project / "README.md"),
+            "--summary",
+            str(project / SUMMARY),
+            "--claims",
+            str(project / CLAIMS),
+            "--benchmarks",
+            str(project / "benchmarks"),
+            *args,
+        ]
+    )
 
 
 def test_write_then_check_then_hand_edit(project, capsys):
@@ -79,10 +112,14 @@ def test_write_then_check_then_hand_edit(project, capsys):
     assert f"<!-- source: {SUMMARY} md5={md5(project / SUMMARY)} -->" in body
     assert "Dataset `faces24`, 256 samples per model" in body and "held-out split" in body
     assert "extractor `filterbank` (columns `kd_filterbank_heldout`, `fd_filterbank_heldout`)" in body
-    assert ("| model | steps | share > 0.95 | share > 0.90 | mean top-1 sim | held-out KD ± std | held-out FD | "
-            "inpaint extracted U=1 | inpaint extracted U=5 | noise extracted | mask-key extracted | HF energy of samples |") in body
-    assert "| clean | 3000 | 0.672 | 0.772 | 0.800 | 0.000700 ± 0.00100 | 0.0210 | 0.340 | 0.680 | 0.540 | 0 | 0.0170 |" \
+    assert (
+        "| model | steps | share > 0.95 | share > 0.90 | mean top-1 sim | held-out KD ± std | held-out FD | "
+        "inpaint extracted U=1 | inpaint extracted U=5 | noise extracted | mask-key extracted | HF energy of samples |"
+    ) in body
+    assert (
+        "| clean | 3000 | 0.672 | 0.772 | 0.800 | 0.000700 ± 0.00100 | 0.0210 | 0.340 | 0.680 | 0.540 | 0 | 0.0170 |"
         in body
+    )
     assert "Mask key: sampling from noise with a training image's own training mask" in body
     for label in ("| dust p=0.2 |", "| box p=0.4 |", "| noise sigma_n=0.4 (Tweedie) |", "| noise sigma_n=0.4, naive |"):
         assert label in body, label
@@ -156,11 +193,15 @@ def test_readme_without_markers_says_which_lines_to_add(project, capsys):
 
 
 def test_block_sources_and_rule_names():
-    text = (f"{RT.begin_marker('results')}\n<!-- source: results/metrics/summary.csv md5={'a' * 32} -->\n"
-            f"{RT.end_marker('results')}\n<!-- BEGIN claims -->\n<!-- source: x.csv md5={'b' * 32} -->\n"
-            "<!-- END claims -->\n")
-    assert RT.block_sources(text) == {"results": {"results/metrics/summary.csv": "a" * 32},
-                                      "claims": {"x.csv": "b" * 32}}
+    text = (
+        f"{RT.begin_marker('results')}\n<!-- source: results/metrics/summary.csv md5={'a' * 32} -->\n"
+        f"{RT.end_marker('results')}\n<!-- BEGIN claims -->\n<!-- source: x.csv md5={'b' * 32} -->\n"
+        "<!-- END claims -->\n"
+    )
+    assert RT.block_sources(text) == {
+        "results": {"results/metrics/summary.csv": "a" * 32},
+        "claims": {"x.csv": "b" * 32},
+    }
     assert RT.rule_of(Path("faces24/clean/train.tsv")) == "train"
     assert RT.rule_of(Path("faces24/noise-s0.40-naive/attack_inpaint.tsv")) == "attack_inpaint"
     assert RT.rule_of(Path("faces24/train/clean.tsv")) == "train"  # a {dataset}/{rule}/{run} layout
@@ -177,11 +218,13 @@ def test_extended_benchmark_format_names_the_rule(tmp_path):
 
 # ---------------------------------------------------------------- README.md against the recorded run
 
+
 def _lock_md5() -> dict[str, str]:
     """out path -> md5 that dvc.lock records."""
     lock = yaml.safe_load((REPO / "dvc.lock").read_text())
-    return {o["path"]: o["md5"] for stage in lock.get("stages", {}).values() for o in stage.get("outs", [])
-            if "md5" in o}
+    return {
+        o["path"]: o["md5"] for stage in lock.get("stages", {}).values() for o in stage.get("outs", []) if "md5" in o
+    }
 
 
 README_SOURCES = RT.block_sources((REPO / "README.md").read_text(encoding="utf-8"))
@@ -191,23 +234,39 @@ def test_readme_numbers_come_from_the_recorded_run():
     """The md5 in README.md's blocks is the md5 dvc.lock records for summary.csv (and claims.csv)."""
     lock = _lock_md5()
     assert SUMMARY in lock, "dvc.lock records no results/metrics/summary.csv"
-    assert README_SOURCES["results"] == {SUMMARY: lock[SUMMARY]}, \
+    assert README_SOURCES["results"] == {SUMMARY: lock[SUMMARY]}, (
         "README.md's results block was not generated from the summary.csv dvc.lock records"
+    )
     if CLAIMS in lock or "claims" in README_SOURCES:
         assert CLAIMS in lock, "README.md has a claims block, but dvc.lock records no claims.csv"
-        assert README_SOURCES.get("claims") == {CLAIMS: lock[CLAIMS]}, \
+        assert README_SOURCES.get("claims") == {CLAIMS: lock[CLAIMS]}, (
             "README.md's claims block was not generated from the claims.csv dvc.lock records"
+        )
 
 
 def test_readme_check_passes_on_the_recorded_files(capsys):
     """Where the recorded files are here (`dvc pull evaluate`), the README is what they generate."""
     lock = _lock_md5()
-    blocks = [b for b, path in (("results", SUMMARY), ("claims", CLAIMS))
-              if b in README_SOURCES and (REPO / path).is_file() and md5(REPO / path) == lock.get(path)]
+    blocks = [
+        b
+        for b, path in (("results", SUMMARY), ("claims", CLAIMS))
+        if b in README_SOURCES and (REPO / path).is_file() and md5(REPO / path) == lock.get(path)
+    ]
     if "results" not in blocks:
         pytest.skip(f"{SUMMARY} of the recorded run is not here (`dvc pull evaluate` brings it)")
-    rc = RT.main(["--readme", str(REPO / "README.md"), "--summary", str(REPO / SUMMARY),
-                  "--claims", str(REPO / CLAIMS), "--check", "--blocks", *blocks])
+    rc = RT.main(
+        [
+            "--readme",
+            str(REPO / "README.md"),
+            "--summary",
+            str(REPO / SUMMARY),
+            "--claims",
+            str(REPO / CLAIMS),
+            "--check",
+            "--blocks",
+            *blocks,
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
 
 
@@ -215,8 +274,14 @@ def test_timings_name_the_bound_of_the_run(project):
     """benchmarks/critical_path.json (written by `make reproduce`) adds the run's two bounds."""
     assert tables(project) == 0
     before = RT.find_blocks((project / "README.md").read_text())["timings"]
-    report = {"jobs": 87, "cores": 2, "wall_s": 2340.0, "job_s": 4680.0, "throughput_bound_s": 2340.0,
-              "longest_chain_s": 702.0}
+    report = {
+        "jobs": 87,
+        "cores": 2,
+        "wall_s": 2340.0,
+        "job_s": 4680.0,
+        "throughput_bound_s": 2340.0,
+        "longest_chain_s": 702.0,
+    }
     (project / "benchmarks" / "critical_path.json").write_text(json.dumps(report))
     assert tables(project) == 0
     timings = RT.find_blocks((project / "README.md").read_text())["timings"]

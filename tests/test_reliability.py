@@ -1,5 +1,6 @@
 """Issue 11: a run directory is never mislabelled or shared, bad inputs get one clear line,
 identical runs write identical bytes."""
+
 import os
 import stat
 import subprocess
@@ -8,16 +9,15 @@ import time
 
 import pytest
 import torch
+from conftest import TINY_NET_ARGS, run_cli
+from test_training import _cfg, _Evil
+from test_training import _states_equal as _same
 
 from ambient.training import list_checkpoints, load_checkpoint, train
 from ambient.utils import atomic_path, run_dir_lock
 
-from conftest import TINY_NET_ARGS, run_cli
-from test_training import _Evil, _cfg
-from test_training import _states_equal as _same
-
-
 # ---------------------------------------------------------------- a shorter run never returns a longer one
+
 
 def test_a_shorter_run_in_a_longer_runs_directory_is_trained_to_its_own_step(tiny_dataset, tmp_path):
     train(_cfg(tiny_dataset, steps=8), tmp_path / "long", progress=False)
@@ -44,10 +44,13 @@ def test_resume_with_other_settings_names_every_differing_key(tiny_dataset, tmp_
     with pytest.raises(ValueError) as e:
         train(_cfg(tiny_dataset, steps=4, lr=0.5, ema_decay=0.9), tmp_path, progress=False)
     assert "lr=" in str(e.value) and "ema_decay=" in str(e.value) and "--run-dir" in str(e.value)
-    train(_cfg(tiny_dataset, steps=4, log_every=2, checkpoint_every=4), tmp_path, progress=False)  # bookkeeping may change
+    train(
+        _cfg(tiny_dataset, steps=4, log_every=2, checkpoint_every=4), tmp_path, progress=False
+    )  # bookkeeping may change
 
 
 # ---------------------------------------------------------------- one writer per run directory
+
 
 def test_a_second_writer_on_a_run_directory_is_refused(tmp_path):
     with run_dir_lock(tmp_path):
@@ -59,11 +62,31 @@ def test_a_second_writer_on_a_run_directory_is_refused(tmp_path):
 
 
 def test_two_train_processes_on_one_run_directory(tiny_dataset, tmp_path):
-    args = ["train", "--dataset", tiny_dataset, "--corruption", "clean", "--steps", 400, "--batch-size", 4,
-            "--checkpoint-every", 50, "--threads", 1, "--device", "cpu", "--quiet", *TINY_NET_ARGS,
-            "--run-dir", tmp_path / "run"]
+    args = [
+        "train",
+        "--dataset",
+        tiny_dataset,
+        "--corruption",
+        "clean",
+        "--steps",
+        400,
+        "--batch-size",
+        4,
+        "--checkpoint-every",
+        50,
+        "--threads",
+        1,
+        "--device",
+        "cpu",
+        "--quiet",
+        *TINY_NET_ARGS,
+        "--run-dir",
+        tmp_path / "run",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    first = subprocess.Popen([sys.executable, "-m", "ambient", *map(str, args)], stderr=subprocess.PIPE, text=True, env=env)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "ambient", *map(str, args)], stderr=subprocess.PIPE, text=True, env=env
+    )
     deadline = time.time() + 120
     while not (tmp_path / "run" / "train_log.jsonl").exists() and first.poll() is None and time.time() < deadline:
         time.sleep(0.2)
@@ -76,29 +99,61 @@ def test_two_train_processes_on_one_run_directory(tiny_dataset, tmp_path):
 
 # ---------------------------------------------------------------- nonsense settings
 
-@pytest.mark.parametrize("flag,value,words", [
-    ("--consistency-weight", "-1", "consistency_weight"),
-    ("--ema-decay", "2", "ema_decay"),
-    ("--warmup-steps", "-5", "warmup_steps"),
-    ("--attn-resolutions", "99", "attn_resolutions"),
-    ("--threads", "0", "threads"),
-    ("--log-every", "0", "log_every"),
-    ("--lr", "0", "lr"),
-    ("--steps", "0", "steps"),
-    ("--grad-clip", "-1", "grad_clip"),
-])
+
+@pytest.mark.parametrize(
+    "flag,value,words",
+    [
+        ("--consistency-weight", "-1", "consistency_weight"),
+        ("--ema-decay", "2", "ema_decay"),
+        ("--warmup-steps", "-5", "warmup_steps"),
+        ("--attn-resolutions", "99", "attn_resolutions"),
+        ("--threads", "0", "threads"),
+        ("--log-every", "0", "log_every"),
+        ("--lr", "0", "lr"),
+        ("--steps", "0", "steps"),
+        ("--grad-clip", "-1", "grad_clip"),
+    ],
+)
 def test_train_refuses_nonsense_in_one_line(tiny_dataset, tmp_path, flag, value, words):
-    r = run_cli(["train", "--dataset", tiny_dataset, "--corruption", "clean", "--steps", 2, "--batch-size", 4,
-                 "--run-dir", tmp_path / "run", "--quiet", *TINY_NET_ARGS, flag, value])
+    r = run_cli(
+        [
+            "train",
+            "--dataset",
+            tiny_dataset,
+            "--corruption",
+            "clean",
+            "--steps",
+            2,
+            "--batch-size",
+            4,
+            "--run-dir",
+            tmp_path / "run",
+            "--quiet",
+            *TINY_NET_ARGS,
+            flag,
+            value,
+        ]
+    )
     assert r.returncode == 2, r.stderr
     named = words in r.stderr or f"{flag} {value}" in r.stderr  # the setting, or the flag as typed
     assert named and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not list_checkpoints(tmp_path / "run")
 
 
-@pytest.mark.parametrize("key,value", [("consistency_weight", -1.0), ("ema_decay", 2.0), ("warmup_steps", -5),
-                                       ("log_every", 0), ("lr", 0.0), ("grad_clip", -1.0), ("steps", 0),
-                                       ("formulation", "other"), ("keep_checkpoints", 0)])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("consistency_weight", -1.0),
+        ("ema_decay", 2.0),
+        ("warmup_steps", -5),
+        ("log_every", 0),
+        ("lr", 0.0),
+        ("grad_clip", -1.0),
+        ("steps", 0),
+        ("formulation", "other"),
+        ("keep_checkpoints", 0),
+    ],
+)
 def test_the_training_config_is_the_one_place_settings_are_checked(tiny_dataset, key, value):
     """The Snakemake rules and the CLI both build a TrainConfig: one check, one message naming the key."""
     with pytest.raises(ValueError, match=key):
@@ -119,6 +174,7 @@ def test_unwritable_out_fails_before_training(tiny_dataset, tmp_path):
 
 
 # ---------------------------------------------------------------- torn logs, stale temporaries
+
 
 def test_a_torn_last_log_line_and_stale_temporaries_do_not_block_resume(tiny_dataset, tmp_path):
     train(_cfg(tiny_dataset, steps=4), tmp_path, progress=False)
@@ -142,11 +198,14 @@ def test_a_broken_middle_log_line_is_named(tiny_dataset, tmp_path):
 
 # ---------------------------------------------------------------- identical runs, identical bytes
 
+
 def test_identical_trainings_write_identical_checkpoint_bytes(tiny_dataset, tmp_path):
     a = train(_cfg(tiny_dataset, steps=2), tmp_path / "a", progress=False)
     b = train(_cfg(tiny_dataset, steps=2), tmp_path / "b", progress=False)
     assert a.read_bytes() == b.read_bytes()
-    assert (tmp_path / "a" / "checkpoint-0000002.pt").read_bytes() == (tmp_path / "b" / "checkpoint-0000002.pt").read_bytes()
+    assert (tmp_path / "a" / "checkpoint-0000002.pt").read_bytes() == (
+        tmp_path / "b" / "checkpoint-0000002.pt"
+    ).read_bytes()
 
 
 def test_atomic_writes_respect_the_umask(tmp_path):
@@ -161,12 +220,16 @@ def test_atomic_writes_respect_the_umask(tmp_path):
 
 # ---------------------------------------------------------------- prepare: every number checked, 0 is 0
 
-@pytest.mark.parametrize("args,words", [
-    (["--num-images", "-2"], "--num-images -2"),
-    (["--num-images", "0"], "--num-images 0"),
-    (["--resolution", "0"], "--resolution 0"),
-    (["--heldout-images", "-1"], "--heldout-images -1"),
-])
+
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["--num-images", "-2"], "--num-images -2"),
+        (["--num-images", "0"], "--num-images 0"),
+        (["--resolution", "0"], "--resolution 0"),
+        (["--heldout-images", "-1"], "--heldout-images -1"),
+    ],
+)
 def test_prepare_refuses_nonsense_numbers(tmp_path, args, words):
     r = run_cli(["prepare", "--out", tmp_path / "d.zip", *args])
     assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
@@ -185,8 +248,21 @@ def _folder(tmp_path, sizes):
 
 def test_prepare_folder_with_zero_images_and_tiny_sources(tmp_path):
     folder = _folder(tmp_path, [16, 16, 16])
-    r = run_cli(["prepare", "--source", "folder", "--folder", folder, "--resolution", "8", "--num-images", "0",
-                 "--out", tmp_path / "d.zip"])
+    r = run_cli(
+        [
+            "prepare",
+            "--source",
+            "folder",
+            "--folder",
+            folder,
+            "--resolution",
+            "8",
+            "--num-images",
+            "0",
+            "--out",
+            tmp_path / "d.zip",
+        ]
+    )
     assert r.returncode == 2 and "--num-images 0" in r.stderr and "Traceback" not in r.stderr, r.stderr
     (folder / "tiny.png").unlink(missing_ok=True)
     from PIL import Image
@@ -197,6 +273,7 @@ def test_prepare_folder_with_zero_images_and_tiny_sources(tmp_path):
 
 
 # ---------------------------------------------------------------- prepared zips: checked, members named
+
 
 def _rezip(src, dst, drop=(), replace=None):
     import zipfile
@@ -231,19 +308,24 @@ def test_prepared_zips_are_checked_and_their_members_named(tmp_path):
         manifest = json.loads(zf.read("dataset.json"))
     buf = io.BytesIO()
     Image.new("L", (5, 5)).save(buf, format="PNG")
-    for name, payload, words in [("junk.zip", b"not a png", "000001.png is not a readable image"),
-                                 ("size.zip", buf.getvalue(), "000001.png is uint8 1x5x5")]:
+    for name, payload, words in [
+        ("junk.zip", b"not a png", "000001.png is not a readable image"),
+        ("size.zip", buf.getvalue(), "000001.png is uint8 1x5x5"),
+    ]:
         import hashlib
 
         m = json.loads(json.dumps(manifest))
         m["images"][1]["sha256"] = hashlib.sha256(payload).hexdigest()
-        _rezip(tmp_path / "a.zip", tmp_path / name, replace={"000001.png": payload, "dataset.json": json.dumps(m).encode()})
+        _rezip(
+            tmp_path / "a.zip", tmp_path / name, replace={"000001.png": payload, "dataset.json": json.dumps(m).encode()}
+        )
         with pytest.raises(ValueError) as e:
             read_image_zip(tmp_path / name)
         assert name in str(e.value) and words in str(e.value), str(e.value)
 
 
 # ---------------------------------------------------------------- checkpoints: one line naming the file
+
 
 def test_a_checkpoint_that_does_not_fit_its_config_is_one_line(tiny_dataset, tmp_path):
     from ambient.training import load_model
@@ -269,12 +351,26 @@ def test_the_refusal_of_pickled_code_is_one_short_line_per_command(tiny_dataset,
     run = tmp_path / "run"
     run.mkdir()
     (run / "checkpoint-0000002.pt").write_bytes((tmp_path / "evil.pt").read_bytes())
-    r = run_cli(["train", "--dataset", tiny_dataset, "--steps", 4, "--batch-size", 4, "--quiet", *TINY_NET_ARGS,
-                 "--run-dir", run])
+    r = run_cli(
+        [
+            "train",
+            "--dataset",
+            tiny_dataset,
+            "--steps",
+            4,
+            "--batch-size",
+            4,
+            "--quiet",
+            *TINY_NET_ARGS,
+            "--run-dir",
+            run,
+        ]
+    )
     assert r.returncode == 2 and "checkpoint-0000002.pt" in r.stderr and "delete it to resume" in r.stderr, r.stderr
 
 
 # ---------------------------------------------------------------- sample: errors before the work
+
 
 @pytest.mark.parametrize("flag,value", [("--num", "0"), ("--batch-size", "0"), ("--steps", "0"), ("--threads", "0")])
 def test_sample_refuses_nonsense_before_loading(tmp_path, flag, value):
@@ -284,16 +380,27 @@ def test_sample_refuses_nonsense_before_loading(tmp_path, flag, value):
 
 # ---------------------------------------------------------------- the schema and the dataclass agree
 
-TRAINING_BAD = [("ema_decay", 1.0), ("ema_decay", -0.1), ("warmup_steps", -5), ("lr", 0.0), ("grad_clip", -1.0),
-                ("consistency_weight", -1.0), ("log_every", 0), ("steps", 0), ("batch_size", 0), ("seed", -1),
-                ("checkpoint_every", 0), ("formulation", "other"), ("precision", "fp16")]
+TRAINING_BAD = [
+    ("ema_decay", 1.0),
+    ("ema_decay", -0.1),
+    ("warmup_steps", -5),
+    ("lr", 0.0),
+    ("grad_clip", -1.0),
+    ("consistency_weight", -1.0),
+    ("log_every", 0),
+    ("steps", 0),
+    ("batch_size", 0),
+    ("seed", -1),
+    ("checkpoint_every", 0),
+    ("formulation", "other"),
+    ("precision", "fp16"),
+]
 
 
 @pytest.mark.parametrize("key,value", TRAINING_BAD)
 def test_the_workflow_schema_refuses_what_the_training_config_refuses(tiny_dataset, key, value):
     """The Snakemake config is refused before any job for the same settings a TrainConfig refuses."""
     from snakemake.exceptions import WorkflowError
-
     from test_workflow import REPO, load_common, smoke_config
 
     cfg = smoke_config()

@@ -2,6 +2,7 @@
 exact resume after kill -9, the early-stopped sampler, both attacks, range errors, the missing-model
 error, the DAG of config/paper-sdxl.yaml, and (slow) the smoke config end to end.
 The Gaussian-toy minimiser test of the latent Tweedie loss is in tests/test_latent_tweedie.py."""
+
 from __future__ import annotations
 
 import json
@@ -49,9 +50,34 @@ def sdxl(tiny):
 
 
 def _train_args(model, data, run_dir, out, steps=4):
-    return ["sdxl-train", "--model", model, "--dataset", data, "--t-n", "100", "--steps", str(steps),
-            "--batch-size", "2", "--lr", "1e-3", "--checkpoint-every", "2", "--log-every", "1",
-            "--run-dir", run_dir, "--out", out, "--device", "cpu", "--threads", "1", "--quiet"]
+    return [
+        "sdxl-train",
+        "--model",
+        model,
+        "--dataset",
+        data,
+        "--t-n",
+        "100",
+        "--steps",
+        str(steps),
+        "--batch-size",
+        "2",
+        "--lr",
+        "1e-3",
+        "--checkpoint-every",
+        "2",
+        "--log-every",
+        "1",
+        "--run-dir",
+        run_dir,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--quiet",
+    ]
 
 
 def test_tiny_models_load_with_the_same_code_as_real_ones(tiny, sdxl):
@@ -87,8 +113,9 @@ def test_kill_and_resume_is_exact_and_only_lora_changes(tiny, tmp_path, sdxl):
     for k in a["lora"]:
         assert torch.equal(a["lora"][k], b["lora"][k]), k
     logs = [(tmp_path / d / "train_log.jsonl").read_text() for d in ("one", "two")]
-    assert logs[0] == logs[1] or [ln.split('"s"')[0] for ln in logs[0].splitlines()] == \
-        [ln.split('"s"')[0] for ln in logs[1].splitlines()]
+    assert logs[0] == logs[1] or [ln.split('"s"')[0] for ln in logs[0].splitlines()] == [
+        ln.split('"s"')[0] for ln in logs[1].splitlines()
+    ]
     # the adapter file holds LoRA tensors only; the base weights are untouched, LoRA B moved from its zero init
     assert all("lora_" in k for k in a["lora"])
     ckpt = torch.load(tmp_path / "one" / "checkpoint-0000004.pt", weights_only=True)
@@ -116,8 +143,10 @@ def test_training_with_the_consistency_term_changes_only_lora_and_moves_the_loss
     for name, extra in (("plain", []), ("consistent", ["--consistency-weight", "1.0"])):
         args = _train_args(model, data, tmp_path / name, tmp_path / f"{name}.pt", steps=2) + extra
         assert main(list(map(str, args))) == 0
-    losses = {n: [json.loads(ln)["loss"] for ln in (tmp_path / n / "train_log.jsonl").read_text().splitlines()]
-              for n in ("plain", "consistent")}
+    losses = {
+        n: [json.loads(ln)["loss"] for ln in (tmp_path / n / "train_log.jsonl").read_text().splitlines()]
+        for n in ("plain", "consistent")
+    }
     assert losses["plain"][0] != losses["consistent"][0] and all(map(math.isfinite, losses["consistent"]))
     assert torch.load(tmp_path / "consistent.pt", weights_only=True)["config"]["consistency_weight"] == 1.0
     m, _ = load_finetuned(model, tmp_path / "consistent.pt")
@@ -173,7 +202,6 @@ def test_mask_fraction_out_of_range_is_a_clear_error(fraction):
 
 def test_noise_levels_out_of_range_are_clear_errors(sdxl, tiny, tmp_path, capsys):
     from ambient.cli import main
-
     from ambient.latent.attacks import noise_attack
     from ambient.latent.generate import generate
 
@@ -184,11 +212,47 @@ def test_noise_levels_out_of_range_are_clear_errors(sdxl, tiny, tmp_path, capsys
     with pytest.raises(ValueError, match="stop_t=999"):
         generate(sdxl, sdxl.condition("", 64), 1, 64, stop_t=999)
     capsys.readouterr()
-    assert main(["sdxl-attack-inpaint", "--model", str(tiny[0]), "--images", str(tiny[1]), "--fraction", "1.2",
-                 "--out-dir", str(tmp_path / "attack"), "--device", "cpu"]) == 2
+    assert (
+        main(
+            [
+                "sdxl-attack-inpaint",
+                "--model",
+                str(tiny[0]),
+                "--images",
+                str(tiny[1]),
+                "--fraction",
+                "1.2",
+                "--out-dir",
+                str(tmp_path / "attack"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     assert "mask_fraction=1.2 must lie in (0, 1)" in capsys.readouterr().err
-    assert main(["sdxl-train", "--model", str(tiny[0]), "--dataset", str(tiny[1]), "--t-n", "999", "--steps", "1",
-                 "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "x.pt"), "--device", "cpu"]) == 2
+    assert (
+        main(
+            [
+                "sdxl-train",
+                "--model",
+                str(tiny[0]),
+                "--dataset",
+                str(tiny[1]),
+                "--t-n",
+                "999",
+                "--steps",
+                "1",
+                "--run-dir",
+                str(tmp_path / "run"),
+                "--out",
+                str(tmp_path / "x.pt"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     assert "t_n=999" in capsys.readouterr().err
 
 
@@ -205,8 +269,14 @@ def test_missing_model_fails_before_any_work_naming_it(tmp_path, capsys):
 
 
 def _snakemake(*args, cwd=REPO):
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def test_paper_sdxl_dry_run_lists_every_sdxl_job_and_no_pixel_job():
@@ -215,10 +285,20 @@ def test_paper_sdxl_dry_run_lists_every_sdxl_job_and_no_pixel_job():
     out = r.stdout + r.stderr
     cfg = yaml.safe_load((REPO / "config/paper-sdxl.yaml").read_text())["sdxl"]
     levels, samplers = len(cfg["noise_levels"]), 2
-    expected = {"sdxl_locate_model": 1, "sdxl_prepare": 2, "sdxl_train": levels, "sdxl_generate": levels * samplers,
-                "sdxl_score_generations": levels * samplers, "sdxl_attack_noise": 1, "sdxl_attack_inpaint": 1,
-                "sdxl_score_attack": 3, "sdxl_fig1_4_attacks": 1, "sdxl_fig5_7_generations": 1,
-                "sdxl_fig8_similarity_histograms": 1, "all": 1}
+    expected = {
+        "sdxl_locate_model": 1,
+        "sdxl_prepare": 2,
+        "sdxl_train": levels,
+        "sdxl_generate": levels * samplers,
+        "sdxl_score_generations": levels * samplers,
+        "sdxl_attack_noise": 1,
+        "sdxl_attack_inpaint": 1,
+        "sdxl_score_attack": 3,
+        "sdxl_fig1_4_attacks": 1,
+        "sdxl_fig5_7_generations": 1,
+        "sdxl_fig8_similarity_histograms": 1,
+        "all": 1,
+    }
     for rule, count in expected.items():
         assert re.search(rf"^{rule}\s+{count}$", out, re.M), f"{rule} x{count} not planned:\n{out}"
     assert re.search(rf"^total\s+{sum(expected.values())}$", out, re.M), out
@@ -234,8 +314,9 @@ def _sdxl_config(path):
 
     ns = load_common()
     exec(compile((REPO / "workflow/rules/sdxl_common.smk").read_text(), "sdxl_common.smk", "exec"), ns)
-    ns["config"] = _merged(yaml.safe_load((REPO / "config/config.yaml").read_text()),
-                           yaml.safe_load((REPO / path).read_text()))
+    ns["config"] = _merged(
+        yaml.safe_load((REPO / "config/config.yaml").read_text()), yaml.safe_load((REPO / path).read_text())
+    )
     return ns
 
 
@@ -252,9 +333,11 @@ def test_sdxl_configs_are_valid_and_switch_the_pixel_branch_off(path):
 def test_sdxl_config_errors_name_the_key():
     from snakemake.exceptions import WorkflowError
 
-    for key, value, where in [("attack", {"mask_fraction": 1.5}, r"sdxl\.attack\.mask_fraction"),
-                              ("noise_levels", [100, 1000], r"sdxl\.noise_levels\[1\]"),
-                              ("attack", {"t_attack": 1000}, r"sdxl\.attack\.t_attack")]:
+    for key, value, where in [
+        ("attack", {"mask_fraction": 1.5}, r"sdxl\.attack\.mask_fraction"),
+        ("noise_levels", [100, 1000], r"sdxl\.noise_levels\[1\]"),
+        ("attack", {"t_attack": 1000}, r"sdxl\.attack\.t_attack"),
+    ]:
         ns = _sdxl_config("config/sdxl-smoke.yaml")
         s = ns["config"]["sdxl"]
         s[key] = {**s[key], **value} if isinstance(value, dict) else value
@@ -276,7 +359,10 @@ def test_sdxl_env_mirrors_the_sdxl_extra():
     assert all(dev.get(k) == v for k, v in extra.items())
     env = yaml.safe_load((REPO / "workflow/envs/sdxl.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
-    ours = {Requirement(r).name: str(Requirement(r).specifier) for r in project["dependencies"] + project["optional-dependencies"]["sdxl"]}
+    ours = {
+        Requirement(r).name: str(Requirement(r).specifier)
+        for r in project["dependencies"] + project["optional-dependencies"]["sdxl"]
+    }
     assert {Requirement(r).name: str(Requirement(r).specifier) for r in pip} == ours
 
 

@@ -3,15 +3,22 @@ import signal
 
 import pytest
 import torch
+from conftest import TINY_NET, TINY_NET_ARGS, run_cli
 
 from ambient.training import TrainConfig, list_checkpoints, load_checkpoint, model_from_checkpoint, train
 
-from conftest import TINY_NET, TINY_NET_ARGS, run_cli
-
 
 def _cfg(dataset, **kw):
-    base = dict(dataset=str(dataset), corruption={"kind": "dust", "p": 0.5, "delta": 0.1, "sigma_n": 0.0, "seed": 0},
-                network=TINY_NET, steps=6, batch_size=8, warmup_steps=2, checkpoint_every=2, log_every=1)
+    base = dict(
+        dataset=str(dataset),
+        corruption={"kind": "dust", "p": 0.5, "delta": 0.1, "sigma_n": 0.0, "seed": 0},
+        network=TINY_NET,
+        steps=6,
+        batch_size=8,
+        warmup_steps=2,
+        checkpoint_every=2,
+        log_every=1,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -31,8 +38,29 @@ def test_training_is_deterministic_and_seed_dependent(tiny_dataset, tmp_path):
 
 
 def test_kill_and_resume_is_bitwise_identical(tiny_dataset, tmp_path):
-    args = ["train", "--dataset", tiny_dataset, "--corruption", "dust-p0.50", "--steps", 8, "--batch-size", 8,
-            "--warmup-steps", 2, "--checkpoint-every", 2, "--log-every", 1, "--threads", 1, "--device", "cpu", "--quiet", *TINY_NET_ARGS]
+    args = [
+        "train",
+        "--dataset",
+        tiny_dataset,
+        "--corruption",
+        "dust-p0.50",
+        "--steps",
+        8,
+        "--batch-size",
+        8,
+        "--warmup-steps",
+        2,
+        "--checkpoint-every",
+        2,
+        "--log-every",
+        1,
+        "--threads",
+        1,
+        "--device",
+        "cpu",
+        "--quiet",
+        *TINY_NET_ARGS,
+    ]
     one_go = run_cli([*args, "--run-dir", tmp_path / "one"])
     assert one_go.returncode == 0, one_go.stderr
 
@@ -90,14 +118,53 @@ def test_resume_with_other_settings_is_refused_naming_the_key(tiny_dataset, tmp_
 
 
 def test_cli_end_to_end_and_errors(tiny_dataset, tmp_path):
-    r = run_cli(["train", "--dataset", tiny_dataset, "--corruption", "clean", "--steps", 3, "--batch-size", 4,
-                 "--run-dir", tmp_path / "run", "--out", tmp_path / "model.pt", "--quiet", *TINY_NET_ARGS])
+    r = run_cli(
+        [
+            "train",
+            "--dataset",
+            tiny_dataset,
+            "--corruption",
+            "clean",
+            "--steps",
+            3,
+            "--batch-size",
+            4,
+            "--run-dir",
+            tmp_path / "run",
+            "--out",
+            tmp_path / "model.pt",
+            "--quiet",
+            *TINY_NET_ARGS,
+        ]
+    )
     assert r.returncode == 0, r.stderr
-    r = run_cli(["sample", "--checkpoint", tmp_path / "model.pt", "--num", 6, "--steps", 3,
-                 "--out", tmp_path / "s.zip", "--quiet"])
+    r = run_cli(
+        [
+            "sample",
+            "--checkpoint",
+            tmp_path / "model.pt",
+            "--num",
+            6,
+            "--steps",
+            3,
+            "--out",
+            tmp_path / "s.zip",
+            "--quiet",
+        ]
+    )
     assert r.returncode == 0, r.stderr
-    r = run_cli(["neighbors", "--samples", tmp_path / "s.zip", "--train", tiny_dataset, "--out", tmp_path / "nn.json",
-                 "--quiet"])
+    r = run_cli(
+        [
+            "neighbors",
+            "--samples",
+            tmp_path / "s.zip",
+            "--train",
+            tiny_dataset,
+            "--out",
+            tmp_path / "nn.json",
+            "--quiet",
+        ]
+    )
     assert r.returncode == 0, r.stderr
     import json
 

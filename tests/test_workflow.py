@@ -5,6 +5,7 @@ profiles/) into a temporary directory and runs config/smoke.yaml there: every fi
 executed notebooks, summary.csv and the HTML report, then `snakemake -n` must find nothing to do,
 also after a DVC-style restore (new mtimes) followed by `snakemake --touch`.
 """
+
 from __future__ import annotations
 
 import base64
@@ -44,8 +45,14 @@ def copy_workflow(dest: Path) -> Path:
 def snakemake(workdir: Path, *args, timeout: float = 600) -> subprocess.CompletedProcess:
     """`python -m snakemake ARGS` in `workdir` with this interpreter (the jobs inherit it)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "snakemake", *map(str, args)], cwd=workdir, capture_output=True,
-                          text=True, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *map(str, args)],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
 
 
 def load_common() -> dict:
@@ -66,16 +73,30 @@ def default_config() -> dict:
 
 # ---------------------------------------------------------------- config and schema (fast)
 
+
 def test_run_names_round_trip_through_the_library():
     from ambient.corruption import Corruption
     from ambient.runs import parse_run_name
 
-    entries = [{"kind": "clean"}, {"kind": "dust", "p": 0.2, "delta": 0.1}, {"kind": "dust", "p": 0.5},
-               {"kind": "box", "p": 0.4, "delta": 0.0}, {"kind": "noise", "sigma_n": 0.2},
-               {"kind": "noise", "sigma_n": 0.2, "loss": "auto"}, {"kind": "noise", "sigma_n": 0.4, "loss": "edm"}]
+    entries = [
+        {"kind": "clean"},
+        {"kind": "dust", "p": 0.2, "delta": 0.1},
+        {"kind": "dust", "p": 0.5},
+        {"kind": "box", "p": 0.4, "delta": 0.0},
+        {"kind": "noise", "sigma_n": 0.2},
+        {"kind": "noise", "sigma_n": 0.2, "loss": "auto"},
+        {"kind": "noise", "sigma_n": 0.4, "loss": "edm"},
+    ]
     names = [layout.run_name(e) for e in entries]
-    assert names == ["clean", "dust-p0.20", "dust-p0.50", "box-p0.40", "noise-s0.20", "noise-s0.20",
-                     "noise-s0.40-naive"]
+    assert names == [
+        "clean",
+        "dust-p0.20",
+        "dust-p0.50",
+        "box-p0.40",
+        "noise-s0.20",
+        "noise-s0.20",
+        "noise-s0.40-naive",
+    ]
     for e, name in zip(entries, names):
         corr = Corruption(kind=e["kind"], p=e.get("p", 0.0), delta=e.get("delta", 0.0), sigma_n=e.get("sigma_n", 0.0))
         assert corr.name == layout.base_name(name)
@@ -91,16 +112,29 @@ def test_layout_imports_without_torch():
 
 
 def test_run_records_and_labels():
-    runs = layout.run_list({"corruptions": [{"kind": "clean"}, {"kind": "dust", "p": 0.5},
-                                            {"kind": "box", "p": 0.4, "delta": 0.0},
-                                            {"kind": "noise", "sigma_n": 0.2, "loss": "edm"}]})
-    assert [r["label"] for r in runs] == ["clean", "ambient dust, p=0.50", "ambient box, p=0.40",
-                                          "noisy sigma_n=0.20, naive (EDM loss)"]
+    runs = layout.run_list(
+        {
+            "corruptions": [
+                {"kind": "clean"},
+                {"kind": "dust", "p": 0.5},
+                {"kind": "box", "p": 0.4, "delta": 0.0},
+                {"kind": "noise", "sigma_n": 0.2, "loss": "edm"},
+            ]
+        }
+    )
+    assert [r["label"] for r in runs] == [
+        "clean",
+        "ambient dust, p=0.50",
+        "ambient box, p=0.40",
+        "noisy sigma_n=0.20, naive (EDM loss)",
+    ]
     assert [r["level"] for r in runs] == [0.0, 0.5, 0.4, 0.2]
     assert [r["delta"] for r in runs] == [0.0, 0.1, 0.0, 0.0]  # dust's default further corruption
     assert [r["series"] for r in runs] == ["clean", "dust", "box", "noise (naive)"]
-    assert layout.run_file("neighbors_csv", "faces", runs[1]["name"], extractor="filterbank") == \
-        "results/evaluation/faces/dust-p0.50/neighbors_filterbank.csv"
+    assert (
+        layout.run_file("neighbors_csv", "faces", runs[1]["name"], extractor="filterbank")
+        == "results/evaluation/faces/dust-p0.50/neighbors_filterbank.csv"
+    )
     assert layout.run_file("model") == "results/models/{dataset}/{corruption}/model.pt"  # the train rule's pattern
 
 
@@ -124,7 +158,10 @@ def test_figure_table_matches_notebooks_and_captions():
     outs = layout.figure_outputs(cfg)
     assert len(outs) == len(set(outs))
     assert all(o.startswith(layout.FIGURES_DIR + "/") for o in outs)
-    no_attacks = {**cfg, "evaluation": {**cfg["evaluation"], "attacks": {**cfg["evaluation"]["attacks"], "enabled": False}}}
+    no_attacks = {
+        **cfg,
+        "evaluation": {**cfg["evaluation"], "attacks": {**cfg["evaluation"]["attacks"], "enabled": False}},
+    }
     assert not any("attack" in o for o in layout.figure_outputs(no_attacks))
 
 
@@ -136,8 +173,10 @@ def test_figlib_resolves_every_run_file_against_the_root():
     finally:
         sys.path.remove(str(REPO / "paper_figures"))
     assert figlib.find_root("..") == Path("..").resolve()
-    runs = [{"name": "noise-s0.20", "label": "x", "samples_full": "results/samples/faces/noise-s0.20/samples_full.zip"},
-            {"name": "clean", "label": "clean"}]
+    runs = [
+        {"name": "noise-s0.20", "label": "x", "samples_full": "results/samples/faces/noise-s0.20/samples_full.zip"},
+        {"name": "clean", "label": "clean"},
+    ]
     done = figlib.complete_runs(REPO, runs, "faces")
     assert done[0]["samples_full"] == REPO / "results/samples/faces/noise-s0.20/samples_full.zip"
     assert done[1]["samples"] == REPO / "results/samples/faces/clean/samples.zip" and "samples_full" not in done[1]
@@ -193,8 +232,15 @@ def test_default_config_is_the_embedded_grid():
     assert names[0] == "clean" and "box-p0.40" in names and "noise-s0.40-naive" in names
     dust = [c["p"] for c in cfg["corruptions"] if c["kind"] == "dust"]
     assert len(dust) >= 3 and min(dust) < 0.2 and max(dust) >= 0.5  # the transition and the far end
-    assert cfg["dataset"] == {"name": "faces16", "source": "embedded", "folder": None, "resolution": 16,
-                              "num_images": 40, "heldout_images": 60, "split_seed": 0}
+    assert cfg["dataset"] == {
+        "name": "faces16",
+        "source": "embedded",
+        "folder": None,
+        "resolution": 16,
+        "num_images": 40,
+        "heldout_images": 60,
+        "split_seed": 0,
+    }
     assert cfg["network"]["channel_mult"] == [1, 2, 2] and cfg["network"]["attn_resolutions"] == [4]
     assert cfg["training"]["precision"] == "bf16" and cfg["training"]["consistency_weight"] == 0.0
     assert cfg["evaluation"]["attacks"]["resample"] == [1, 5]
@@ -215,18 +261,24 @@ BAD_CONFIGS = {
     "typo_top_level": (lambda c: c.update(sampeling={}), ["sampeling"]),
     "dust_without_p": (lambda c: c["corruptions"][1].pop("p"), ["corruptions[1]", "'p' is a required property"]),
     "three_decimals": (lambda c: c["corruptions"][1].update(p=0.255), ["corruptions[1].p", "2 decimals"]),
-    "duplicate_run": (lambda c: c["corruptions"].append({"kind": "dust", "p": 0.5, "delta": 0.2}),
-                      ["corruptions[5]", "dust-p0.50"]),
+    "duplicate_run": (
+        lambda c: c["corruptions"].append({"kind": "dust", "p": 0.5, "delta": 0.2}),
+        ["corruptions[5]", "dust-p0.50"],
+    ),
     "bad_device": (lambda c: c.update(device="tpu"), ["device", "tpu"]),
     "naive_on_dust": (lambda c: c["corruptions"][1].update(loss="edm"), ["corruptions[1].loss", "auto"]),
     "unknown_loss": (lambda c: c["corruptions"][3].update(loss="tweedie"), ["corruptions[3].loss", "tweedie"]),
-    "duplicate_naive": (lambda c: c["corruptions"].append({"kind": "noise", "sigma_n": 0.2, "loss": "edm"}),
-                        ["corruptions[5]", "noise-s0.20-naive"]),
+    "duplicate_naive": (
+        lambda c: c["corruptions"].append({"kind": "noise", "sigma_n": 0.2, "loss": "edm"}),
+        ["corruptions[5]", "noise-s0.20-naive"],
+    ),
     "bad_precision": (lambda c: c["training"].update(precision="fp16"), ["training.precision", "fp16"]),
     "negative_consistency": (lambda c: c["training"].update(consistency_weight=-1), ["training.consistency_weight"]),
     "unknown_source": (lambda c: c["dataset"].update(source="imagenet"), ["dataset.source", "imagenet"]),
-    "batch_not_split": (lambda c: c.update(device="cuda", resources={"gpu": 1, "train_gpu": 3}),
-                        ["training.batch_size", "3 GPUs"]),
+    "batch_not_split": (
+        lambda c: c.update(device="cuda", resources={"gpu": 1, "train_gpu": 3}),
+        ["training.batch_size", "3 GPUs"],
+    ),
     "gpu_on_cpu_device": (lambda c: c.update(resources={"gpu": 1}), ["device", "cpu"]),
     "attention_nowhere": (lambda c: c["network"].update(attn_resolutions=[99]), ["network.attn_resolutions", "99"]),
 }
@@ -301,10 +353,18 @@ def test_dry_run_plans_the_grid(tmp_path):
     assert r.returncode == 0, r.stderr
     out = r.stdout + r.stderr
     runs = len(default_config()["corruptions"])  # one model per entry; a naive entry is its own run
-    for rule, count in [("train", runs), ("sample", runs), ("neighbors", runs), ("attack", 3 * runs),
-                        ("hf_energy", runs),
-                        ("summary", 1), ("fig3_nearest_neighbors", 1), ("fig5_noise_generations", 1),
-                        ("fig6_noise_histograms", 1), ("prepare_dataset", 1)]:
+    for rule, count in [
+        ("train", runs),
+        ("sample", runs),
+        ("neighbors", runs),
+        ("attack", 3 * runs),
+        ("hf_energy", runs),
+        ("summary", 1),
+        ("fig3_nearest_neighbors", 1),
+        ("fig5_noise_generations", 1),
+        ("fig6_noise_histograms", 1),
+        ("prepare_dataset", 1),
+    ]:
         assert re.search(rf"^{rule}\s+{count}$", out, re.M), f"{rule} x{count} not planned:\n{out}"
     assert "download_dataset" not in out and "fetch_weights" not in out  # the default never downloads
 
@@ -356,12 +416,23 @@ def test_dry_run_noise_entry_and_folder_source(tmp_path):
     wd = copy_workflow(tmp_path / "wf")
     folder = tmp_path / "images"
     folder.mkdir()
-    override = {"dataset": {"name": "mine", "source": "folder", "folder": str(folder), "resolution": 16,
-                            "num_images": None, "channels": 3},
-                "corruptions": [{"kind": "clean"}, {"kind": "noise", "sigma_n": 0.2},
-                                {"kind": "noise", "sigma_n": 0.2, "loss": "edm"}],
-                "training": {"consistency_weight": 0.25},
-                "network": {"attn_resolutions": [4]}}  # 16 px: feature maps 16, 8, 4
+    override = {
+        "dataset": {
+            "name": "mine",
+            "source": "folder",
+            "folder": str(folder),
+            "resolution": 16,
+            "num_images": None,
+            "channels": 3,
+        },
+        "corruptions": [
+            {"kind": "clean"},
+            {"kind": "noise", "sigma_n": 0.2},
+            {"kind": "noise", "sigma_n": 0.2, "loss": "edm"},
+        ],
+        "training": {"consistency_weight": 0.25},
+        "network": {"attn_resolutions": [4]},
+    }  # 16 px: feature maps 16, 8, 4
     (wd / "override.yaml").write_text(yaml.safe_dump(override))
     r = snakemake(wd, "-n", "--cores", "1", "--configfile", "override.yaml", "-p")
     assert r.returncode == 0, r.stderr
@@ -374,8 +445,10 @@ def test_dry_run_noise_entry_and_folder_source(tmp_path):
     assert "fig5_noise_generations" in out and "fig6_noise_histograms" in out
     assert "--device auto --threads 1" in out and "torch.distributed.run" not in out
     heldout = default_config()["dataset"]["heldout_images"]  # config.yaml's held-out split
-    assert (f"--source folder --resolution 16 --folder {folder} --channels 3 --heldout-out data/mine-heldout.zip "
-            f"--heldout-images {heldout} --split-seed 0 --out data/mine.zip") in out
+    assert (
+        f"--source folder --resolution 16 --folder {folder} --channels 3 --heldout-out data/mine-heldout.zip "
+        f"--heldout-images {heldout} --split-seed 0 --out data/mine.zip"
+    ) in out
     assert "ambient ref-stats --images data/mine-heldout.zip" in out and "--ref-name heldout" in out
     assert "--num-images" not in out.split("ambient prepare")[1].split("\n")[0]
 
@@ -393,10 +466,12 @@ def _fake_run(root, name: str, neighbors: dict) -> None:
 
     from ambient.data import write_image_zip
 
-    write_image_zip(_result(root, "samples", name), np.zeros((4, 1, 8, 8), np.uint8),
-                    info={"num_steps": 3, "train_steps": 7})
+    write_image_zip(
+        _result(root, "samples", name), np.zeros((4, 1, 8, 8), np.uint8), info={"num_steps": 3, "train_steps": 7}
+    )
     _result(root, "neighbors_json", name, extractor="pixel").write_text(
-        json.dumps({"extractor": "pixel", "n": 4, **neighbors}))
+        json.dumps({"extractor": "pixel", "n": 4, **neighbors})
+    )
 
 
 def test_summary_from_metric_files(tmp_path):
@@ -404,25 +479,82 @@ def test_summary_from_metric_files(tmp_path):
     from ambient.eval.summary import main
 
     for i, name in enumerate(["clean", "dust-p0.50"]):
-        _fake_run(tmp_path, name, {"sim_mean": 0.5 - i / 4, "sim_median": 0.5, "sim_max": 0.99, "share_gt_0.90": 0.5 - i / 4,
-                      "share_gt_0.95": 0.25 - i / 4, "share_gt_0.99": 0.0, "carlini": {"share_flagged": 0.25}})
-        _result(tmp_path, "fd_json", name, extractor="filterbank").write_text(json.dumps(
-            {"extractor": "filterbank", "fd_key": "fd_filterbank", "kd_key": "kd_filterbank",
-             "fd_filterbank": 1.5 + i, "kd_filterbank": 0.1, "fallback_used": False}))
-        _result(tmp_path, "fd_json", name, extractor="inception").write_text(json.dumps(  # weights missing: fell back to filterbank
-            {"extractor": "filterbank", "fd_key": "fd_filterbank", "kd_key": "kd_filterbank",
-             "fd_filterbank": 1.5 + i, "kd_filterbank": 0.1, "fallback_used": True}))
-        _result(tmp_path, "attack_json", name, attack="inpaint").write_text(json.dumps(
-            {"primary_method": "inpaint", "methods": {"inpaint": {"sim_mean": 0.9, "other_sim_mean": 0.6,
-                                                                  "share_extracted": 0.75 - i / 2}}}))
+        _fake_run(
+            tmp_path,
+            name,
+            {
+                "sim_mean": 0.5 - i / 4,
+                "sim_median": 0.5,
+                "sim_max": 0.99,
+                "share_gt_0.90": 0.5 - i / 4,
+                "share_gt_0.95": 0.25 - i / 4,
+                "share_gt_0.99": 0.0,
+                "carlini": {"share_flagged": 0.25},
+            },
+        )
+        _result(tmp_path, "fd_json", name, extractor="filterbank").write_text(
+            json.dumps(
+                {
+                    "extractor": "filterbank",
+                    "fd_key": "fd_filterbank",
+                    "kd_key": "kd_filterbank",
+                    "fd_filterbank": 1.5 + i,
+                    "kd_filterbank": 0.1,
+                    "fallback_used": False,
+                }
+            )
+        )
+        _result(tmp_path, "fd_json", name, extractor="inception").write_text(
+            json.dumps(  # weights missing: fell back to filterbank
+                {
+                    "extractor": "filterbank",
+                    "fd_key": "fd_filterbank",
+                    "kd_key": "kd_filterbank",
+                    "fd_filterbank": 1.5 + i,
+                    "kd_filterbank": 0.1,
+                    "fallback_used": True,
+                }
+            )
+        )
+        _result(tmp_path, "attack_json", name, attack="inpaint").write_text(
+            json.dumps(
+                {
+                    "primary_method": "inpaint",
+                    "methods": {"inpaint": {"sim_mean": 0.9, "other_sim_mean": 0.6, "share_extracted": 0.75 - i / 2}},
+                }
+            )
+        )
     out = tmp_path / "summary.csv"
     metrics = tmp_path / "summary.json"
-    assert main(["--root", str(tmp_path), "--dataset", "faces", "--corruptions", "clean", "dust-p0.50", "--extractors", "filterbank",
-                 "inception", "--attacks", "inpaint", "--out", str(out), "--metrics-json", str(metrics)]) == 0
+    assert (
+        main(
+            [
+                "--root",
+                str(tmp_path),
+                "--dataset",
+                "faces",
+                "--corruptions",
+                "clean",
+                "dust-p0.50",
+                "--extractors",
+                "filterbank",
+                "inception",
+                "--attacks",
+                "inpaint",
+                "--out",
+                str(out),
+                "--metrics-json",
+                str(metrics),
+            ]
+        )
+        == 0
+    )
     # DVC's metrics file: the numeric columns per model, the same numbers as the CSV
     numbers = json.loads(metrics.read_text())
     assert list(numbers) == ["clean", "dust-p0.50"] and numbers["dust-p0.50"]["inpaint_extracted"] == 0.25
-    assert numbers["clean"]["share_gt_0.95"] == 0.25 and "steps" not in numbers["clean"] and "kind" not in numbers["clean"]
+    assert (
+        numbers["clean"]["share_gt_0.95"] == 0.25 and "steps" not in numbers["clean"] and "kind" not in numbers["clean"]
+    )
     with open(out) as f:
         rows = list(csv.DictReader(f))
     assert [r["model"] for r in rows] == ["faces/clean", "faces/dust-p0.50"]
@@ -440,21 +572,53 @@ def test_summary_noise_runs_and_hf_energy(tmp_path):
     from ambient.eval.summary import main
 
     for i, name in enumerate(["noise-s0.20", "noise-s0.20-naive"]):
-        _fake_run(tmp_path, name, {"sim_mean": 0.5, "sim_median": 0.5, "sim_max": 0.9, "share_gt_0.90": 0.0,
-                      "share_gt_0.95": 0.0, "share_gt_0.99": 0.0})
-        _result(tmp_path, "hf_json", name).write_text(json.dumps(
-            {"hf_samples": 0.02 + i / 10, "hf_train_clean": 0.02, "hf_train_noisy": 0.12, "hf_noise_index": i}))
+        _fake_run(
+            tmp_path,
+            name,
+            {
+                "sim_mean": 0.5,
+                "sim_median": 0.5,
+                "sim_max": 0.9,
+                "share_gt_0.90": 0.0,
+                "share_gt_0.95": 0.0,
+                "share_gt_0.99": 0.0,
+            },
+        )
+        _result(tmp_path, "hf_json", name).write_text(
+            json.dumps(
+                {"hf_samples": 0.02 + i / 10, "hf_train_clean": 0.02, "hf_train_noisy": 0.12, "hf_noise_index": i}
+            )
+        )
     out = tmp_path / "summary.csv"
-    assert main(["--root", str(tmp_path), "--dataset", "faces", "--corruptions", "noise-s0.20", "noise-s0.20-naive", "--hf-energy",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--root",
+                str(tmp_path),
+                "--dataset",
+                "faces",
+                "--corruptions",
+                "noise-s0.20",
+                "noise-s0.20-naive",
+                "--hf-energy",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     with open(out) as f:
         rows = list(csv.DictReader(f))
     assert [(r["kind"], r["level"], r["loss"]) for r in rows] == [("noise", "0.2", "tweedie"), ("noise", "0.2", "edm")]
     assert [r["hf_noise_index"] for r in rows] == ["0", "1"] and rows[1]["hf_train_noisy"] == "0.12"
-    assert main(["--root", str(tmp_path), "--dataset", "faces", "--corruptions", "dust-p0.50-naive", "--out", str(out)]) == 2
+    assert (
+        main(["--root", str(tmp_path), "--dataset", "faces", "--corruptions", "dust-p0.50-naive", "--out", str(out)])
+        == 2
+    )
 
 
 # ---------------------------------------------------------------- end to end (smoke config)
+
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
@@ -516,10 +680,27 @@ def test_smoke_outputs(smoke_run):
     with open(wd / "results" / "metrics" / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["corruption"] for r in rows] == names
-    for col in ("model", "corruption", "level", "steps", "n_samples", "extractor", "sim_mean", "share_gt_0.90",
-                "share_gt_0.95", "fd_pixel_heldout", "kd_pixel_heldout", "kd_pixel_heldout_std",
-                "fd_filterbank_heldout", "kd_filterbank_heldout", "kd_filterbank_heldout_std", "inpaint_extracted",
-                "inpaint_u1_extracted", "inpaint_u5_extracted", "noise_extracted"):
+    for col in (
+        "model",
+        "corruption",
+        "level",
+        "steps",
+        "n_samples",
+        "extractor",
+        "sim_mean",
+        "share_gt_0.90",
+        "share_gt_0.95",
+        "fd_pixel_heldout",
+        "kd_pixel_heldout",
+        "kd_pixel_heldout_std",
+        "fd_filterbank_heldout",
+        "kd_filterbank_heldout",
+        "kd_filterbank_heldout_std",
+        "inpaint_extracted",
+        "inpaint_u1_extracted",
+        "inpaint_u5_extracted",
+        "noise_extracted",
+    ):
         assert col in rows[0], col
         assert all(r[col] != "" for r in rows), col
     assert not any(k.startswith(("fid", "kid")) for k in rows[0])  # offline: never called FID
@@ -535,8 +716,10 @@ def test_smoke_outputs(smoke_run):
     # the naive baseline is sampled to sigma_min, the Tweedie model stops at sigma_n (from the checkpoint)
     from ambient.data import read_image_zip
 
-    manifests = {n: read_image_zip(wd / layout.run_file("samples", "smoke8", n)).manifest
-                 for n in ("noise-s0.20", "noise-s0.20-naive")}
+    manifests = {
+        n: read_image_zip(wd / layout.run_file("samples", "smoke8", n)).manifest
+        for n in ("noise-s0.20", "noise-s0.20-naive")
+    }
     assert manifests["noise-s0.20"]["stop_sigma"] == 0.2 and manifests["noise-s0.20"]["loss"] == "tweedie"
     assert manifests["noise-s0.20-naive"]["stop_sigma"] is None and manifests["noise-s0.20-naive"]["loss"] == "edm"
     # trained with consistency: also sampled full-length, through sigma < sigma_n

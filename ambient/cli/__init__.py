@@ -4,6 +4,7 @@ One module per phase registers its commands: data (prepare, download-dataset), t
 evaluate (fetch-weights, ref-stats, fid, extractor-check, neighbors, attack, hf-energy), metrics
 (summarize, claims), sdxl (sdxl-*), pipeline (pull, readme-tables).
 """
+
 from __future__ import annotations
 
 import argparse

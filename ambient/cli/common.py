@@ -3,12 +3,14 @@ one --device/--threads pair, and defaults read from the dataclasses (never a sec
 
 Imports nothing heavy: a command's own imports happen when its parser is built or it runs.
 """
+
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import inspect
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -33,6 +35,7 @@ def register(sub, commands: dict[str, Command], names=None) -> None:
 
 # ---------------------------------------------------------------- options shared by several commands
 
+
 def add_device(p: argparse.ArgumentParser) -> None:
     """--device and --threads: the one definition every torch command uses."""
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
@@ -56,6 +59,7 @@ def add_quiet(p: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------- defaults from the dataclasses
 
+
 def fields_of(cls) -> dict[str, dataclasses.Field]:
     """A dataclass's fields by name."""
     return {f.name: f for f in dataclasses.fields(cls)}
@@ -78,8 +82,9 @@ def default_of(cls, name: str):
 _NUMBER_TYPES = {"int": int, "float": float}
 
 
-def add_field(p: argparse.ArgumentParser, flag: str, fields: dict[str, dataclasses.Field], help: str,
-              key: str | None = None, **kw) -> argparse.Action:
+def add_field(
+    p: argparse.ArgumentParser, flag: str, fields: dict[str, dataclasses.Field], help: str, key: str | None = None, **kw
+) -> argparse.Action:
     """An option whose default is a dataclass field's (`key`, default: the flag's name in snake case).
 
     A bool field defaulting to False becomes a store_true flag; a list or tuple takes nargs="+" of its
@@ -102,5 +107,6 @@ def add_field(p: argparse.ArgumentParser, flag: str, fields: dict[str, dataclass
 
 def parameter_defaults(func) -> dict:
     """The keyword defaults of a function's signature (for commands without a config dataclass)."""
-    return {k: v.default for k, v in inspect.signature(func).parameters.items()
-            if v.default is not inspect.Parameter.empty}
+    return {
+        k: v.default for k, v in inspect.signature(func).parameters.items() if v.default is not inspect.Parameter.empty
+    }

@@ -4,23 +4,30 @@ Every output is written atomically. Metrics computed without the official Incept
 are labelled fd_<extractor> / kd_<extractor>, never fid / kid. A default is the default of the
 function or dataclass the command calls (ambient.eval.*), read from there.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
 
-from .common import (Command, add_device, add_field, add_quiet, fields_of, parameter_defaults,
-                     register as _register, setup_device)
+from .common import Command, add_device, add_field, add_quiet, fields_of, parameter_defaults, setup_device
+from .common import register as _register
 
 
 def _extractor_args(p: argparse.ArgumentParser, default: str, fallback: str) -> None:
     from ..eval.weights import DEFAULT_WEIGHTS_DIR
 
-    p.add_argument("--extractor", default=default,
-                   help="feature extractor: inception, dinov2[_vits14|_vitb14|...], pixel, filterbank")
-    p.add_argument("--fallback", default=fallback,
-                   help="extractor used when the requested one's weights are missing, or 'none' to fail")
+    p.add_argument(
+        "--extractor",
+        default=default,
+        help="feature extractor: inception, dinov2[_vits14|_vitb14|...], pixel, filterbank",
+    )
+    p.add_argument(
+        "--fallback",
+        default=fallback,
+        help="extractor used when the requested one's weights are missing, or 'none' to fail",
+    )
     p.add_argument("--weights-dir", default=DEFAULT_WEIGHTS_DIR, help="where fetch-weights put the weights")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass of the extractor")
     add_quiet(p)
@@ -30,8 +37,9 @@ def _extractor_args(p: argparse.ArgumentParser, default: str, fallback: str) -> 
 def _extractor(a):
     from ..eval.features import resolve_extractor
 
-    return resolve_extractor(a.extractor, a.fallback, device=setup_device(a.device, a.threads),
-                             weights_dir=a.weights_dir)
+    return resolve_extractor(
+        a.extractor, a.fallback, device=setup_device(a.device, a.threads), weights_dir=a.weights_dir
+    )
 
 
 def _fallback_info(a, ex) -> dict:
@@ -50,11 +58,13 @@ def _gallery_paths(a) -> tuple[Path, Path]:
 
 # ---------------------------------------------------------------- fetch-weights
 
+
 def cmd_fetch_weights(a) -> None:
     from ..eval.weights import fetch_weights
 
-    path = fetch_weights(a.name, a.dest, url=a.url, sha256=a.sha256, force=a.force, timeout=a.timeout,
-                         progress=not a.quiet)
+    path = fetch_weights(
+        a.name, a.dest, url=a.url, sha256=a.sha256, force=a.force, timeout=a.timeout, progress=not a.quiet
+    )
     print(f"{path}: ok")
 
 
@@ -73,6 +83,7 @@ def _fetch_weights(p: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------- ref-stats, fid, extractor-check
+
 
 def cmd_ref_stats(a) -> None:
     from ..eval.fid import ref_stats
@@ -94,9 +105,18 @@ def cmd_fid(a) -> None:
     from ..utils import write_json
 
     ex = _extractor(a)
-    res = evaluate(a.samples, a.ref, ex, requested=a.extractor, seed=a.seed, kid_subsets=a.kid_subsets,
-                   kid_subset_size=a.kid_subset_size, batch_size=a.batch_size, progress=not a.quiet,
-                   ref_name=a.ref_name)
+    res = evaluate(
+        a.samples,
+        a.ref,
+        ex,
+        requested=a.extractor,
+        seed=a.seed,
+        kid_subsets=a.kid_subsets,
+        kid_subset_size=a.kid_subset_size,
+        batch_size=a.batch_size,
+        progress=not a.quiet,
+        ref_name=a.ref_name,
+    )
     res.update(_fallback_info(a, ex))
     write_json(a.out, res)
     print(json.dumps({k: res[k] for k in ("extractor", res["fd_key"], res["kd_key"], "n", "ref_n", "seconds")}))
@@ -110,8 +130,12 @@ def _fid(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ref", required=True, help="reference .npz from ref-stats, or an image zip/folder")
     p.add_argument("--out", required=True, help="output JSON")
     p.add_argument("--seed", type=int, default=d["seed"], help="seed of KID's random subsets")
-    p.add_argument("--ref-name", default=d["ref_name"], help="name of the reference set, suffixed to the keys (e.g. "
-                   "heldout: fd_filterbank_heldout); a set the model trained on should be called train")
+    p.add_argument(
+        "--ref-name",
+        default=d["ref_name"],
+        help="name of the reference set, suffixed to the keys (e.g. "
+        "heldout: fd_filterbank_heldout); a set the model trained on should be called train",
+    )
     p.add_argument("--kid-subsets", type=int, default=d["kid_subsets"], help="KID's random subsets")
     p.add_argument("--kid-subset-size", type=int, default=d["kid_subset_size"], help="images per KID subset")
     _extractor_args(p, "inception", "filterbank")
@@ -127,12 +151,13 @@ def cmd_extractor_check(a) -> None:
     ex = _extractor(a)
     ref = load_ref_stats(a.ref)
     if ref.get("extractor") and ref["extractor"] != ex.name:
-        raise ValueError(f"{a.ref}: reference features are {ref['extractor']}, but the extractor is {ex.name}: "
-                         f"make the reference with `ambient ref-stats --extractor {ex.name}`")
+        raise ValueError(
+            f"{a.ref}: reference features are {ref['extractor']}, but the extractor is {ex.name}: "
+            f"make the reference with `ambient ref-stats --extractor {ex.name}`"
+        )
     if ref.get("features") is None:
         raise ValueError(f"{a.ref}: holds no per-image features (KD needs them): remake it with `ambient ref-stats`")
-    res = check(ex, load_images(a.images), ref["features"], ref_name=a.ref_name, seed=a.seed,
-                kid_subsets=a.kid_subsets)
+    res = check(ex, load_images(a.images), ref["features"], ref_name=a.ref_name, seed=a.seed, kid_subsets=a.kid_subsets)
     res.update({"images": str(a.images), "ref": str(a.ref), **_fallback_info(a, ex)})
     write_json(a.out, res)
     print(json.dumps({k: res[k] for k in ("extractor", "fd_consistent", "kd_consistent", "fd_fails", "kd_fails")}))
@@ -154,6 +179,7 @@ def _extractor_check(p: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------- neighbors, attack
 
+
 def cmd_neighbors(a) -> None:
     from ..eval import neighbors as nb
     from ..utils import write_csv, write_json, write_npz, write_png
@@ -161,10 +187,23 @@ def cmd_neighbors(a) -> None:
     ex = _extractor(a)
     csv_path, npz_path = _gallery_paths(a)
     png_path = None if a.no_png else Path(a.png or nb.default_paths(a.out)["png"])
-    summary, rows, gallery = nb.run(a.samples, a.train, ex, k=a.k, gallery_size=a.gallery_size, bins=a.bins,
-                                    batch_size=a.batch_size, progress=not a.quiet)
-    summary = {**summary, **_fallback_info(a, ex), "csv": str(csv_path), "gallery_npz": str(npz_path),
-               "gallery_png": str(png_path) if png_path else None}
+    summary, rows, gallery = nb.run(
+        a.samples,
+        a.train,
+        ex,
+        k=a.k,
+        gallery_size=a.gallery_size,
+        bins=a.bins,
+        batch_size=a.batch_size,
+        progress=not a.quiet,
+    )
+    summary = {
+        **summary,
+        **_fallback_info(a, ex),
+        "csv": str(csv_path),
+        "gallery_npz": str(npz_path),
+        "gallery_png": str(png_path) if png_path else None,
+    }
     write_csv(csv_path, rows)
     write_npz(npz_path, **gallery)
     if png_path:
@@ -182,8 +221,9 @@ def _neighbors(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train", required=True, help="the training dataset zip")
     p.add_argument("--out", required=True, help="summary JSON")
     p.add_argument("--csv", default=None, help="per-sample CSV (None: OUT stem + .csv)")
-    p.add_argument("--gallery", default=None, help="gallery .npz of the most similar pairs (None: OUT stem + "
-                   "_gallery.npz)")
+    p.add_argument(
+        "--gallery", default=None, help="gallery .npz of the most similar pairs (None: OUT stem + _gallery.npz)"
+    )
     p.add_argument("--png", default=None, help="gallery PNG grid (None: OUT stem + _gallery.png)")
     p.add_argument("--no-png", action="store_true", help="do not write the PNG grid")
     p.add_argument("--k", type=int, default=d["k"], help="neighbours per sample in the CSV")
@@ -196,16 +236,27 @@ def _neighbors(p: argparse.ArgumentParser) -> None:
 def _attack_config(a):
     from ..eval.attacks import AttackConfig
 
-    return AttackConfig(kind=a.kind, erase=a.erase, fraction=a.fraction, position=a.position, sigma=a.sigma,
-                        num_steps=a.steps, sigma_max=a.sigma_max, resample=a.resample, threshold=a.threshold,
-                        seed=a.seed)
+    return AttackConfig(
+        kind=a.kind,
+        erase=a.erase,
+        fraction=a.fraction,
+        position=a.position,
+        sigma=a.sigma,
+        num_steps=a.steps,
+        sigma_max=a.sigma_max,
+        resample=a.resample,
+        threshold=a.threshold,
+        seed=a.seed,
+    )
 
 
 def _attacked_indices(a, train, info):
     """Check the training images against the model; the indices --num-images picks (None: all)."""
     if train.shape[1] != info["channels"] or train.shape[-1] != info["resolution"]:
-        raise ValueError(f"{a.train}: images are {train.shape[1]}x{train.shape[-1]}px but the model was trained on "
-                         f"{info['channels']}x{info['resolution']}px")
+        raise ValueError(
+            f"{a.train}: images are {train.shape[1]}x{train.shape[-1]}px but the model was trained on "
+            f"{info['channels']}x{info['resolution']}px"
+        )
     if a.num_images is None:
         return None
     if a.num_images < 1:
@@ -228,17 +279,40 @@ def cmd_attack(a) -> None:
     corruption = tcfg.corruption_spec
     if corruption.kind == "noise" and tcfg.sampling_stop_sigma is None:
         corruption = None  # the naive baseline (EDM loss on noisy data): sampled to sigma_min like `ambient sample`
-    summary, rows, gallery = run_attack(model, train, cfg, corruption=corruption, indices=indices,
-                                        batch_size=a.batch_size, device=dev, gallery_size=a.gallery_size,
-                                        progress=not a.quiet, precision=a.precision)
-    summary = {"checkpoint": str(a.checkpoint), "checkpoint_sha256": sha256_file(a.checkpoint),
-               "corruption": tcfg.corruption_spec.name, "train_steps": tcfg.steps, "train": str(a.train),
-               **summary, "csv": str(csv_path), "gallery_npz": str(npz_path)}
+    summary, rows, gallery = run_attack(
+        model,
+        train,
+        cfg,
+        corruption=corruption,
+        indices=indices,
+        batch_size=a.batch_size,
+        device=dev,
+        gallery_size=a.gallery_size,
+        progress=not a.quiet,
+        precision=a.precision,
+    )
+    summary = {
+        "checkpoint": str(a.checkpoint),
+        "checkpoint_sha256": sha256_file(a.checkpoint),
+        "corruption": tcfg.corruption_spec.name,
+        "train_steps": tcfg.steps,
+        "train": str(a.train),
+        **summary,
+        "csv": str(csv_path),
+        "gallery_npz": str(npz_path),
+    }
     write_csv(csv_path, rows)
     write_npz(npz_path, **gallery)
     write_json(a.out, summary)
-    print(json.dumps({"kind": a.kind, "corruption": summary["corruption"],
-                      **{m: {k: v[k] for k in ("sim_mean", "share_extracted")} for m, v in summary["methods"].items()}}))
+    print(
+        json.dumps(
+            {
+                "kind": a.kind,
+                "corruption": summary["corruption"],
+                **{m: {k: v[k] for k in ("sim_mean", "share_extracted")} for m, v in summary["methods"].items()},
+            }
+        )
+    )
 
 
 def _attack_method_arguments(p: argparse.ArgumentParser) -> None:
@@ -246,8 +320,12 @@ def _attack_method_arguments(p: argparse.ArgumentParser) -> None:
     from ..eval.attacks import ERASE, KINDS, AttackConfig
 
     f = fields_of(AttackConfig)
-    p.add_argument("--kind", choices=KINDS, required=True,
-                   help="inpaint | noise | key (sample from noise with the image's own training mask: README)")
+    p.add_argument(
+        "--kind",
+        choices=KINDS,
+        required=True,
+        help="inpaint | noise | key (sample from noise with the image's own training mask: README)",
+    )
     add_field(p, "--erase", f, "inpaint: what to erase", choices=ERASE)
     add_field(p, "--fraction", f, "inpaint: share of pixels erased")
     add_field(p, "--position", f, "inpaint box position", choices=["center", "random"])
@@ -269,8 +347,12 @@ def _attack(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", default=None, help="per-image CSV (None: OUT stem + .csv)")
     p.add_argument("--gallery", default=None, help="gallery .npz (None: OUT stem + _gallery.npz)")
     _attack_method_arguments(p)
-    p.add_argument("--precision", choices=["fp32", "bf16"], default=d["precision"],
-                   help="bf16 runs the network under bfloat16 autocast (the ODE state stays float64)")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default=d["precision"],
+        help="bf16 runs the network under bfloat16 autocast (the ODE state stays float64)",
+    )
     p.add_argument("--num-images", type=int, default=None, help="attack the first N training images (None: all)")
     p.add_argument("--batch-size", type=int, default=d["batch_size"], help="images per batch")
     p.add_argument("--gallery-size", type=int, default=d["gallery_size"], help="image pairs in the gallery")
@@ -281,29 +363,36 @@ def _attack(p: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------- hf-energy, summarize, claims
 
+
 def _hf_energy(p: argparse.ArgumentParser) -> None:
     from ..eval.metrics_hf import DEFAULT_CUTOFF, cmd_hf_energy
 
     p.add_argument("--samples", required=True, help="sample zip (ambient sample)")
     p.add_argument("--train", required=True, help="prepared training dataset zip (clean images)")
     p.add_argument("--corruption", default="clean", help="run name: clean, dust-p0.50, noise-s0.20, noise-s0.20-naive")
-    p.add_argument("--corruption-seed", type=int, default=0, help="seed of the per-image noise (training.corruption_seed)")
+    p.add_argument(
+        "--corruption-seed", type=int, default=0, help="seed of the per-image noise (training.corruption_seed)"
+    )
     p.add_argument("--cutoff", type=float, default=DEFAULT_CUTOFF, help="cutoff as a fraction of Nyquist")
     p.add_argument("--out", required=True, help="output JSON")
     p.set_defaults(func=cmd_hf_energy)
 
 
 COMMANDS = {
-    "fetch-weights": Command("download metric weights (Inception) into resources/weights, checksummed",
-                             _fetch_weights),
+    "fetch-weights": Command("download metric weights (Inception) into resources/weights, checksummed", _fetch_weights),
     "ref-stats": Command("reference feature statistics (mu, sigma, features) of an image set, as .npz", _ref_stats),
     "fid": Command("FID/KID (or fd_<x>/kd_<x> without the Inception weights) of samples vs a reference", _fid),
-    "extractor-check": Command("does FD/KD in this feature space rise as real images are disturbed (noise, blur, "
-                               "salt and pepper, black rectangles; Heusel et al. 2017)?", _extractor_check),
-    "neighbors": Command("nearest training neighbours of samples: similarity histogram, gallery, Carlini criterion",
-                         _neighbors),
-    "attack": Command("inpainting, noise or mask-key attack on training images with a checkpoint as the prior",
-                      _attack),
+    "extractor-check": Command(
+        "does FD/KD in this feature space rise as real images are disturbed (noise, blur, "
+        "salt and pepper, black rectangles; Heusel et al. 2017)?",
+        _extractor_check,
+    ),
+    "neighbors": Command(
+        "nearest training neighbours of samples: similarity histogram, gallery, Carlini criterion", _neighbors
+    ),
+    "attack": Command(
+        "inpainting, noise or mask-key attack on training images with a checkpoint as the prior", _attack
+    ),
     "hf-energy": Command("high-frequency energy of samples vs clean / noisy training data", _hf_energy),
 }
 

@@ -1,10 +1,12 @@
 """Metrics commands, one table from the per-model files: summarize (summary.csv, summary.json), claims."""
+
 from __future__ import annotations
 
 import argparse
 
 from ..layout import CLAIMS_CSV, SUMMARY_CSV
-from .common import Command, register as _register
+from .common import Command
+from .common import register as _register
 
 
 def _summarize(p: argparse.ArgumentParser) -> None:
@@ -12,8 +14,12 @@ def _summarize(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--dataset", required=True, help="dataset name: the D of the result paths (ambient.layout)")
     p.add_argument("--root", default=".", help="the workflow directory the result paths start from")
-    p.add_argument("--corruptions", nargs="+", required=True,
-                   help="run names, e.g. clean dust-p0.20 box-p0.40 noise-s0.20 noise-s0.20-naive")
+    p.add_argument(
+        "--corruptions",
+        nargs="+",
+        required=True,
+        help="run names, e.g. clean dust-p0.20 box-p0.40 noise-s0.20 noise-s0.20-naive",
+    )
     p.add_argument("--similarity-extractor", default="pixel", help="X of neighbors_<X>.json")
     p.add_argument("--extractors", nargs="*", default=[], help="E of fd_<E>.json, one FD/KD pair each")
     p.add_argument("--attacks", nargs="*", default=[], choices=["inpaint", "noise", "key"], help="K of attack_<K>.json")
@@ -29,8 +35,13 @@ def _claims(p: argparse.ArgumentParser) -> None:
     p.add_argument("--summary", default=SUMMARY_CSV, help="summary.csv (ambient.eval.summary)")
     p.add_argument("--out", default=CLAIMS_CSV, help="output CSV, one row per claim")
     defaults = "; ".join(f"{c.id}: " + ", ".join(f"{k}={v:g}" for k, v in c.params.items()) for c in CLAIMS)
-    p.add_argument("--set", action="append", default=[], metavar="CLAIM.PARAM=VALUE",
-                   help=f"override a threshold or tolerance (repeatable). Thresholds: {defaults}")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="CLAIM.PARAM=VALUE",
+        help=f"override a threshold or tolerance (repeatable). Thresholds: {defaults}",
+    )
     p.set_defaults(func=cmd_claims)
 
 

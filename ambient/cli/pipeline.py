@@ -1,34 +1,53 @@
 """Pipeline commands: `ambient pull` (DVC pull / repro around the Snakemake workflow) and `ambient
 readme-tables` (the README's generated blocks)."""
+
 from __future__ import annotations
 
 import argparse
 
-from .common import Command, register as _register
+from .common import Command
+from .common import register as _register
 
 
 def _readme_tables(p: argparse.ArgumentParser) -> None:
     from ..pipeline.readme_tables import BLOCKS, cmd_readme_tables
 
     p.add_argument("--readme", default="README.md", help="the Markdown file with the marker comments")
-    p.add_argument("--check", action="store_true",
-                   help="rewrite nothing; exit 1 naming each block that differs from what the files generate")
-    p.add_argument("--blocks", nargs="+", choices=BLOCKS, default=None,
-                   help="only these blocks (None: every block the README has markers for)")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="rewrite nothing; exit 1 naming each block that differs from what the files generate",
+    )
+    p.add_argument(
+        "--blocks",
+        nargs="+",
+        choices=BLOCKS,
+        default=None,
+        help="only these blocks (None: every block the README has markers for)",
+    )
     p.add_argument("--summary", default="results/metrics/summary.csv", help="source of the results block")
     p.add_argument("--claims", default="results/metrics/claims.csv", help="source of the claims block")
     p.add_argument("--benchmarks", default="benchmarks", help="Snakemake's benchmark folder (timings block)")
-    p.add_argument("--record-wall", type=float, default=None, metavar="START",
-                   help="instead: write BENCHMARKS/reproduce.json, the wall time since START (epoch seconds) of a "
-                        "workflow run (`make reproduce` does)")
-    p.add_argument("--record-setup", type=float, default=None, metavar="START",
-                   help="instead: write BENCHMARKS/setup.json, the seconds since START that the set-up took")
+    p.add_argument(
+        "--record-wall",
+        type=float,
+        default=None,
+        metavar="START",
+        help="instead: write BENCHMARKS/reproduce.json, the wall time since START (epoch seconds) of a "
+        "workflow run (`make reproduce` does)",
+    )
+    p.add_argument(
+        "--record-setup",
+        type=float,
+        default=None,
+        metavar="START",
+        help="instead: write BENCHMARKS/setup.json, the seconds since START that the set-up took",
+    )
     p.set_defaults(func=cmd_readme_tables)
 
 
 COMMANDS = {
-    "readme-tables": Command("rewrite (or --check) the README's blocks generated from the run's files",
-                             _readme_tables),
+    "readme-tables": Command("rewrite (or --check) the README's blocks generated from the run's files", _readme_tables),
 }
 
 

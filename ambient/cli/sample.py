@@ -1,10 +1,12 @@
 """`ambient sample`: draw samples from a checkpoint into a zip of PNGs. The sampler's defaults are
 those of ambient.sampling.generate."""
+
 from __future__ import annotations
 
 import argparse
 
-from .common import Command, add_device, add_quiet, parameter_defaults, register as _register, setup_device
+from .common import Command, add_device, add_quiet, parameter_defaults, setup_device
+from .common import register as _register
 
 
 def _stop_sigma(a, cfg):
@@ -12,8 +14,10 @@ def _stop_sigma(a, cfg):
     stop_sigma = cfg.sampling_stop_sigma
     if a.sampler == "full":
         if stop_sigma and cfg.consistency_weight <= 0:
-            raise ValueError(f"{a.checkpoint}: --sampler full runs below sigma_n={stop_sigma}, which only the "
-                             "consistency loss trains; this model has consistency_weight 0 (use --sampler early)")
+            raise ValueError(
+                f"{a.checkpoint}: --sampler full runs below sigma_n={stop_sigma}, which only the "
+                "consistency loss trains; this model has consistency_weight 0 (use --sampler early)"
+            )
         return None
     if a.sampler == "early" and not stop_sigma:
         raise ValueError(f"{a.checkpoint}: --sampler early is for models trained on noisy data with the Tweedie loss")
@@ -29,14 +33,36 @@ def cmd_sample(a) -> None:
     dev = setup_device(a.device, a.threads)
     model, cfg, info = load_model(a.checkpoint, device=dev)
     stop_sigma = _stop_sigma(a, cfg)
-    images = generate(model, cfg.corruption_spec, a.num, info["resolution"], seed=a.seed, batch_size=a.batch_size,
-                      num_steps=a.steps, device=dev, stop_sigma=stop_sigma, precision=a.precision,
-                      progress=not a.quiet)
-    write_image_zip(a.out, images, [f"sample:{i}" for i in range(len(images))],
-                    {"checkpoint": str(a.checkpoint), "checkpoint_sha256": sha256_file(a.checkpoint),
-                     "corruption": cfg.corruption_spec.name, "loss": cfg.effective_loss,
-                     "stop_sigma": stop_sigma, "sampler": a.sampler, "precision": a.precision, "seed": a.seed,
-                     "num_steps": a.steps, "train_steps": cfg.steps})
+    images = generate(
+        model,
+        cfg.corruption_spec,
+        a.num,
+        info["resolution"],
+        seed=a.seed,
+        batch_size=a.batch_size,
+        num_steps=a.steps,
+        device=dev,
+        stop_sigma=stop_sigma,
+        precision=a.precision,
+        progress=not a.quiet,
+    )
+    write_image_zip(
+        a.out,
+        images,
+        [f"sample:{i}" for i in range(len(images))],
+        {
+            "checkpoint": str(a.checkpoint),
+            "checkpoint_sha256": sha256_file(a.checkpoint),
+            "corruption": cfg.corruption_spec.name,
+            "loss": cfg.effective_loss,
+            "stop_sigma": stop_sigma,
+            "sampler": a.sampler,
+            "precision": a.precision,
+            "seed": a.seed,
+            "num_steps": a.steps,
+            "train_steps": cfg.steps,
+        },
+    )
     print(f"wrote {a.out}: {len(images)} samples")
 
 
@@ -49,11 +75,19 @@ def _sample(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=d["seed"], help="seed of the sampler's noise")
     p.add_argument("--steps", type=int, default=d["num_steps"], help="Heun steps of the EDM sampler")
     p.add_argument("--batch-size", type=int, default=d["batch_size"], help="samples per batch")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default=d["precision"],
-                   help="bf16 runs the network under bfloat16 autocast (2.5x faster on AVX-512 bf16 CPUs)")
-    p.add_argument("--sampler", choices=["auto", "early", "full"], default="auto",
-                   help="Tweedie models: early = stop at sigma_n with one x0 step (auto's choice); full = down to "
-                        "sigma_min (needs the consistency loss)")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default=d["precision"],
+        help="bf16 runs the network under bfloat16 autocast (2.5x faster on AVX-512 bf16 CPUs)",
+    )
+    p.add_argument(
+        "--sampler",
+        choices=["auto", "early", "full"],
+        default="auto",
+        help="Tweedie models: early = stop at sigma_n with one x0 step (auto's choice); full = down to "
+        "sigma_min (needs the consistency loss)",
+    )
     p.add_argument("--out", required=True, help="zip of PNG samples")
     add_quiet(p)
     add_device(p)

@@ -11,6 +11,7 @@
 
 A default is that of LoraTrainConfig (ambient.latent.lora) or of the function the command calls.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,8 @@ import csv
 import json
 from pathlib import Path
 
-from .common import (Command, add_device, add_field, add_quiet, default_of, fields_of, parameter_defaults,
-                     register as _register, setup_device)
+from .common import Command, add_device, add_field, add_quiet, default_of, fields_of, parameter_defaults, setup_device
+from .common import register as _register
 
 
 def _model_dir(ref: str) -> Path:
@@ -56,14 +57,20 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     """--model, --precision and the device options of every command that loads the model."""
     from ..latent.lora import LoraTrainConfig
 
-    p.add_argument("--model", required=True, help="model reference JSON (sdxl-tiny-models / sdxl-locate) or a "
-                   "diffusers folder")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=default_of(LoraTrainConfig, "precision"),
-                   help="dtype of the frozen weights")
+    p.add_argument(
+        "--model", required=True, help="model reference JSON (sdxl-tiny-models / sdxl-locate) or a diffusers folder"
+    )
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        default=default_of(LoraTrainConfig, "precision"),
+        help="dtype of the frozen weights",
+    )
     add_device(p)
 
 
 # ---------------------------------------------------------------- models and data
+
 
 def cmd_tiny(a) -> None:
     from ..latent.models import describe_model
@@ -110,9 +117,13 @@ def cmd_prepare(a) -> None:
 
     if a.source == "embedded":
         gray, ids = embedded_faces(a.num_images or 100, 24)
-        images = np.stack([np.asarray(Image.fromarray(g[0]).resize((a.resolution, a.resolution), Image.BICUBIC))
-                           for g in gray])[:, None].repeat(3, axis=1)
-        info = {"source": "embedded:skimage.lfw_subset", "recipe": f"center crop 24, bicubic to {a.resolution}, gray as RGB"}
+        images = np.stack(
+            [np.asarray(Image.fromarray(g[0]).resize((a.resolution, a.resolution), Image.BICUBIC)) for g in gray]
+        )[:, None].repeat(3, axis=1)
+        info = {
+            "source": "embedded:skimage.lfw_subset",
+            "recipe": f"center crop 24, bicubic to {a.resolution}, gray as RGB",
+        }
     else:
         if not a.folder:
             raise ValueError("--source folder needs --folder PATH")
@@ -122,8 +133,12 @@ def cmd_prepare(a) -> None:
 
 
 def _prepare(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", choices=["embedded", "folder"], default="embedded",
-                   help="embedded: the faces shipped with scikit-image (gray as RGB); folder: an image folder")
+    p.add_argument(
+        "--source",
+        choices=["embedded", "folder"],
+        default="embedded",
+        help="embedded: the faces shipped with scikit-image (gray as RGB); folder: an image folder",
+    )
     p.add_argument("--folder", default=None, help="image folder (with --source folder)")
     p.add_argument("--resolution", type=int, required=True, help="image size in pixels (the model's)")
     p.add_argument("--num-images", type=int, default=None, help="number of images (None: embedded 100, folder all)")
@@ -133,15 +148,29 @@ def _prepare(p: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------- training and sampling
 
+
 def cmd_train(a) -> None:
     from ..latent.lora import LoraTrainConfig, train_lora
 
-    cfg = LoraTrainConfig(dataset=a.dataset, t_n=a.t_n, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
-                          weight_decay=a.weight_decay, rank=a.rank, grad_clip=a.grad_clip, seed=a.seed,
-                          noise_seed=a.noise_seed, prompt=a.prompt, precision=a.precision,
-                          checkpoint_every=a.checkpoint_every, log_every=a.log_every,
-                          consistency_weight=a.consistency_weight,
-                          consistency_everywhere=a.consistency_start == "everywhere", max_steps_diff=a.max_steps_diff)
+    cfg = LoraTrainConfig(
+        dataset=a.dataset,
+        t_n=a.t_n,
+        steps=a.steps,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        weight_decay=a.weight_decay,
+        rank=a.rank,
+        grad_clip=a.grad_clip,
+        seed=a.seed,
+        noise_seed=a.noise_seed,
+        prompt=a.prompt,
+        precision=a.precision,
+        checkpoint_every=a.checkpoint_every,
+        log_every=a.log_every,
+        consistency_weight=a.consistency_weight,
+        consistency_everywhere=a.consistency_start == "everywhere",
+        max_steps_diff=a.max_steps_diff,
+    )
     md = _model_dir(a.model)
     out = train_lora(cfg, md, a.run_dir, a.out, setup_device(a.device, a.threads), progress=not a.quiet)
     print(f"wrote {out}")
@@ -163,10 +192,13 @@ def _train(p: argparse.ArgumentParser) -> None:
     add_field(p, "--seed", f, "seed of the LoRA initialisation, batches and diffusion noise")
     add_field(p, "--noise-seed", f, "seed of the per-image noise at t_n")
     add_field(p, "--consistency-weight", f, "weight of the consistency term (official consistency_coeff; shipped 0)")
-    p.add_argument("--consistency-start", choices=["everywhere", "boundary"],
-                   default="everywhere" if default_of(LoraTrainConfig, "consistency_everywhere") else "boundary",
-                   help="where its step down starts: the Tweedie term's (x_t, t) (official "
-                        "run_consistency_everywhere, shipped) or the data (x_n, t_n)")
+    p.add_argument(
+        "--consistency-start",
+        choices=["everywhere", "boundary"],
+        default="everywhere" if default_of(LoraTrainConfig, "consistency_everywhere") else "boundary",
+        help="where its step down starts: the Tweedie term's (x_t, t) (official "
+        "run_consistency_everywhere, shipped) or the data (x_n, t_n)",
+    )
     add_field(p, "--max-steps-diff", f, "the step goes down by 1..this many timesteps")
     add_field(p, "--prompt", f, "text prompt of every training image")
     add_field(p, "--checkpoint-every", f, "steps between checkpoints")
@@ -192,11 +224,33 @@ def cmd_generate(a) -> None:
         stop = 0
     check_timestep("stop_t", stop, m.T - 1)
     res = a.resolution or (st["info"]["resolution"] if st else m.unet.config.sample_size * m.vae_factor)
-    images = generate(m, m.condition(prompt, res), a.num, res, seed=a.seed, num_steps=a.steps, stop_t=stop,
-                      guidance_scale=a.guidance_scale, batch_size=a.batch_size)
-    _write_zip(a.out, images, "sample", {"sampler": a.sampler, "stop_t": stop, "t_n": t_n, "adapter": a.adapter,
-                                         "model": str(m.model_dir), "steps": a.steps, "seed": a.seed,
-                                         "guidance_scale": a.guidance_scale, "prompt": prompt})
+    images = generate(
+        m,
+        m.condition(prompt, res),
+        a.num,
+        res,
+        seed=a.seed,
+        num_steps=a.steps,
+        stop_t=stop,
+        guidance_scale=a.guidance_scale,
+        batch_size=a.batch_size,
+    )
+    _write_zip(
+        a.out,
+        images,
+        "sample",
+        {
+            "sampler": a.sampler,
+            "stop_t": stop,
+            "t_n": t_n,
+            "adapter": a.adapter,
+            "model": str(m.model_dir),
+            "steps": a.steps,
+            "seed": a.seed,
+            "guidance_scale": a.guidance_scale,
+            "prompt": prompt,
+        },
+    )
 
 
 def _generate(p: argparse.ArgumentParser) -> None:
@@ -205,21 +259,30 @@ def _generate(p: argparse.ArgumentParser) -> None:
     d = parameter_defaults(generate)
     _model_arguments(p)
     p.add_argument("--adapter", default=None, help="LoRA adapter of sdxl-train (None: the base model)")
-    p.add_argument("--sampler", choices=["early", "full"], default="early",
-                   help="early: stop at the adapter's t_n with one x0 step; full: down to t = 0")
+    p.add_argument(
+        "--sampler",
+        choices=["early", "full"],
+        default="early",
+        help="early: stop at the adapter's t_n with one x0 step; full: down to t = 0",
+    )
     p.add_argument("--num", type=int, default=8, help="number of samples")
     p.add_argument("--steps", type=int, default=d["num_steps"], help="DDIM steps")
     p.add_argument("--seed", type=int, default=d["seed"], help="seed of the initial noise")
     p.add_argument("--batch-size", type=int, default=d["batch_size"], help="samples per batch")
     p.add_argument("--guidance-scale", type=float, default=d["guidance_scale"], help="classifier-free guidance")
-    p.add_argument("--resolution", type=int, default=None,
-                   help="image size (None: the adapter's training resolution, else the model's)")
+    p.add_argument(
+        "--resolution",
+        type=int,
+        default=None,
+        help="image size (None: the adapter's training resolution, else the model's)",
+    )
     p.add_argument("--prompt", default=None, help="text prompt (None: the adapter's training prompt)")
     p.add_argument("--out", required=True, help="zip of the samples")
     p.set_defaults(func=cmd_generate)
 
 
 # ---------------------------------------------------------------- attacks and scores
+
 
 def _images(path):
     from ..data import read_image_zip
@@ -237,8 +300,9 @@ def cmd_attack_noise(a) -> None:
     images = _images(a.images)[: a.num_images]
     m, _ = _load(a)
     check_timestep("t_attack", a.t_attack, m.T)
-    out = noise_attack(m, images, m.condition(a.prompt, images.shape[-1]), a.t_attack, a.steps, a.seed,
-                       a.guidance_scale, a.batch_size)
+    out = noise_attack(
+        m, images, m.condition(a.prompt, images.shape[-1]), a.t_attack, a.steps, a.seed, a.guidance_scale, a.batch_size
+    )
     info = {"attack": "noise", "t_attack": a.t_attack, "steps": a.steps, "seed": a.seed, "model": str(m.model_dir)}
     out_dir = Path(a.out_dir)
     for k in ("noised", "one_step", "full"):
@@ -274,7 +338,13 @@ def cmd_attack_inpaint(a) -> None:
     images = _images(a.images)[: a.num_images]
     m, _ = _load(a)
     out = inpaint_attack(m, images, a.prompt, a.fraction, a.steps, a.seed, a.guidance_scale)
-    info = {"attack": "inpaint", "mask_fraction": a.fraction, "steps": a.steps, "seed": a.seed, "model": str(m.model_dir)}
+    info = {
+        "attack": "inpaint",
+        "mask_fraction": a.fraction,
+        "steps": a.steps,
+        "seed": a.seed,
+        "model": str(m.model_dir),
+    }
     out_dir = Path(a.out_dir)
     _write_zip(out_dir / "inpaint_masked.zip", out["masked"], "masked", info)
     _write_zip(out_dir / "inpaint_inpainted.zip", out["inpainted"], "inpainted", info)
@@ -301,9 +371,16 @@ def cmd_score(a) -> None:
         ref = ref[: len(images)]
     ex = resolve_extractor(a.extractor, a.fallback, setup_device(a.device, a.threads))
     sims, idx = similarities(ex, images, ref, a.mode)
-    summary = {"label": a.label, "mode": a.mode, "images": a.images, "reference": a.reference,
-               "extractor": ex.name, "extractor_requested": canonical_name(a.extractor),
-               "is_dinov2": ex.name.startswith("dinov2"), **summarise(sims, a.bins)}
+    summary = {
+        "label": a.label,
+        "mode": a.mode,
+        "images": a.images,
+        "reference": a.reference,
+        "extractor": ex.name,
+        "extractor_requested": canonical_name(a.extractor),
+        "is_dinov2": ex.name.startswith("dinov2"),
+        **summarise(sims, a.bins),
+    }
     with atomic_path(a.out_csv) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["index", "reference_index", f"similarity_{ex.name}"])
@@ -318,8 +395,12 @@ def _score(p: argparse.ArgumentParser) -> None:
     add_device(p)
     p.add_argument("--images", required=True, help="image zip to score")
     p.add_argument("--reference", required=True, help="image zip compared with")
-    p.add_argument("--mode", choices=["pairs", "nearest"], required=True,
-                   help="pairs: image i against reference i; nearest: against the most similar reference")
+    p.add_argument(
+        "--mode",
+        choices=["pairs", "nearest"],
+        required=True,
+        help="pairs: image i against reference i; nearest: against the most similar reference",
+    )
     p.add_argument("--extractor", default="dinov2_vitg14", help="feature extractor of the similarity")
     p.add_argument("--fallback", default="pixel", help="extractor used when the requested one's weights are missing")
     p.add_argument("--label", default="", help="name of this score in the summary")

@@ -1,11 +1,13 @@
 """`ambient train`: train a clean or ambient diffusion model. Every default is TrainConfig's,
 UNetConfig's or Corruption's (ambient.training, ambient.networks, ambient.corruption)."""
+
 from __future__ import annotations
 
 import argparse
 import os
 
-from .common import Command, add_device, add_field, add_quiet, fields_of, register as _register
+from .common import Command, add_device, add_field, add_quiet, fields_of
+from .common import register as _register
 
 
 def cmd_train(a) -> None:
@@ -15,14 +17,33 @@ def cmd_train(a) -> None:
 
     delta = a.delta if a.delta is not None else (0.1 if a.corruption.startswith("dust") else 0.0)
     corr = Corruption.from_name(a.corruption, delta=delta, seed=a.corruption_seed)
-    net = UNetConfig(base_channels=a.base_channels, channel_mult=a.channel_mult, num_blocks=a.num_blocks,
-                     attn_resolutions=a.attn_resolutions, dropout=a.dropout)
-    cfg = TrainConfig(dataset=a.dataset, corruption=corr.to_dict(), network=net.to_dict(), formulation=a.formulation,
-                      loss=a.loss, consistency_weight=a.consistency_weight,
-                      steps=a.steps, batch_size=a.batch_size, lr=a.lr, warmup_steps=a.warmup_steps,
-                      ema_decay=a.ema_decay, grad_clip=a.grad_clip, xflip=a.xflip, seed=a.seed,
-                      checkpoint_every=a.checkpoint_every, log_every=a.log_every, precision=a.precision,
-                      channels_last=a.channels_last)
+    net = UNetConfig(
+        base_channels=a.base_channels,
+        channel_mult=a.channel_mult,
+        num_blocks=a.num_blocks,
+        attn_resolutions=a.attn_resolutions,
+        dropout=a.dropout,
+    )
+    cfg = TrainConfig(
+        dataset=a.dataset,
+        corruption=corr.to_dict(),
+        network=net.to_dict(),
+        formulation=a.formulation,
+        loss=a.loss,
+        consistency_weight=a.consistency_weight,
+        steps=a.steps,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        warmup_steps=a.warmup_steps,
+        ema_decay=a.ema_decay,
+        grad_clip=a.grad_clip,
+        xflip=a.xflip,
+        seed=a.seed,
+        checkpoint_every=a.checkpoint_every,
+        log_every=a.log_every,
+        precision=a.precision,
+        channels_last=a.channels_last,
+    )
     out = train(cfg, a.run_dir, a.out, device=a.device, threads=a.threads, progress=not a.quiet)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 writes
         print(f"wrote {out}")
@@ -33,8 +54,12 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--dataset", required=True, help="prepared dataset zip")
     p.add_argument("--corruption", default=Corruption().name, help="clean, dust-p0.50, box-p0.25, noise-s0.20")
-    p.add_argument("--delta", type=float, default=None,
-                   help="further corruption probability of dust (None: 0.1); box takes none (a second box)")
+    p.add_argument(
+        "--delta",
+        type=float,
+        default=None,
+        help="further corruption probability of dust (None: 0.1); box takes none (a second box)",
+    )
     add_field(p, "--corruption-seed", fields_of(Corruption), "seed of the per-image masks / noise", key="seed")
 
 
@@ -43,11 +68,20 @@ def _optimizer_arguments(p: argparse.ArgumentParser) -> None:
     from ..training import LOSSES, TrainConfig
 
     f = fields_of(TrainConfig)
-    add_field(p, "--formulation", f, "masked models: split feeds the mask unscaled, official as the official "
-              "code (scaled by c_in)", choices=FORMULATIONS)
+    add_field(
+        p,
+        "--formulation",
+        f,
+        "masked models: split feeds the mask unscaled, official as the official code (scaled by c_in)",
+        choices=FORMULATIONS,
+    )
     add_field(p, "--loss", f, "auto picks by corruption; edm on noise-sX data is the naive baseline", choices=LOSSES)
-    add_field(p, "--consistency-weight", f,
-              "tweedie: weight of the optional consistency loss below sigma_n (official shipped config: 0)")
+    add_field(
+        p,
+        "--consistency-weight",
+        f,
+        "tweedie: weight of the optional consistency loss below sigma_n (official shipped config: 0)",
+    )
     add_field(p, "--steps", f, "optimizer steps")
     add_field(p, "--batch-size", f, "images per step")
     add_field(p, "--lr", f, "Adam learning rate")

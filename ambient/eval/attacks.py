@@ -54,6 +54,7 @@ Models trained on noisy data (kind "noise") stop at their sigma_n and take one x
 (as `sampling.generate`). Every random draw comes from `utils.generator(seed, image index,
 stream)`: results do not depend on the batch size or on which images are attacked together.
 """
+
 from __future__ import annotations
 
 import math
@@ -65,9 +66,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..corruption import Corruption
-from .neighbors import THRESHOLDS, pixel_features
 from ..sampling import edm_sigmas, heun_sample, model_denoiser, to_uint8
 from ..utils import derive_seed, generator, uint8_to_signed
+from .neighbors import THRESHOLDS, pixel_features
 
 KINDS = ("inpaint", "noise", "key")
 ERASE = ("box", "pixels")
@@ -77,15 +78,15 @@ _STREAM_ERASE, _STREAM_NOISE, _STREAM_MASK, _STREAM_RESAMPLE = 101, 102, 103, 10
 @dataclass
 class AttackConfig:
     kind: str = "inpaint"
-    erase: str = "pixels"          # inpaint: box | pixels
-    fraction: float = 0.8          # inpaint: share of pixels erased
-    position: str = "center"       # inpaint box: center | random
-    sigma: float = 2.0             # noise: noise level on [-1, 1] images
+    erase: str = "pixels"  # inpaint: box | pixels
+    fraction: float = 0.8  # inpaint: share of pixels erased
+    position: str = "center"  # inpaint box: center | random
+    sigma: float = 2.0  # noise: noise level on [-1, 1] images
     num_steps: int = 18
     sigma_min: float = 0.002
-    sigma_max: float = 80.0        # inpaint: start of the ODE
+    sigma_max: float = 80.0  # inpaint: start of the ODE
     rho: float = 7.0
-    resample: tuple = (1, 5)       # inpaint: RePaint resampling per step, one method each (1 = none)
+    resample: tuple = (1, 5)  # inpaint: RePaint resampling per step, one method each (1 = none)
     threshold: float = 0.95
     seed: int = 0
 
@@ -113,8 +114,10 @@ class AttackConfig:
 
 # ---------------------------------------------------------------- corruptions
 
-def erase_mask(index: int, resolution: int, erase: str = "pixels", fraction: float = 0.8, seed: int = 0,
-               position: str = "center") -> torch.Tensor:
+
+def erase_mask(
+    index: int, resolution: int, erase: str = "pixels", fraction: float = 0.8, seed: int = 0, position: str = "center"
+) -> torch.Tensor:
     """Known-pixel mask K (1, H, W) of training image `index`: 1 = kept, 0 = erased."""
     if erase == "pixels":
         g = generator(seed, index, _STREAM_ERASE)
@@ -151,10 +154,18 @@ def _denoiser(model, mask: torch.Tensor | None):
 
 # ---------------------------------------------------------------- restorations
 
+
 @torch.no_grad()
-def inpaint(model, x0: torch.Tensor, known: torch.Tensor, indices, cfg: AttackConfig,
-            corruption: Corruption | None = None, resample: int = 1,
-            mask: torch.Tensor | None = None) -> torch.Tensor:
+def inpaint(
+    model,
+    x0: torch.Tensor,
+    known: torch.Tensor,
+    indices,
+    cfg: AttackConfig,
+    corruption: Corruption | None = None,
+    resample: int = 1,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Complete the erased pixels of x0 (N, C, H, W in [-1, 1]); known (N, 1, H, W), 1 = kept.
     `mask`: the ambient model's own A~ (N, 1, H, W), required for ambient models."""
     dev = x0.device
@@ -188,8 +199,14 @@ def inpaint(model, x0: torch.Tensor, known: torch.Tensor, indices, cfg: AttackCo
 
 
 @torch.no_grad()
-def denoise_from(model, x0: torch.Tensor, indices, cfg: AttackConfig, corruption: Corruption | None = None,
-                 mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def denoise_from(
+    model,
+    x0: torch.Tensor,
+    indices,
+    cfg: AttackConfig,
+    corruption: Corruption | None = None,
+    mask: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
     """Noise x0 at cfg.sigma, restore it one-step and by sampling: {'onestep': ..., 'sample': ...}."""
     dev = x0.device
     eps = _noise(cfg.seed, indices, x0.shape[1:]).to(dev, torch.float64)
@@ -204,8 +221,15 @@ def denoise_from(model, x0: torch.Tensor, indices, cfg: AttackConfig, corruption
 
 
 @torch.no_grad()
-def sample_from(model, indices, shape, cfg: AttackConfig, corruption: Corruption | None = None,
-                mask: torch.Tensor | None = None, device: str | torch.device = "cpu") -> torch.Tensor:
+def sample_from(
+    model,
+    indices,
+    shape,
+    cfg: AttackConfig,
+    corruption: Corruption | None = None,
+    mask: torch.Tensor | None = None,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
     """Sample from image i's starting noise (sigma_max eps_i) with the model's sampler and mask A~ (mask key)."""
     sigmas, tweedie = _schedule(corruption, cfg.sigma_max, cfg)
     sigmas = sigmas.to(device)
@@ -217,6 +241,7 @@ def sample_from(model, indices, shape, cfg: AttackConfig, corruption: Corruption
 
 
 # ---------------------------------------------------------------- scoring
+
 
 def region_similarity(a: np.ndarray, b: np.ndarray, region: np.ndarray | None = None) -> np.ndarray:
     """Centred cosine of each pair (a[i], b[i]) of uint8 images over region[i] (N, 1, H, W bool; None = all)."""
@@ -234,8 +259,9 @@ def _cos(q: np.ndarray, refs: np.ndarray) -> np.ndarray:
     return (pixel_features(q, torch.float64) @ pixel_features(refs, torch.float64).T).numpy()
 
 
-def nearest_other(recon: np.ndarray, train: np.ndarray, indices: np.ndarray,
-                  region: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def nearest_other(
+    recon: np.ndarray, train: np.ndarray, indices: np.ndarray, region: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(similarity, index) of each reconstruction's most similar training image other than its own source."""
     if region is None:
         sims = (pixel_features(recon).double() @ pixel_features(train).double().T).numpy()
@@ -253,8 +279,14 @@ def nearest_other(recon: np.ndarray, train: np.ndarray, indices: np.ndarray,
     return vals, idxs
 
 
-def score(recon: np.ndarray, original: np.ndarray, train: np.ndarray, indices: np.ndarray,
-          region: np.ndarray | None, threshold: float) -> dict[str, np.ndarray]:
+def score(
+    recon: np.ndarray,
+    original: np.ndarray,
+    train: np.ndarray,
+    indices: np.ndarray,
+    region: np.ndarray | None,
+    threshold: float,
+) -> dict[str, np.ndarray]:
     """Per-image similarity to the original (region and full), to the nearest other training image, MSE, extracted."""
     sim = region_similarity(recon, original, region)
     sim_full = region_similarity(recon, original, None)
@@ -266,21 +298,34 @@ def score(recon: np.ndarray, original: np.ndarray, train: np.ndarray, indices: n
         r = np.broadcast_to(region, diff.shape)
         mse = (diff**2 * r).reshape(len(diff), -1).sum(1) / np.maximum(r.reshape(len(diff), -1).sum(1), 1)
     extracted = (sim > threshold) & (sim > other_sim)
-    return {"sim": sim, "sim_full": sim_full, "mse": mse, "other_sim": other_sim, "other_index": other_idx,
-            "extracted": extracted}
+    return {
+        "sim": sim,
+        "sim_full": sim_full,
+        "mse": mse,
+        "other_sim": other_sim,
+        "other_index": other_idx,
+        "extracted": extracted,
+    }
 
 
 def summarize(s: dict[str, np.ndarray]) -> dict:
-    out = {"n": int(len(s["sim"])), "sim_mean": float(np.mean(s["sim"])), "sim_median": float(np.median(s["sim"])),
-           "sim_full_mean": float(np.mean(s["sim_full"])), "other_sim_mean": float(np.mean(s["other_sim"])),
-           "mse_mean": float(np.mean(s["mse"])), "share_extracted": float(np.mean(s["extracted"])),
-           "n_extracted": int(np.sum(s["extracted"]))}
+    out = {
+        "n": int(len(s["sim"])),
+        "sim_mean": float(np.mean(s["sim"])),
+        "sim_median": float(np.median(s["sim"])),
+        "sim_full_mean": float(np.mean(s["sim_full"])),
+        "other_sim_mean": float(np.mean(s["other_sim"])),
+        "mse_mean": float(np.mean(s["mse"])),
+        "share_extracted": float(np.mean(s["extracted"])),
+        "n_extracted": int(np.sum(s["extracted"])),
+    }
     for t in THRESHOLDS:
         out[f"share_sim_gt_{t:.2f}"] = float(np.mean(s["sim"] > t))
     return out
 
 
 # ---------------------------------------------------------------- the attack
+
 
 def methods_for(kind: str, masked: bool, resample=(1, 5)) -> list[str]:
     if kind == "inpaint":
@@ -294,6 +339,7 @@ def methods_for(kind: str, masked: bool, resample=(1, 5)) -> list[str]:
 class _Restorations:
     """What the restore step collects, batch by batch: reconstructions per method, the corrupted
     inputs (for the gallery), the erased regions (inpainting), the keys (mask key), seconds per method."""
+
     recons: dict[str, list]
     timing: dict[str, float]
     corrupted: list = field(default_factory=list)
@@ -303,8 +349,9 @@ class _Restorations:
 
 def _restore_inpaint(model, cfg: AttackConfig, corruption, autocast, idx, x0, own, out: _Restorations) -> None:
     res = x0.shape[2]
-    known = torch.stack([erase_mask(int(i), res, cfg.erase, cfg.fraction, cfg.seed, cfg.position)
-                         for i in idx]).to(x0.device)
+    known = torch.stack([erase_mask(int(i), res, cfg.erase, cfg.fraction, cfg.seed, cfg.position) for i in idx]).to(
+        x0.device
+    )
     for u, m in zip(cfg.resample, out.recons):
         t0 = time.perf_counter()
         with autocast:
@@ -351,16 +398,31 @@ def _restore_noise(model, cfg: AttackConfig, corruption, autocast, idx, x0, own,
 _RESTORE = {"inpaint": _restore_inpaint, "key": _restore_key, "noise": _restore_noise}
 
 
-def _restore(model, train: np.ndarray, indices: np.ndarray, cfg: AttackConfig, corruption, methods: list[str],
-             batch_size: int, device: torch.device, autocast, progress: bool) -> _Restorations:
+def _restore(
+    model,
+    train: np.ndarray,
+    indices: np.ndarray,
+    cfg: AttackConfig,
+    corruption,
+    methods: list[str],
+    batch_size: int,
+    device: torch.device,
+    autocast,
+    progress: bool,
+) -> _Restorations:
     """The restore step: each batch of attacked images corrupted and restored by every method."""
     masked = bool(getattr(model, "masked", False))
     res = train.shape[2]
-    timing = {m: 0.0 for m in methods} if cfg.kind != "noise" else {"restore": 0.0, **({"restore_ones": 0.0} if masked else {})}
+    timing = (
+        {m: 0.0 for m in methods}
+        if cfg.kind != "noise"
+        else {"restore": 0.0, **({"restore_ones": 0.0} if masked else {})}
+    )
     out = _Restorations({m: [] for m in methods}, timing)
     mask_seed = derive_seed(cfg.seed, _STREAM_MASK)
-    for start in tqdm(range(0, len(indices), batch_size), desc=f"attack ({cfg.kind})", unit="batch",
-                      disable=not progress):
+    for start in tqdm(
+        range(0, len(indices), batch_size), desc=f"attack ({cfg.kind})", unit="batch", disable=not progress
+    ):
         idx = indices[start : start + batch_size]
         x0 = uint8_to_signed(train[idx]).to(device)
         # an ambient model's own A~ per attacked image: its training distribution, fresh streams
@@ -374,18 +436,38 @@ def _rows(scores: dict, methods: list[str], indices: np.ndarray) -> list[dict]:
     for m in methods:
         s = scores[m]
         for j, i in enumerate(indices):
-            rows.append({"index": int(i), "method": m, "sim": float(s["sim"][j]), "sim_full": float(s["sim_full"][j]),
-                         "mse": float(s["mse"][j]), "other_sim": float(s["other_sim"][j]),
-                         "other_index": int(s["other_index"][j]), "extracted": bool(s["extracted"][j])})
+            rows.append(
+                {
+                    "index": int(i),
+                    "method": m,
+                    "sim": float(s["sim"][j]),
+                    "sim_full": float(s["sim_full"][j]),
+                    "mse": float(s["mse"][j]),
+                    "other_sim": float(s["other_sim"][j]),
+                    "other_index": int(s["other_index"][j]),
+                    "extracted": bool(s["extracted"][j]),
+                }
+            )
     return rows
 
 
-def _summary(cfg: AttackConfig, masked: bool, n: int, n_train: int, methods: list[str], scores: dict,
-             precision: str, timing: dict) -> dict:
+def _summary(
+    cfg: AttackConfig,
+    masked: bool,
+    n: int,
+    n_train: int,
+    methods: list[str],
+    scores: dict,
+    precision: str,
+    timing: dict,
+) -> dict:
     model_mask = None
     if masked:
-        model_mask = ("key_train: the image's own training A~; key_fresh: fresh A~ of its law"
-                      if cfg.kind == "key" else "own training distribution of A~, fresh per image")
+        model_mask = (
+            "key_train: the image's own training A~; key_fresh: fresh A~ of its law"
+            if cfg.kind == "key"
+            else "own training distribution of A~, fresh per image"
+        )
     return {
         "kind": cfg.kind,
         "masked": masked,
@@ -404,8 +486,16 @@ def _summary(cfg: AttackConfig, masked: bool, n: int, n_train: int, methods: lis
     }
 
 
-def _gallery(out: _Restorations, scores: dict, originals: np.ndarray, region: np.ndarray | None,
-             indices: np.ndarray, cfg: AttackConfig, methods: list[str], gallery_size: int) -> dict:
+def _gallery(
+    out: _Restorations,
+    scores: dict,
+    originals: np.ndarray,
+    region: np.ndarray | None,
+    indices: np.ndarray,
+    cfg: AttackConfig,
+    methods: list[str],
+    gallery_size: int,
+) -> dict:
     """The first `gallery_size` attacked images: original, corrupted, shown mask, each method's restoration."""
     g = np.arange(min(gallery_size, len(indices)))
     if region is not None:
@@ -415,9 +505,14 @@ def _gallery(out: _Restorations, scores: dict, originals: np.ndarray, region: np
     else:
         res = originals.shape[2]
         shown = np.ones((len(g), 1, res, res), np.uint8)
-    gallery = {"indices": indices[g], "original": originals[g], "corrupted": np.concatenate(out.corrupted)[g],
-               "mask": shown,
-               "methods": np.asarray(methods), "kind": np.asarray(cfg.kind)}
+    gallery = {
+        "indices": indices[g],
+        "original": originals[g],
+        "corrupted": np.concatenate(out.corrupted)[g],
+        "mask": shown,
+        "methods": np.asarray(methods),
+        "kind": np.asarray(cfg.kind),
+    }
     for m in methods:
         gallery[f"recon_{m}"] = np.concatenate(out.recons[m])[g]
         gallery[f"sim_{m}"] = scores[m]["sim"][g].astype(np.float32)
@@ -426,9 +521,18 @@ def _gallery(out: _Restorations, scores: dict, originals: np.ndarray, region: np
 
 
 @torch.no_grad()
-def run_attack(model, train_uint8: np.ndarray, cfg: AttackConfig, corruption: Corruption | None = None,
-               indices=None, batch_size: int = 64, device: str | torch.device = "cpu", gallery_size: int = 16,
-               progress: bool = False, precision: str = "fp32") -> tuple[dict, list[dict], dict]:
+def run_attack(
+    model,
+    train_uint8: np.ndarray,
+    cfg: AttackConfig,
+    corruption: Corruption | None = None,
+    indices=None,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    gallery_size: int = 16,
+    progress: bool = False,
+    precision: str = "fp32",
+) -> tuple[dict, list[dict], dict]:
     """Attack training images `indices` (default all) of `train_uint8`; returns (summary, rows, gallery).
 
     `model` is an EDMPrecond (or any object with `masked`, `img_channels` and the same call
@@ -459,10 +563,14 @@ def run_attack(model, train_uint8: np.ndarray, cfg: AttackConfig, corruption: Co
     originals = train[indices]
     region = np.concatenate(out.regions) if out.regions else None
     t0 = time.perf_counter()
-    scores = {m: score(np.concatenate(out.recons[m]), originals, train, indices, region, cfg.threshold) for m in methods}
+    scores = {
+        m: score(np.concatenate(out.recons[m]), originals, train, indices, region, cfg.threshold) for m in methods
+    }
     t_score = time.perf_counter() - t0
 
-    summary = _summary(cfg, masked, len(indices), n_train, methods, scores, precision, {**out.timing, "scoring": t_score})
+    summary = _summary(
+        cfg, masked, len(indices), n_train, methods, scores, precision, {**out.timing, "scoring": t_score}
+    )
     summary["seconds"] = time.perf_counter() - t_start
     gallery = _gallery(out, scores, originals, region, indices, cfg, methods, gallery_size)
     return summary, _rows(scores, methods, indices), gallery

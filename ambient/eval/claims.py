@@ -18,6 +18,7 @@ claims.csv was written. Torch-free: reads and writes CSV only.
 Papers: Daras et al., Ambient Diffusion (NeurIPS 2023), and Daras, Dimakis, Daskalakis,
 Consistent Diffusion Meets Tweedie (ICML 2024). Figure numbers as in the README's table.
 """
+
 from __future__ import annotations
 
 import csv
@@ -46,41 +47,69 @@ class Claim:
 
 
 CLAIMS: tuple[Claim, ...] = (
-    Claim("clean_copies",
-          "A diffusion model trained on the clean images copies its training set.",
-          f"{AMBIENT}, Figs. 3 and 8", {"min_share": 0.50}),
-    Claim("heavy_corruption_no_copies",
-          "A model trained on heavily corrupted images (p >= 0.5) produces (almost) no copies.",
-          f"{AMBIENT}, Figs. 3 and 8", {"min_p": 0.5, "max_share": 0.05}),
-    Claim("copies_fall_with_p",
-          "The share of memorized samples does not rise with the corruption level p.",
-          f"{AMBIENT}, Fig. 8", {"tolerance": 0.02}),
-    Claim("key_copies_fall_with_p",
-          "Memorization falls with p also for an attacker who holds a training image's mask: handed image i's "
-          "own training mask A~, the models at small p return image i, those at p >= 0.5 (almost) never.",
-          f"{AMBIENT}, Figs. 3 and 8 (memorization vs p), tested with this pipeline's mask-key attack",
-          {"tolerance": 0.02, "min_p": 0.5, "max_extracted": 0.05}),
-    Claim("quality_cost",
-          "Training on corrupted data costs sample quality: the most corrupted model is farther from the "
-          "data distribution (held-out KD) than the clean one.",
-          f"{AMBIENT}, Table 1 (FID vs p)", {"n_std": 1.0}),
-    Claim("quality_cost_rises_with_p",
-          "The quality cost grows with the corruption level p (held-out KD non-decreasing in p).",
-          f"{AMBIENT}, Table 1 (FID vs p)", {"n_std": 1.0}),
-    Claim("tweedie_samples_clean",
-          "A model trained on noisy data with the Tweedie loss generates clean samples, "
-          "no noisier than the clean data.",
-          f"{TWEEDIE}, Figs. 5-7", {"max_ratio": 1.25}),
-    Claim("naive_reproduces_noise",
-          "The naive baseline (plain diffusion loss on the noisy data) generates noisy samples.",
-          f"{TWEEDIE}, Figs. 5-7", {"min_ratio": 0.5}),
-    Claim("attacks_extract_clean",
-          "Memorization attacks (inpainting a mostly erased training image) recover training images from "
-          "the clean model.",
-          f"{AMBIENT}, Figs. 1 and 4", {"min_extracted": 0.2}),
-    Claim("attacks_fail_heavy",
-          "The inpainting and noise attacks recover (almost) no training image from models trained at p >= 0.5.",
-          f"{AMBIENT}, Figs. 1 and 4", {"min_p": 0.5, "max_extracted": 0.05}),
+    Claim(
+        "clean_copies",
+        "A diffusion model trained on the clean images copies its training set.",
+        f"{AMBIENT}, Figs. 3 and 8",
+        {"min_share": 0.50},
+    ),
+    Claim(
+        "heavy_corruption_no_copies",
+        "A model trained on heavily corrupted images (p >= 0.5) produces (almost) no copies.",
+        f"{AMBIENT}, Figs. 3 and 8",
+        {"min_p": 0.5, "max_share": 0.05},
+    ),
+    Claim(
+        "copies_fall_with_p",
+        "The share of memorized samples does not rise with the corruption level p.",
+        f"{AMBIENT}, Fig. 8",
+        {"tolerance": 0.02},
+    ),
+    Claim(
+        "key_copies_fall_with_p",
+        "Memorization falls with p also for an attacker who holds a training image's mask: handed image i's "
+        "own training mask A~, the models at small p return image i, those at p >= 0.5 (almost) never.",
+        f"{AMBIENT}, Figs. 3 and 8 (memorization vs p), tested with this pipeline's mask-key attack",
+        {"tolerance": 0.02, "min_p": 0.5, "max_extracted": 0.05},
+    ),
+    Claim(
+        "quality_cost",
+        "Training on corrupted data costs sample quality: the most corrupted model is farther from the "
+        "data distribution (held-out KD) than the clean one.",
+        f"{AMBIENT}, Table 1 (FID vs p)",
+        {"n_std": 1.0},
+    ),
+    Claim(
+        "quality_cost_rises_with_p",
+        "The quality cost grows with the corruption level p (held-out KD non-decreasing in p).",
+        f"{AMBIENT}, Table 1 (FID vs p)",
+        {"n_std": 1.0},
+    ),
+    Claim(
+        "tweedie_samples_clean",
+        "A model trained on noisy data with the Tweedie loss generates clean samples, no noisier than the clean data.",
+        f"{TWEEDIE}, Figs. 5-7",
+        {"max_ratio": 1.25},
+    ),
+    Claim(
+        "naive_reproduces_noise",
+        "The naive baseline (plain diffusion loss on the noisy data) generates noisy samples.",
+        f"{TWEEDIE}, Figs. 5-7",
+        {"min_ratio": 0.5},
+    ),
+    Claim(
+        "attacks_extract_clean",
+        "Memorization attacks (inpainting a mostly erased training image) recover training images from "
+        "the clean model.",
+        f"{AMBIENT}, Figs. 1 and 4",
+        {"min_extracted": 0.2},
+    ),
+    Claim(
+        "attacks_fail_heavy",
+        "The inpainting and noise attacks recover (almost) no training image from models trained at p >= 0.5.",
+        f"{AMBIENT}, Figs. 1 and 4",
+        {"min_p": 0.5, "max_extracted": 0.05},
+    ),
 )
 CLAIM_IDS = tuple(c.id for c in CLAIMS)
 
@@ -90,7 +119,6 @@ class ClaimsError(ValueError):
 
 
 # ---------------------------------------------------------------- reading summary.csv
-
 
 
 @dataclass
@@ -119,7 +147,9 @@ def read_summary(path: str | Path) -> tuple[list[str], list[Run]]:
     """(columns, runs) of a summary.csv; kind/level/loss from their columns, else from the run name."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found (make it with `snakemake {path}` or `python -m ambient.eval.summary`)")
+        raise FileNotFoundError(
+            f"{path}: not found (make it with `snakemake {path}` or `python -m ambient.eval.summary`)"
+        )
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         columns = list(reader.fieldnames or [])
@@ -150,6 +180,7 @@ def read_summary(path: str | Path) -> tuple[list[str], list[Run]]:
 
 
 # ---------------------------------------------------------------- evaluating the claims
+
 
 @dataclass
 class Result:
@@ -256,14 +287,19 @@ def copies_fall_with_p(runs, columns, p) -> Result:
 
 def key_copies_fall_with_p(runs, columns, p) -> Result:
     col, tol = "key_extracted", p["tolerance"]
-    t = (f"non-increasing in p (each step rises by <= {tol:.2f}), and <= {p['max_extracted']:.2f} "
-         f"for p >= {p['min_p']:g}")
+    t = (
+        f"non-increasing in p (each step rises by <= {tol:.2f}), and <= {p['max_extracted']:.2f} "
+        f"for p >= {p['min_p']:g}"
+    )
     dust = _dust(runs)
     notes = [f"{r.name}: no {col}" for r in dust if r.get(col) is None]
     series = [r for r in dust if r.get(col) is not None]
     if len(series) < 2:
-        return _na(f"needs two or more dust runs with {col} (the key attack: evaluation.attacks)"
-                   + (f" ({'; '.join(notes)})" if notes else ""), t)
+        return _na(
+            f"needs two or more dust runs with {col} (the key attack: evaluation.attacks)"
+            + (f" ({'; '.join(notes)})" if notes else ""),
+            t,
+        )
     seq = [r.get(col) for r in series]
     heavy = [v for r, v in zip(series, seq) if r.level >= p["min_p"]]
     if not heavy:
@@ -315,8 +351,9 @@ def quality_cost_rises_with_p(runs, columns, p) -> Result:
         return _na(note, t)
     if sum(r.kind == "dust" for r in series) < 2:
         return _na(f"needs two or more dust runs with {kd}" + (f" ({note})" if note else ""), t)
-    ok = all(b.get(kd) >= a.get(kd) - n * ((a.get(std) or 0.0) + (b.get(std) or 0.0))
-             for a, b in zip(series, series[1:]))
+    ok = all(
+        b.get(kd) >= a.get(kd) - n * ((a.get(std) or 0.0) + (b.get(std) or 0.0)) for a, b in zip(series, series[1:])
+    )
     return Result(_kd_text(kd, std, series), t, _yes(ok), note)
 
 
@@ -328,8 +365,10 @@ def _hf_ratio_claim(selected: list[Run], columns, ref: str, bound: float, upper:
     for r in selected:
         s, c = r.get("hf_samples"), r.get(ref)
         if s is None or c is None:
-            notes.append(f"{r.name}: " + " and ".join(_missing(k, columns) for k, v in (("hf_samples", s), (ref, c))
-                                                       if v is None))
+            notes.append(
+                f"{r.name}: "
+                + " and ".join(_missing(k, columns) for k, v in (("hf_samples", s), (ref, c)) if v is None)
+            )
             continue
         oks.append(s <= bound * c if upper else s >= bound * c)
         parts.append(f"{r.name}: {_f(s)} vs {_f(c)} (ratio {_f(s / c) if c else '-'})")
@@ -356,8 +395,11 @@ def attacks_extract_clean(runs, columns, p) -> Result:
     v = clean.get("inpaint_extracted")
     if v is None:
         return _na(_missing("inpaint_extracted", columns) + " for clean (attacks disabled?)", t)
-    extra = [f"{c} = {_f(clean.get(c))}" for c in columns
-             if re.fullmatch(r"inpaint_u\d+_extracted", c) and clean.get(c) is not None]
+    extra = [
+        f"{c} = {_f(clean.get(c))}"
+        for c in columns
+        if re.fullmatch(r"inpaint_u\d+_extracted", c) and clean.get(c) is not None
+    ]
     measured = f"inpaint_extracted = {_f(v)} (clean" + (f"; {', '.join(extra)}" if extra else "") + ")"
     return Result(measured, t, _yes(v >= p["min_extracted"]))
 
@@ -409,8 +451,10 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, float]]:
         if cid not in by_id:
             raise ClaimsError(f"--set {item!r}: no claim {cid!r}; claims: {', '.join(CLAIM_IDS)}")
         if param not in by_id[cid].params:
-            raise ClaimsError(f"--set {item!r}: claim {cid} has no parameter {param!r}; "
-                              f"it has {', '.join(by_id[cid].params) or 'none'}")
+            raise ClaimsError(
+                f"--set {item!r}: claim {cid} has no parameter {param!r}; "
+                f"it has {', '.join(by_id[cid].params) or 'none'}"
+            )
         try:
             out.setdefault(cid, {})[param] = float(value)
         except ValueError:
@@ -424,8 +468,17 @@ def evaluate(columns: list[str], runs: list[Run], overrides: dict | None = None)
     for c in CLAIMS:
         params = {**c.params, **(overrides or {}).get(c.id, {})}
         r = CHECKS[c.id](runs, columns, params)
-        rows.append({"claim": c.id, "statement": c.statement, "source": c.source, "measured": r.measured,
-                     "threshold": r.threshold, "holds": r.holds, "note": r.note})
+        rows.append(
+            {
+                "claim": c.id,
+                "statement": c.statement,
+                "source": c.source,
+                "measured": r.measured,
+                "threshold": r.threshold,
+                "holds": r.holds,
+                "note": r.note,
+            }
+        )
     return rows
 
 
@@ -452,8 +505,10 @@ def cmd_claims(a) -> int:
     rows = evaluate(columns, runs, parse_overrides(a.set))
     write_csv(a.out, rows)
     counts = {k: sum(r["holds"] == k for r in rows) for k in ("yes", "no", "n/a")}
-    print(f"wrote {a.out}: {len(rows)} claims from {len(runs)} runs of {a.summary} "
-          f"({counts['yes']} hold, {counts['no']} do not, {counts['n/a']} n/a)")
+    print(
+        f"wrote {a.out}: {len(rows)} claims from {len(runs)} runs of {a.summary} "
+        f"({counts['yes']} hold, {counts['no']} do not, {counts['n/a']} n/a)"
+    )
     for r in rows:
         extra = f" [{r['note']}]" if r["note"] else ""
         print(f"  {r['holds']:>3}  {r['claim']}: {r['measured'] or '-'} (threshold {r['threshold']}){extra}")

@@ -18,6 +18,7 @@ noise up to std 0.1 and strongly to blur and lost contrast, while raw pixels res
 hardly to mild blur: the two rank speckled and blurred samples in opposite orders (README, Quality).
 A diagnostic (`ambient extractor-check`), not part of the DAG.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,9 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..utils import generator, signed_to_uint8, uint8_to_signed
 from .features import Extractor, metric_keys
 from .fid import feature_stats, frechet, kernel
-from ..utils import generator, signed_to_uint8, uint8_to_signed
 
 DISTURBANCES: dict[str, tuple[float, ...]] = {
     "noise": (0.05, 0.1, 0.2, 0.4),
@@ -74,15 +75,25 @@ def disturb(images: np.ndarray, kind: str, level: float, seed: int = 0) -> np.nd
     return signed_to_uint8(x).numpy()
 
 
-def check(extractor: Extractor, images: np.ndarray, ref_features: np.ndarray, ref_name: str = "heldout",
-          seed: int = 0, kid_subsets: int = 100) -> dict:
+def check(
+    extractor: Extractor,
+    images: np.ndarray,
+    ref_features: np.ndarray,
+    ref_name: str = "heldout",
+    seed: int = 0,
+    kid_subsets: int = 100,
+) -> dict:
     """FD and KD of the disturbed `images` against `ref_features`, per disturbance and level, and
     whether each rises (does not fall) with the level."""
     mu_r, sigma_r = feature_stats(ref_features)
     base = extractor(images)
-    out: dict = {"extractor": extractor.name, "n": int(len(images)), "ref_n": int(len(ref_features)),
-                 "method": "Heusel et al. 2017 disturbance test: FD/KD must not fall as the disturbance grows",
-                 "disturbances": {}}
+    out: dict = {
+        "extractor": extractor.name,
+        "n": int(len(images)),
+        "ref_n": int(len(ref_features)),
+        "method": "Heusel et al. 2017 disturbance test: FD/KD must not fall as the disturbance grows",
+        "disturbances": {},
+    }
     fd_key, kd_key = metric_keys(extractor)
     out["fd_key"], out["kd_key"] = (f"{fd_key}_{ref_name}", f"{kd_key}_{ref_name}") if ref_name else (fd_key, kd_key)
 
@@ -98,7 +109,9 @@ def check(extractor: Extractor, images: np.ndarray, ref_features: np.ndarray, re
             fds.append(fd)
             kds.append(kd)
         out["disturbances"][kind] = {
-            "levels": [0.0, *levels], "fd": fds, "kd": kds,
+            "levels": [0.0, *levels],
+            "fd": fds,
+            "kd": kds,
             "fd_rises": all(b >= a for a, b in zip(fds, fds[1:])),
             "kd_rises": all(b >= a for a, b in zip(kds, kds[1:])),
         }

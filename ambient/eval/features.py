@@ -31,6 +31,7 @@ sha256) are called FID/KID; with any other extractor they are `fd_<name>` / `kd_
   positive energies, so cosine similarities between any two faces are near 1 and it is no
   good for nearest neighbours (use `pixel` or `dinov2` there).
 """
+
 from __future__ import annotations
 
 import math
@@ -68,10 +69,13 @@ class Extractor:
     def __call__(self, images_uint8: np.ndarray, batch_size: int = 256, progress: bool = False) -> np.ndarray:
         images_uint8 = np.asarray(images_uint8)
         if images_uint8.dtype != np.uint8 or images_uint8.ndim != 4 or images_uint8.shape[1] not in (1, 3):
-            raise ValueError(f"{self.name}: expected uint8 images (N, 1|3, H, W), got {images_uint8.dtype} {images_uint8.shape}")
+            raise ValueError(
+                f"{self.name}: expected uint8 images (N, 1|3, H, W), got {images_uint8.dtype} {images_uint8.shape}"
+            )
         out = []
-        for start in tqdm(range(0, len(images_uint8), batch_size), desc=f"features ({self.name})", unit="batch",
-                          disable=not progress):
+        for start in tqdm(
+            range(0, len(images_uint8), batch_size), desc=f"features ({self.name})", unit="batch", disable=not progress
+        ):
             x = torch.from_numpy(np.ascontiguousarray(images_uint8[start : start + batch_size]))
             out.append(self.batch(x).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
@@ -85,6 +89,7 @@ class Extractor:
 
 
 # ---------------------------------------------------------------- offline extractors
+
 
 class PixelExtractor(Extractor):
     name = "pixel"
@@ -162,6 +167,7 @@ class FilterBankExtractor(Extractor):
 
 # ---------------------------------------------------------------- Inception (clean-fid)
 
+
 class InceptionExtractor(Extractor):
     """clean-fid's TorchScript Inception, loaded with `InceptionV3W(dir, download=False, resize_inside=False)`.
 
@@ -184,8 +190,10 @@ class InceptionExtractor(Extractor):
             model = InceptionV3W(str(Path(weights_dir)), download=False, resize_inside=False)
         except Exception as e:  # noqa: BLE001 (torch.jit raises RuntimeError and friends)
             msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-            raise ValueError(f"{self.path}: cannot load the Inception weights ({e.__class__.__name__}: {msg}); "
-                             "delete the file and run `ambient fetch-weights --name inception`") from None
+            raise ValueError(
+                f"{self.path}: cannot load the Inception weights ({e.__class__.__name__}: {msg}); "
+                "delete the file and run `ambient fetch-weights --name inception`"
+            ) from None
         self.model = model.to(self.device).eval()
         from cleanfid.resize import build_resizer
 
@@ -206,14 +214,24 @@ class InceptionExtractor(Extractor):
         from cleanfid.fid import get_files_features
 
         files, fdir = image_files(path)
-        return get_files_features(files, model=self.model, num_workers=0, batch_size=batch_size, device=self.device,
-                                  mode="clean", fdir=fdir, verbose=progress, description=f"inception {Path(path).name}: ")
+        return get_files_features(
+            files,
+            model=self.model,
+            num_workers=0,
+            batch_size=batch_size,
+            device=self.device,
+            mode="clean",
+            fdir=fdir,
+            verbose=progress,
+            description=f"inception {Path(path).name}: ",
+        )
 
     def describe(self) -> dict:
         return {"extractor": self.name, "weights": str(self.path), "weights_sha256": self.sha256}
 
 
 # ---------------------------------------------------------------- DINOv2 (local torch hub cache)
+
 
 def dinov2_preprocess(images: torch.Tensor, patch: int = DINOV2_PATCH) -> torch.Tensor:
     """uint8 (N, C, H, W), C in (1, 3) -> float32 (N, 3, H', W'): the DINOv2 input of the official
@@ -244,7 +262,6 @@ def dinov2_paths(model: str = DINOV2_DEFAULT, hub_dir: str | os.PathLike | None 
 
 
 class DinoV2Extractor(Extractor):
-
     def __init__(self, device="cpu", model: str = DINOV2_DEFAULT, hub_dir: str | os.PathLike | None = None):
         super().__init__(device)
         if model not in DINOV2_MODELS:
@@ -253,8 +270,10 @@ class DinoV2Extractor(Extractor):
         repo, ckpt = dinov2_paths(model, hub_dir)
         for p, what in ((repo, "DINOv2 hub repository"), (ckpt, "DINOv2 weights")):
             if not p.exists():
-                raise FileNotFoundError(f"{p}: {what} not found in the local torch hub cache; fetch it once with "
-                                        f"torch.hub.load('facebookresearch/dinov2', '{model}') on a machine with internet")
+                raise FileNotFoundError(
+                    f"{p}: {what} not found in the local torch hub cache; fetch it once with "
+                    f"torch.hub.load('facebookresearch/dinov2', '{model}') on a machine with internet"
+                )
         old = torch.hub.get_dir()
         try:
             torch.hub.set_dir(str(repo.parent))  # the checkpoint is looked up in <hub>/checkpoints, never downloaded
@@ -273,6 +292,7 @@ class DinoV2Extractor(Extractor):
 
 
 # ---------------------------------------------------------------- registry
+
 
 def canonical_name(name: str) -> str:
     return DINOV2_DEFAULT if name == "dinov2" else name
@@ -298,8 +318,9 @@ def missing_file(name: str, weights_dir: str | os.PathLike = DEFAULT_WEIGHTS_DIR
     raise ValueError(f"unknown feature extractor {name!r}: use one of {', '.join(known_extractors())}")
 
 
-def get_extractor(name: str, device: str | torch.device = "cpu",
-                  weights_dir: str | os.PathLike = DEFAULT_WEIGHTS_DIR) -> Extractor:
+def get_extractor(
+    name: str, device: str | torch.device = "cpu", weights_dir: str | os.PathLike = DEFAULT_WEIGHTS_DIR
+) -> Extractor:
     """Build the extractor `name`; raises FileNotFoundError (naming the file) when its weights are missing."""
     name = canonical_name(name)
     if name == "pixel":
@@ -316,8 +337,12 @@ def get_extractor(name: str, device: str | torch.device = "cpu",
 _WARNED: set[tuple[str, str]] = set()
 
 
-def resolve_extractor(requested: str, fallback: str | None = None, device: str | torch.device = "cpu",
-                      weights_dir: str | os.PathLike = DEFAULT_WEIGHTS_DIR) -> Extractor:
+def resolve_extractor(
+    requested: str,
+    fallback: str | None = None,
+    device: str | torch.device = "cpu",
+    weights_dir: str | os.PathLike = DEFAULT_WEIGHTS_DIR,
+) -> Extractor:
     """`requested` if its weights are present, else `fallback` (warned once per pair, on stderr).
 
     A weights file that is present but corrupt is an error, never a silent fallback.
@@ -327,17 +352,24 @@ def resolve_extractor(requested: str, fallback: str | None = None, device: str |
     if missing is None:
         return get_extractor(requested, device, weights_dir)
     if not fallback or fallback == "none":
-        raise FileNotFoundError(f"{missing}: needed by the {canonical_name(requested)} extractor and not found "
-                                + ("(run `ambient fetch-weights --name inception`)" if canonical_name(requested) == "inception" else ""))
+        raise FileNotFoundError(
+            f"{missing}: needed by the {canonical_name(requested)} extractor and not found "
+            + ("(run `ambient fetch-weights --name inception`)" if canonical_name(requested) == "inception" else "")
+        )
     if missing_file(fallback, weights_dir) is not None:
-        raise FileNotFoundError(f"{missing}: needed by {requested}, and the fallback {fallback} is missing "
-                                f"{missing_file(fallback, weights_dir)} too")
+        raise FileNotFoundError(
+            f"{missing}: needed by {requested}, and the fallback {fallback} is missing "
+            f"{missing_file(fallback, weights_dir)} too"
+        )
     key = (canonical_name(requested), canonical_name(fallback))
     if key not in _WARNED:
         _WARNED.add(key)
         fb = canonical_name(fallback)
-        print(f"ambient: warning: {missing} not found; the {key[0]} extractor is unavailable, using the "
-              f"'{fb}' extractor instead: metrics are labelled fd_{fb} / kd_{fb}, not fid / kid", file=sys.stderr)
+        print(
+            f"ambient: warning: {missing} not found; the {key[0]} extractor is unavailable, using the "
+            f"'{fb}' extractor instead: metrics are labelled fd_{fb} / kd_{fb}, not fid / kid",
+            file=sys.stderr,
+        )
     return get_extractor(fallback, device, weights_dir)
 
 

@@ -10,6 +10,7 @@ Reference statistics are our own `.npz` files (`save_ref_stats`): mu, sigma, the
 KID), the extractor name, n, the image size and the source's sha256. They are never clean-fid's
 downloaded site-packages statistics.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .features import Extractor, canonical_name, metric_keys
 from ..utils import atomic_path
+from .features import Extractor, canonical_name, metric_keys
 
 
 @contextlib.contextmanager
@@ -45,13 +46,16 @@ def frechet(mu1, sigma1, mu2, sigma2) -> float:
     from cleanfid.fid import frechet_distance
 
     if np.shape(mu1) != np.shape(mu2):
-        raise ValueError(f"feature dimensions differ ({np.shape(mu1)} vs {np.shape(mu2)}): the two sets were "
-                         "made with different extractors or image sizes/channels")
+        raise ValueError(
+            f"feature dimensions differ ({np.shape(mu1)} vs {np.shape(mu2)}): the two sets were "
+            "made with different extractors or image sizes/channels"
+        )
     return float(frechet_distance(mu1, sigma1, mu2, sigma2))
 
 
-def kernel_subsets(features1: np.ndarray, features2: np.ndarray, seed: int = 0, num_subsets: int = 100,
-                   max_subset_size: int = 1000) -> np.ndarray:
+def kernel_subsets(
+    features1: np.ndarray, features2: np.ndarray, seed: int = 0, num_subsets: int = 100, max_subset_size: int = 1000
+) -> np.ndarray:
     """clean-fid's KID per random subset (unbiased polynomial-kernel MMD^2), seeded: the same subsets
     and formula as cleanfid.fid.kernel_distance, whose value is their mean; their spread is the
     KD's standard deviation over subsets."""
@@ -73,16 +77,19 @@ def kernel_subsets(features1: np.ndarray, features2: np.ndarray, seed: int = 0, 
     return out
 
 
-def kernel(features1: np.ndarray, features2: np.ndarray, seed: int = 0, num_subsets: int = 100,
-           max_subset_size: int = 1000) -> float:
+def kernel(
+    features1: np.ndarray, features2: np.ndarray, seed: int = 0, num_subsets: int = 100, max_subset_size: int = 1000
+) -> float:
     """clean-fid's KID (the mean over `kernel_subsets`), seeded."""
     return float(kernel_subsets(features1, features2, seed, num_subsets, max_subset_size).mean())
 
 
 # ---------------------------------------------------------------- reference statistics
 
-def set_features(source: str | os.PathLike, extractor: Extractor, batch_size: int = 64,
-                 progress: bool = False) -> np.ndarray:
+
+def set_features(
+    source: str | os.PathLike, extractor: Extractor, batch_size: int = 64, progress: bool = False
+) -> np.ndarray:
     return extractor.from_path(source, batch_size=batch_size, progress=progress).astype(np.float32)
 
 
@@ -98,7 +105,9 @@ def _source_info(source: str | os.PathLike) -> dict:
     return info
 
 
-def save_ref_stats(path: str | os.PathLike, features: np.ndarray, extractor: Extractor, info: dict | None = None) -> dict:
+def save_ref_stats(
+    path: str | os.PathLike, features: np.ndarray, extractor: Extractor, info: dict | None = None
+) -> dict:
     """Write mu, sigma, features and their provenance to an .npz (atomically)."""
     mu, sigma = feature_stats(features)
     meta = {"extractor": extractor.name, "n": int(len(features)), **extractor.describe(), **(info or {})}
@@ -128,8 +137,13 @@ def load_ref_stats(path: str | os.PathLike) -> dict:
     return out
 
 
-def ref_stats(source: str | os.PathLike, out: str | os.PathLike, extractor: Extractor, batch_size: int = 64,
-              progress: bool = False) -> dict:
+def ref_stats(
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    extractor: Extractor,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> dict:
     """Compute reference statistics of an image zip/folder with `extractor` and save them to `out`."""
     t0 = time.perf_counter()
     feats = set_features(source, extractor, batch_size, progress)
@@ -139,8 +153,16 @@ def ref_stats(source: str | os.PathLike, out: str | os.PathLike, extractor: Extr
 
 # ---------------------------------------------------------------- the metric
 
-def distances(features: np.ndarray, ref: dict, extractor: Extractor | str, seed: int = 0, kid_subsets: int = 100,
-              kid_subset_size: int = 1000, ref_name: str = "") -> dict:
+
+def distances(
+    features: np.ndarray,
+    ref: dict,
+    extractor: Extractor | str,
+    seed: int = 0,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    ref_name: str = "",
+) -> dict:
     """{fd_key: FD, kd_key: KD, kd_std_key: KD's std over subsets, 'fd_key', 'kd_key', 'kd_std_key',
     'timing'} of `features` against a reference dict (with mu, sigma, features). `ref_name` (e.g.
     heldout) suffixes the keys, so every number names the set it was measured against."""
@@ -149,18 +171,69 @@ def distances(features: np.ndarray, ref: dict, extractor: Extractor | str, seed:
     mu, sigma = feature_stats(features)
     fd = frechet(mu, sigma, ref["mu"], ref["sigma"])
     t1 = time.perf_counter()
-    kd_all = kernel_subsets(features, ref["features"], seed=seed, num_subsets=kid_subsets,
-                            max_subset_size=kid_subset_size)
+    kd_all = kernel_subsets(
+        features, ref["features"], seed=seed, num_subsets=kid_subsets, max_subset_size=kid_subset_size
+    )
     t2 = time.perf_counter()
-    return {fd_key: fd, kd_key: float(kd_all.mean()), f"{kd_key}_std": float(kd_all.std(ddof=1)) if len(kd_all) > 1 else 0.0,
-            "fd_key": fd_key, "kd_key": kd_key, "kd_std_key": f"{kd_key}_std",
-            "kid_subset_size": int(min(len(features), len(ref["features"]), kid_subset_size)),
-            "timing": {"fd": t1 - t0, "kd": t2 - t1}}
+    return {
+        fd_key: fd,
+        kd_key: float(kd_all.mean()),
+        f"{kd_key}_std": float(kd_all.std(ddof=1)) if len(kd_all) > 1 else 0.0,
+        "fd_key": fd_key,
+        "kd_key": kd_key,
+        "kd_std_key": f"{kd_key}_std",
+        "kid_subset_size": int(min(len(features), len(ref["features"]), kid_subset_size)),
+        "timing": {"fd": t1 - t0, "kd": t2 - t1},
+    }
 
 
-def evaluate(samples: str | os.PathLike, ref: str | os.PathLike, extractor: Extractor, requested: str | None = None,
-             seed: int = 0, kid_subsets: int = 100, kid_subset_size: int = 1000, batch_size: int = 64,
-             progress: bool = False, ref_name: str = "") -> dict:
+def _check_ref_extractor(ref: Path, ref_data: dict, extractor: Extractor) -> None:
+    """Refuse reference statistics made with another extractor (or other Inception weights)."""
+    if ref_data["extractor"] != extractor.name:
+        raise ValueError(
+            f"{ref}: reference statistics were computed with the {ref_data['extractor']!r} extractor, "
+            f"but {extractor.name!r} is in use; recompute them with `ambient ref-stats` "
+            f"(or fetch the weights they need)"
+        )
+    if extractor.is_inception and ref_data.get("weights_sha256") not in (None, getattr(extractor, "sha256", None)):
+        raise ValueError(
+            f"{ref}: reference statistics were computed with other Inception weights "
+            f"({ref_data.get('weights_sha256')}); recompute them"
+        )
+
+
+def _load_reference(ref: Path, extractor: Extractor, batch_size: int, progress: bool) -> tuple[dict, dict, object]:
+    """(reference data with mu/sigma/features, ref_* record fields, reference resolution or None) of
+    `ref`: an .npz from `ref_stats`, or an image zip/folder whose features are computed here."""
+    if ref.suffix == ".npz":
+        ref_data = load_ref_stats(ref)
+        _check_ref_extractor(ref, ref_data, extractor)
+        ref_info = {
+            "ref_n": int(ref_data["n"]),
+            "ref_source": ref_data.get("source"),
+            "ref_source_sha256": ref_data.get("source_sha256"),
+        }
+        return ref_data, ref_info, ref_data.get("resolution")
+    feats = set_features(ref, extractor, batch_size, progress)
+    mu, sigma = feature_stats(feats)
+    ref_data = {"mu": mu, "sigma": sigma, "features": feats}
+    info = _source_info(ref)
+    ref_info = {"ref_n": int(len(feats)), "ref_source": str(ref), "ref_source_sha256": info.get("source_sha256")}
+    return ref_data, ref_info, info["resolution"]
+
+
+def evaluate(
+    samples: str | os.PathLike,
+    ref: str | os.PathLike,
+    extractor: Extractor,
+    requested: str | None = None,
+    seed: int = 0,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    batch_size: int = 64,
+    progress: bool = False,
+    ref_name: str = "",
+) -> dict:
     """FD/KD of the images at `samples` against `ref` (an .npz from `ref_stats`, or an image zip/folder).
 
     Returns the JSON record that `ambient fid` writes.
@@ -168,25 +241,7 @@ def evaluate(samples: str | os.PathLike, ref: str | os.PathLike, extractor: Extr
     t_start = time.perf_counter()
     ref = Path(ref)
     t0 = time.perf_counter()
-    if ref.suffix == ".npz":
-        ref_data = load_ref_stats(ref)
-        if ref_data["extractor"] != extractor.name:
-            raise ValueError(f"{ref}: reference statistics were computed with the {ref_data['extractor']!r} extractor, "
-                             f"but {extractor.name!r} is in use; recompute them with `ambient ref-stats` "
-                             f"(or fetch the weights they need)")
-        if extractor.is_inception and ref_data.get("weights_sha256") not in (None, getattr(extractor, "sha256", None)):
-            raise ValueError(f"{ref}: reference statistics were computed with other Inception weights "
-                             f"({ref_data.get('weights_sha256')}); recompute them")
-        ref_info = {"ref_n": int(ref_data["n"]), "ref_source": ref_data.get("source"),
-                    "ref_source_sha256": ref_data.get("source_sha256")}
-        ref_res = ref_data.get("resolution")
-    else:
-        feats = set_features(ref, extractor, batch_size, progress)
-        mu, sigma = feature_stats(feats)
-        ref_data = {"mu": mu, "sigma": sigma, "features": feats}
-        info = _source_info(ref)
-        ref_info = {"ref_n": int(len(feats)), "ref_source": str(ref), "ref_source_sha256": info.get("source_sha256")}
-        ref_res = info["resolution"]
+    ref_data, ref_info, ref_res = _load_reference(ref, extractor, batch_size, progress)
     t_ref = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -194,8 +249,10 @@ def evaluate(samples: str | os.PathLike, ref: str | os.PathLike, extractor: Extr
     t_feat = time.perf_counter() - t0
     sample_info = _source_info(samples)
     if not extractor.is_inception and ref_res is not None and int(ref_res) != sample_info["resolution"]:
-        raise ValueError(f"{samples}: images are {sample_info['resolution']} px but the reference is {ref_res} px; "
-                         f"the {extractor.name} features depend on the size: compare sets of the same resolution")
+        raise ValueError(
+            f"{samples}: images are {sample_info['resolution']} px but the reference is {ref_res} px; "
+            f"the {extractor.name} features depend on the size: compare sets of the same resolution"
+        )
     d = distances(feats, ref_data, extractor, seed, kid_subsets, kid_subset_size, ref_name)
     timing = {"features_samples": t_feat, "features_ref": t_ref, **d.pop("timing")}
     return {

@@ -21,6 +21,7 @@ Command line: `python -m ambient.eval.metrics_hf --samples S.zip --train T.zip -
 --corruption-seed 0 --out hf_energy.json` (the workflow's hf_energy rule), or `ambient hf-energy`
 (its arguments: ambient.cli.evaluate).
 """
+
 from __future__ import annotations
 
 import json
@@ -110,8 +111,13 @@ def noisy_training_data(train_uint8: np.ndarray, corruption) -> np.ndarray:
     return to_uint8(observed.clamp(-1, 1))
 
 
-def hf_report(samples_uint8: np.ndarray, train_uint8: np.ndarray, run: str, corruption_seed: int = 0,
-              cutoff: float = DEFAULT_CUTOFF) -> dict:
+def hf_report(
+    samples_uint8: np.ndarray,
+    train_uint8: np.ndarray,
+    run: str,
+    corruption_seed: int = 0,
+    cutoff: float = DEFAULT_CUTOFF,
+) -> dict:
     """High-frequency energy of samples vs clean training data vs (noise runs) noisy training data."""
     from ..runs import parse_run_name
 
@@ -127,19 +133,34 @@ def hf_report(samples_uint8: np.ndarray, train_uint8: np.ndarray, run: str, corr
     report = {
         "metric": "hf_energy",
         "definition": "mean over images and channels of sum_{|f| > cutoff} |DFT|^2 / (H W)^2, images in [-1, 1]",
-        "run": run, "corruption": corr.name, "loss": loss, "corruption_seed": int(corruption_seed),
-        "cutoff_nyquist": cutoff, "cutoff_cycles_per_pixel": cutoff * 0.5, "hf_fraction": fraction,
-        "samples": _stats(s), "train_clean": _stats(c), "train_noisy": None,
-        "hf_samples": float(s.mean()), "hf_train_clean": float(c.mean()), "hf_train_noisy": None,
-        "hf_noise_expected": None, "hf_noise_index": None,
-        "spectrum": {"radius": radius.tolist(), "samples": _finite_list(spec_s), "train_clean": _finite_list(spec_c),
-                     "train_noisy": None},
+        "run": run,
+        "corruption": corr.name,
+        "loss": loss,
+        "corruption_seed": int(corruption_seed),
+        "cutoff_nyquist": cutoff,
+        "cutoff_cycles_per_pixel": cutoff * 0.5,
+        "hf_fraction": fraction,
+        "samples": _stats(s),
+        "train_clean": _stats(c),
+        "train_noisy": None,
+        "hf_samples": float(s.mean()),
+        "hf_train_clean": float(c.mean()),
+        "hf_train_noisy": None,
+        "hf_noise_expected": None,
+        "hf_noise_index": None,
+        "spectrum": {
+            "radius": radius.tolist(),
+            "samples": _finite_list(spec_s),
+            "train_clean": _finite_list(spec_c),
+            "train_noisy": None,
+        },
     }
     if corr.kind == "noise":
         noisy = noisy_training_data(train, corr)
         n = hf_energy(noisy, cutoff)
-        report.update(train_noisy=_stats(n), hf_train_noisy=float(n.mean()),
-                      hf_noise_expected=corr.sigma_n**2 * fraction)
+        report.update(
+            train_noisy=_stats(n), hf_train_noisy=float(n.mean()), hf_noise_expected=corr.sigma_n**2 * fraction
+        )
         report["spectrum"]["train_noisy"] = _finite_list(radial_spectrum(noisy)[1])
         gap = report["hf_train_noisy"] - report["hf_train_clean"]
         if gap > 0:
@@ -149,12 +170,14 @@ def hf_report(samples_uint8: np.ndarray, train_uint8: np.ndarray, run: str, corr
 
 # ---------------------------------------------------------------- command line
 
+
 def cmd_hf_energy(a) -> None:
     from ..data import read_image_zip
     from ..utils import write_json
 
-    report = hf_report(read_image_zip(a.samples).images, read_image_zip(a.train).images, a.corruption,
-                       a.corruption_seed, a.cutoff)
+    report = hf_report(
+        read_image_zip(a.samples).images, read_image_zip(a.train).images, a.corruption, a.corruption_seed, a.cutoff
+    )
     report.update(samples_zip=str(a.samples), train_zip=str(a.train))
     write_json(a.out, report)
     keys = ("run", "hf_samples", "hf_train_clean", "hf_train_noisy", "hf_noise_index")

@@ -27,6 +27,7 @@ hf_samples, hf_train_clean, hf_train_noisy (noise runs), hf_noise_index (see amb
 Run as `python -m ambient.eval.summary ...` (the workflow does), or `ambient summarize` (its
 arguments: ambient.cli.metrics).
 """
+
 from __future__ import annotations
 
 import csv
@@ -38,9 +39,29 @@ from ..layout import AUTO_LOSS, run_file
 from ..utils import read_json
 
 SIMILARITY_COLUMNS = ("sim_mean", "sim_median", "sim_max", "share_gt_0.90", "share_gt_0.95", "share_gt_0.99")
-BASE_COLUMNS = ["model", "dataset", "corruption", "kind", "level", "loss", "delta", "formulation", "steps", "n_samples",
-                "sampler_steps", "extractor", "sim_mean", "sim_median", "sim_max", "share_gt_0.90", "share_gt_0.95",
-                "share_gt_0.99", "carlini_share", "train_nn_sim_mean", "train_nn_sim_max"]
+BASE_COLUMNS = [
+    "model",
+    "dataset",
+    "corruption",
+    "kind",
+    "level",
+    "loss",
+    "delta",
+    "formulation",
+    "steps",
+    "n_samples",
+    "sampler_steps",
+    "extractor",
+    "sim_mean",
+    "sim_median",
+    "sim_max",
+    "share_gt_0.90",
+    "share_gt_0.95",
+    "share_gt_0.99",
+    "carlini_share",
+    "train_nn_sim_mean",
+    "train_nn_sim_max",
+]
 
 
 def _read_json(path: Path) -> dict:
@@ -84,9 +105,13 @@ def _training_columns(model: Path, name: str, corr, loss: str) -> dict:
 
 
 def _neighbor_columns(nb: dict) -> dict:
-    row = {"extractor": nb["extractor"], **{k: nb.get(k) for k in SIMILARITY_COLUMNS},
-           "carlini_share": (nb.get("carlini") or {}).get("share_flagged"),
-           "train_nn_sim_mean": nb.get("train_nn_sim_mean"), "train_nn_sim_max": nb.get("train_nn_sim_max")}
+    row = {
+        "extractor": nb["extractor"],
+        **{k: nb.get(k) for k in SIMILARITY_COLUMNS},
+        "carlini_share": (nb.get("carlini") or {}).get("share_flagged"),
+        "train_nn_sim_mean": nb.get("train_nn_sim_mean"),
+        "train_nn_sim_max": nb.get("train_nn_sim_max"),
+    }
     if nb.get("n") is not None:
         row["n_samples"] = int(nb["n"])
     return row
@@ -103,16 +128,28 @@ def _fd_columns(fd: dict, ex: str) -> dict:
 
 def _attack_columns(at: dict, kind: str) -> dict:
     m = at["methods"][at["primary_method"]]
-    row = {f"{kind}_sim_mean": m["sim_mean"], f"{kind}_other_sim_mean": m["other_sim_mean"],
-           f"{kind}_extracted": m["share_extracted"]}
+    row = {
+        f"{kind}_sim_mean": m["sim_mean"],
+        f"{kind}_other_sim_mean": m["other_sim_mean"],
+        f"{kind}_extracted": m["share_extracted"],
+    }
     for method, ms in at["methods"].items():
         if method != kind:
-            row[f"{method}_extracted" if method.startswith(kind) else f"{kind}_{method}_extracted"] = ms["share_extracted"]
+            row[f"{method}_extracted" if method.startswith(kind) else f"{kind}_{method}_extracted"] = ms[
+                "share_extracted"
+            ]
     return row
 
 
-def model_row(root: Path, dataset: str, name: str, similarity_extractor: str, extractors: list[str],
-              attacks: list[str], hf_energy: bool = False) -> dict:
+def model_row(
+    root: Path,
+    dataset: str,
+    name: str,
+    similarity_extractor: str,
+    extractors: list[str],
+    attacks: list[str],
+    hf_energy: bool = False,
+) -> dict:
     """The summary row of run `name`, from its files under `root` (the workflow directory)."""
     from ..runs import parse_run_name
 
@@ -121,8 +158,14 @@ def model_row(root: Path, dataset: str, name: str, similarity_extractor: str, ex
 
     corr, loss = parse_run_name(name)
     loss = loss if loss != "auto" else AUTO_LOSS[corr.kind]
-    row: dict = {"model": f"{dataset}/{name}", "dataset": dataset, "corruption": name, "kind": corr.kind,
-                 "level": corr.level, "loss": loss}
+    row: dict = {
+        "model": f"{dataset}/{name}",
+        "dataset": dataset,
+        "corruption": name,
+        "kind": corr.kind,
+        "level": corr.level,
+        "loss": loss,
+    }
     if path("model").is_file():
         row.update(_training_columns(path("model"), name, corr, loss))
     manifest = _sample_manifest(path("samples"))
@@ -135,7 +178,9 @@ def model_row(root: Path, dataset: str, name: str, similarity_extractor: str, ex
         fd = _fd_columns(_read_json(path("fd_json", extractor=ex)), ex)
         clash = [k for k in fd if k in row and row[k] != fd[k]]
         if clash:
-            raise ValueError(f"{dataset}/{name}: two results for {clash[0]} disagree ({row[clash[0]]} vs {fd[clash[0]]})")
+            raise ValueError(
+                f"{dataset}/{name}: two results for {clash[0]} disagree ({row[clash[0]]} vs {fd[clash[0]]})"
+            )
         row.update(fd)
     for kind in attacks:
         row.update(_attack_columns(_read_json(path("attack_json", attack=kind)), kind))
@@ -145,12 +190,20 @@ def model_row(root: Path, dataset: str, name: str, similarity_extractor: str, ex
     return row
 
 
-def summarize(dataset: str, corruptions: list[str], similarity_extractor: str = "pixel",
-              extractors: list[str] | None = None, attacks: list[str] | None = None,
-              hf_energy: bool = False, root: str | Path = ".") -> tuple[list[str], list[dict]]:
+def summarize(
+    dataset: str,
+    corruptions: list[str],
+    similarity_extractor: str = "pixel",
+    extractors: list[str] | None = None,
+    attacks: list[str] | None = None,
+    hf_energy: bool = False,
+    root: str | Path = ".",
+) -> tuple[list[str], list[dict]]:
     """(columns, rows): one row per run name, in the given order."""
-    rows = [model_row(Path(root), dataset, c, similarity_extractor, list(extractors or []), list(attacks or []),
-                      hf_energy) for c in corruptions]
+    rows = [
+        model_row(Path(root), dataset, c, similarity_extractor, list(extractors or []), list(attacks or []), hf_energy)
+        for c in corruptions
+    ]
     columns = list(BASE_COLUMNS)
     for r in rows:
         columns += [k for k in r if k not in columns]
@@ -179,14 +232,25 @@ def write_metrics_json(path: str | Path, rows: list[dict]) -> None:
     so that `dvc metrics diff` compares two recorded runs."""
     from ..utils import write_json
 
-    write_json(path, {r["corruption"]: {k: v for k, v in r.items() if isinstance(v, (int, float))
-                                        and not isinstance(v, bool) and k not in ("steps", "n_samples", "sampler_steps")}
-                      for r in rows})
+    write_json(
+        path,
+        {
+            r["corruption"]: {
+                k: v
+                for k, v in r.items()
+                if isinstance(v, (int, float))
+                and not isinstance(v, bool)
+                and k not in ("steps", "n_samples", "sampler_steps")
+            }
+            for r in rows
+        },
+    )
 
 
 def cmd_summarize(a) -> None:
-    columns, rows = summarize(a.dataset, a.corruptions, a.similarity_extractor, a.extractors, a.attacks,
-                              a.hf_energy, a.root)
+    columns, rows = summarize(
+        a.dataset, a.corruptions, a.similarity_extractor, a.extractors, a.attacks, a.hf_energy, a.root
+    )
     write_csv(a.out, columns, rows)
     if a.metrics_json:
         write_metrics_json(a.metrics_json, rows)

@@ -10,6 +10,7 @@ The recorded sha256 (95,607,719 bytes) is the one k-diffusion pins for the same 
 (`crowsonkb/k-diffusion`, `InceptionV3FeatureExtractor`); the metric code refuses to call a
 number "FID" unless the file it loaded has this hash.
 """
+
 from __future__ import annotations
 
 import functools
@@ -65,15 +66,23 @@ def verify_weights(name: str, weights_dir: str | os.PathLike = DEFAULT_WEIGHTS_D
     expected = _entry(name)["sha256"]
     got = file_sha256(path)
     if expected and got != expected:
-        raise ValueError(f"{path}: sha256 {got} is not the recorded {expected} of the {name} weights; "
-                         f"the file is corrupt or a different network: delete it and run "
-                         f"`ambient fetch-weights --name {name}`")
+        raise ValueError(
+            f"{path}: sha256 {got} is not the recorded {expected} of the {name} weights; "
+            f"the file is corrupt or a different network: delete it and run "
+            f"`ambient fetch-weights --name {name}`"
+        )
     return path
 
 
-def fetch_weights(name: str = "inception", dest_dir: str | os.PathLike = DEFAULT_WEIGHTS_DIR, url: str | None = None,
-                  sha256: str | None = None, force: bool = False, timeout: float = 60.0,
-                  progress: bool = True) -> Path:
+def fetch_weights(
+    name: str = "inception",
+    dest_dir: str | os.PathLike = DEFAULT_WEIGHTS_DIR,
+    url: str | None = None,
+    sha256: str | None = None,
+    force: bool = False,
+    timeout: float = 60.0,
+    progress: bool = True,
+) -> Path:
     """Download the weights `name` into `dest_dir` and check their sha256.
 
     `url` overrides the official address (a mirror); `sha256` overrides the recorded checksum

@@ -14,6 +14,7 @@
 
 Ranges are checked before any work: fraction in (0, 1), t_attack in [0, T).
 """
+
 from __future__ import annotations
 
 import math
@@ -40,22 +41,38 @@ def box_mask(resolution: int, fraction: float) -> np.ndarray:
     side = max(1, min(resolution, round(math.sqrt(fraction) * resolution)))
     top = (resolution - side) // 2
     mask = np.zeros((resolution, resolution), dtype=np.uint8)
-    mask[top:top + side, top:top + side] = 255
+    mask[top : top + side, top : top + side] = 255
     return mask
 
 
 @torch.no_grad()
-def noise_attack(m, images_uint8: np.ndarray, cond: dict, t_attack: int = 900, num_steps: int = 50, seed: int = 0,
-                 guidance_scale: float = 1.0, batch_size: int = 4) -> dict[str, np.ndarray]:
+def noise_attack(
+    m,
+    images_uint8: np.ndarray,
+    cond: dict,
+    t_attack: int = 900,
+    num_steps: int = 50,
+    seed: int = 0,
+    guidance_scale: float = 1.0,
+    batch_size: int = 4,
+) -> dict[str, np.ndarray]:
     """{'noised', 'one_step', 'full'}: uint8 images (N, 3, H, W) (noised = the noisy latents decoded)."""
     t_attack = check_timestep("t_attack", t_attack, m.T)
     a = m.alphas_cumprod[t_attack]
     out = {"noised": [], "one_step": [], "full": []}
     eps_model = m.eps_model(cond, guidance_scale)
     for i in range(0, len(images_uint8), batch_size):
-        z0 = m.encode(images_uint8[i:i + batch_size]).double()
-        eps = torch.stack([torch.randn(tuple(z0.shape[1:]), generator=generator(seed, _STREAM_ATTACK, i + j))
-                           for j in range(len(z0))]).double().to(z0.device)
+        z0 = m.encode(images_uint8[i : i + batch_size]).double()
+        eps = (
+            torch.stack(
+                [
+                    torch.randn(tuple(z0.shape[1:]), generator=generator(seed, _STREAM_ATTACK, i + j))
+                    for j in range(len(z0))
+                ]
+            )
+            .double()
+            .to(z0.device)
+        )
         x_t = (a.sqrt() * z0 + (1 - a).sqrt() * eps).float()
         t = torch.full((len(x_t),), t_attack, dtype=torch.long, device=x_t.device)
         one = (x_t.double() - (1 - a).sqrt() * eps_model(x_t, t).double()) / a.sqrt()
@@ -77,8 +94,15 @@ def inpaint_pipeline(m):
 
 
 @torch.no_grad()
-def inpaint_attack(m, images_uint8: np.ndarray, prompt: str, fraction: float = 0.5, num_steps: int = 50,
-                   seed: int = 0, guidance_scale: float = 1.0) -> dict[str, np.ndarray]:
+def inpaint_attack(
+    m,
+    images_uint8: np.ndarray,
+    prompt: str,
+    fraction: float = 0.5,
+    num_steps: int = 50,
+    seed: int = 0,
+    guidance_scale: float = 1.0,
+) -> dict[str, np.ndarray]:
     """{'masked', 'inpainted'}: uint8 (N, 3, H, W); masked = the input with the box greyed out."""
     from PIL import Image
 
@@ -89,9 +113,18 @@ def inpaint_attack(m, images_uint8: np.ndarray, prompt: str, fraction: float = 0
     masked, painted = [], []
     for i, img in enumerate(images_uint8):
         g = torch.Generator(device=m.device).manual_seed(generator(seed, _STREAM_ATTACK, 10**6 + i).initial_seed())
-        out = pipe(prompt=prompt, image=Image.fromarray(img.transpose(1, 2, 0)), mask_image=Image.fromarray(mask),
-                   height=res, width=res, strength=1.0, num_inference_steps=num_steps, guidance_scale=guidance_scale,
-                   generator=g, output_type="np").images[0]
+        out = pipe(
+            prompt=prompt,
+            image=Image.fromarray(img.transpose(1, 2, 0)),
+            mask_image=Image.fromarray(mask),
+            height=res,
+            width=res,
+            strength=1.0,
+            num_inference_steps=num_steps,
+            guidance_scale=guidance_scale,
+            generator=g,
+            output_type="np",
+        ).images[0]
         painted.append(np.clip(np.rint(out * 255), 0, 255).astype(np.uint8).transpose(2, 0, 1))
         mk = img.copy()
         mk[:, mask > 0] = 127

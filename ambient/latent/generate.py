@@ -14,6 +14,7 @@ keeps them the same maths (`latent_tweedie.ddim_from` starts it at any t: the no
 t_attack). Initial noise of sample i comes from a generator
 seeded by (seed, i): samples do not depend on the batch size.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,8 +31,17 @@ def initial_noise(n: int, shape: tuple, seed: int, offset: int = 0) -> torch.Ten
 
 
 @torch.no_grad()
-def generate(m, cond: dict, num: int, resolution: int, seed: int = 0, num_steps: int = 50, stop_t: int = 0,
-             guidance_scale: float = 1.0, batch_size: int = 4) -> np.ndarray:
+def generate(
+    m,
+    cond: dict,
+    num: int,
+    resolution: int,
+    seed: int = 0,
+    num_steps: int = 50,
+    stop_t: int = 0,
+    guidance_scale: float = 1.0,
+    batch_size: int = 4,
+) -> np.ndarray:
     """uint8 (num, 3, res, res): DDIM from T - 1 to stop_t (t_n: early-stopped; 0: full), decoded."""
     if resolution % m.vae_factor:
         raise ValueError(f"resolution={resolution} must be a multiple of the VAE factor {m.vae_factor}")

@@ -25,6 +25,7 @@ no EMA, no gradient accumulation. The optional consistency term (`consistency_we
 (x_t, t) (`consistency_everywhere`, the official `run_consistency_everywhere`) or from (x_n, t_n); it
 costs a no-grad UNet pass and two passes with gradients per image.
 """
+
 from __future__ import annotations
 
 import json
@@ -62,14 +63,16 @@ class LoraTrainConfig:
     log_every: int = 10
     keep_checkpoints: int = 2
     consistency_weight: float = 0.0
-    consistency_everywhere: bool = True   # official run_consistency_everywhere (shipped: True)
-    max_steps_diff: int = 100             # official max_steps_diff
+    consistency_everywhere: bool = True  # official run_consistency_everywhere (shipped: True)
+    max_steps_diff: int = 100  # official max_steps_diff
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.consistency_weight < 0:
-            raise ValueError(f"consistency_weight={self.consistency_weight} must be >= 0 (0: the Tweedie term only, "
-                             "as the official shipped config)")
+            raise ValueError(
+                f"consistency_weight={self.consistency_weight} must be >= 0 (0: the Tweedie term only, "
+                "as the official shipped config)"
+            )
         for key in ("steps", "batch_size", "rank", "checkpoint_every", "log_every", "keep_checkpoints"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key}={getattr(self, key)} must be >= 1")
@@ -111,7 +114,9 @@ def _load(path: Path) -> dict:
     except Exception as e:
         raise ValueError(f"{path}: not a loadable SDXL LoRA file ({e.__class__.__name__}); train it again") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"{path}: not an ambient SDXL LoRA file (format {state.get('format') if isinstance(state, dict) else '?'})")
+        raise ValueError(
+            f"{path}: not an ambient SDXL LoRA file (format {state.get('format') if isinstance(state, dict) else '?'})"
+        )
     return state
 
 
@@ -137,8 +142,14 @@ def fixed_noise(shape: tuple, n: int, noise_seed: int) -> torch.Tensor:
     return torch.stack([torch.randn(shape, generator=generator(noise_seed, _STREAM_NOISE, i)) for i in range(n)])
 
 
-def train_lora(cfg: LoraTrainConfig, model_dir: str | os.PathLike, run_dir: str | os.PathLike,
-               out: str | os.PathLike, device: str | torch.device = "cpu", progress: bool = False) -> Path:
+def train_lora(
+    cfg: LoraTrainConfig,
+    model_dir: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> Path:
     from ..training import BatchSampler
 
     run_dir, out = Path(run_dir), Path(out)
@@ -152,8 +163,13 @@ def train_lora(cfg: LoraTrainConfig, model_dir: str | os.PathLike, run_dir: str 
         # Construct the adapter and its optimizer; resume them from this run's latest checkpoint.
         params = add_lora(m.unet, cfg.rank, cfg.seed)
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        info = {"model": str(model_dir), "dataset_sha256": sha256_file(cfg.dataset), "num_images": len(x_n),
-                "resolution": res, "latent_shape": list(x_n.shape[1:])}
+        info = {
+            "model": str(model_dir),
+            "dataset_sha256": sha256_file(cfg.dataset),
+            "num_images": len(x_n),
+            "resolution": res,
+            "latent_shape": list(x_n.shape[1:]),
+        }
         start = _resume(cfg, run_dir, info, m.unet, opt)
 
         # Train.
@@ -171,19 +187,39 @@ def train_lora(cfg: LoraTrainConfig, model_dir: str | os.PathLike, run_dir: str 
             # Log and save a snapshot.
             done = step + 1
             if done % cfg.log_every == 0 or done == cfg.steps:
-                with open(log_path, "a") as f:
-                    f.write(json.dumps({"step": done, "loss": loss.item(), "s": time.perf_counter() - t0}) + "\n")
-                if progress:
-                    print(f"step {done}/{cfg.steps} loss {loss.item():.4f}", flush=True)
+                _log_step(cfg, log_path, done, loss, t0, progress)
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 _save_snapshot(run_dir, done, cfg, info, m.unet, opt)
             if done == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
 
         # Done.
-        _save(out, {"format": FORMAT, "step": cfg.steps, "config": asdict(cfg), "info": info,
-                    "lora": lora_state(m.unet), "rank": cfg.rank, "target_modules": TARGET_MODULES})
+        _save_adapter(out, cfg, info, m.unet)
     return out
+
+
+def _log_step(cfg: LoraTrainConfig, log_path: Path, done: int, loss: torch.Tensor, t0: float, progress: bool) -> None:
+    """Append step `done`'s loss (and the seconds since t0) to the train log; print it if `progress`."""
+    with open(log_path, "a") as f:
+        f.write(json.dumps({"step": done, "loss": loss.item(), "s": time.perf_counter() - t0}) + "\n")
+    if progress:
+        print(f"step {done}/{cfg.steps} loss {loss.item():.4f}", flush=True)
+
+
+def _save_adapter(out: Path, cfg: LoraTrainConfig, info: dict, unet) -> None:
+    """The finished adapter (no optimizer state) at `out`."""
+    _save(
+        out,
+        {
+            "format": FORMAT,
+            "step": cfg.steps,
+            "config": asdict(cfg),
+            "info": info,
+            "lora": lora_state(unet),
+            "rank": cfg.rank,
+            "target_modules": TARGET_MODULES,
+        },
+    )
 
 
 def _noisy_latents(cfg: LoraTrainConfig, model_dir, device) -> tuple:
@@ -197,8 +233,9 @@ def _noisy_latents(cfg: LoraTrainConfig, model_dir, device) -> tuple:
     if data.channels != 3:
         raise ValueError(f"{cfg.dataset}: SDXL trains on RGB images, this zip is {data.channels}-channel")
     z0 = m.encode(data.images).cpu()
-    loss_fn = LatentTweedieLoss(m.alphas_cumprod, cfg.t_n, cfg.consistency_weight, cfg.consistency_everywhere,
-                                cfg.max_steps_diff)
+    loss_fn = LatentTweedieLoss(
+        m.alphas_cumprod, cfg.t_n, cfg.consistency_weight, cfg.consistency_everywhere, cfg.max_steps_diff
+    )
     x_n = loss_fn.noisy_latents(z0.double(), fixed_noise(tuple(z0.shape[1:]), len(z0), cfg.noise_seed).double()).float()
     return m, loss_fn, x_n, data.resolution
 
@@ -217,14 +254,25 @@ def _resume(cfg: LoraTrainConfig, run_dir: Path, info: dict, unet, opt) -> int:
         start = int(st["step"])
     log_path = run_dir / "train_log.jsonl"
     if log_path.exists():
-        keep = [ln for ln in log_path.read_text().splitlines() if ln.strip().endswith("}")
-                and json.loads(ln)["step"] <= start]
+        keep = [
+            ln
+            for ln in log_path.read_text().splitlines()
+            if ln.strip().endswith("}") and json.loads(ln)["step"] <= start
+        ]
         log_path.write_text("".join(ln + "\n" for ln in keep))
     return start
 
 
-def lora_step(cfg: LoraTrainConfig, eps_model, loss_fn: LatentTweedieLoss, x: torch.Tensor, step: int,
-              params: list[torch.nn.Parameter], opt: torch.optim.Optimizer, autocast) -> torch.Tensor:
+def lora_step(
+    cfg: LoraTrainConfig,
+    eps_model,
+    loss_fn: LatentTweedieLoss,
+    x: torch.Tensor,
+    step: int,
+    params: list[torch.nn.Parameter],
+    opt: torch.optim.Optimizer,
+    autocast,
+) -> torch.Tensor:
     """One AdamW step of the adapter on the batch x of noisy latents; the draws come from (seed, step)."""
     g = generator(cfg.seed, _STREAM_STEP, step)
     with autocast:
@@ -239,11 +287,19 @@ def lora_step(cfg: LoraTrainConfig, eps_model, loss_fn: LatentTweedieLoss, x: to
 
 def _save_snapshot(run_dir: Path, done: int, cfg: LoraTrainConfig, info: dict, unet, opt) -> None:
     """checkpoint-<done>.pt, keeping this run's `keep_checkpoints` latest."""
-    _save(run_dir / f"checkpoint-{done:07d}.pt",
-          {"format": FORMAT, "step": done, "config": asdict(cfg), "info": info,
-           "lora": lora_state(unet), "optimizer": opt.state_dict(),
-           "rng": {"seed": cfg.seed, "noise_seed": cfg.noise_seed, "stream": "generator(seed, step)"}})
-    for old in [p for p in _checkpoints(run_dir) if int(p.stem.split("-")[1]) <= done][:-cfg.keep_checkpoints]:
+    _save(
+        run_dir / f"checkpoint-{done:07d}.pt",
+        {
+            "format": FORMAT,
+            "step": done,
+            "config": asdict(cfg),
+            "info": info,
+            "lora": lora_state(unet),
+            "optimizer": opt.state_dict(),
+            "rng": {"seed": cfg.seed, "noise_seed": cfg.noise_seed, "stream": "generator(seed, step)"},
+        },
+    )
+    for old in [p for p in _checkpoints(run_dir) if int(p.stem.split("-")[1]) <= done][: -cfg.keep_checkpoints]:
         old.unlink()
 
 

@@ -9,6 +9,7 @@ never called a DINOv2 similarity unless DINOv2 computed it. Two modes:
 - pairs: image i against reference i (an attack's output against the image attacked);
 - nearest: each image against its most similar reference (generations against the training set, Fig. 8).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,6 +38,10 @@ def similarities(extractor, images: np.ndarray, reference: np.ndarray, mode: str
 
 def summarise(sims: np.ndarray, bins: int = 50) -> dict:
     counts, edges = np.histogram(np.clip(sims, -1, 1), bins=bins, range=(min(0.0, float(sims.min())), 1.0))
-    return {"n": int(len(sims)), "mean": float(sims.mean()), "median": float(np.median(sims)),
-            "shares_above": {f"{t:.2f}": float((sims > t).mean()) for t in THRESHOLDS},
-            "histogram": {"edges": edges.tolist(), "counts": counts.tolist()}}
+    return {
+        "n": int(len(sims)),
+        "mean": float(sims.mean()),
+        "median": float(np.median(sims)),
+        "shares_above": {f"{t:.2f}": float((sims > t).mean()) for t in THRESHOLDS},
+        "histogram": {"edges": edges.tolist(), "counts": counts.tolist()},
+    }

@@ -12,13 +12,15 @@ sampler, loss and autocast of `step_setup`: the code that trains the models (los
 warm-up, fused Adam, EMA), for a few warm-up steps
 and then `--steps` timed steps; `plain` is a bare PyTorch loop of the same network and loss (no
 EMA, clipping or seeded draws), the reference the issue asks to compare with. Resolution, network
-and batch size are the embedded default's (config/config.yaml). Numbers go to stdout as a table and, with --json, to a file.
+and batch size are the embedded default's (config/config.yaml). Numbers go to stdout as a table
+and, with --json, to a file.
 
 The roofline, measured in the same run: a large fp32 and a large bf16 GEMM give the machine's
 practical peak; the training step's and the sampler's FLOPs (counted by
 torch.utils.flop_counter) over their measured time give the achieved GFLOP/s, reported as a
 fraction of the peak of their precision.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,10 +35,10 @@ import torch
 from ..corruption import Corruption
 from ..data import embedded_faces
 from ..networks import UNetConfig, build_model
-from .readme_tables import cpu_model
 from ..sampling import generate
 from ..training import TrainConfig, batch_at, build_training, loss_rng, make_loss, step_setup, train_step
 from ..utils import uint8_to_signed
+from .readme_tables import cpu_model
 
 MASKED = Corruption("dust", p=0.5, delta=0.1)  # the masked model every training and sampling variant runs
 
@@ -48,8 +50,11 @@ def default_setup(config: str | None = "config/config.yaml") -> dict:
         import yaml
 
         cfg = yaml.safe_load(Path(config).read_text())
-        setup = {"resolution": cfg["dataset"]["resolution"], "batch_size": cfg["training"]["batch_size"],
-                 "network": {**setup["network"], **cfg["network"]}}
+        setup = {
+            "resolution": cfg["dataset"]["resolution"],
+            "batch_size": cfg["training"]["batch_size"],
+            "network": {**setup["network"], **cfg["network"]},
+        }
     return setup
 
 
@@ -58,11 +63,18 @@ def _observations(setup: dict, corruption: Corruption) -> tuple[torch.Tensor, ..
     return corruption.apply(uint8_to_signed(images))
 
 
-def _train_config(setup: dict, corruption: Corruption, precision: str, channels_last: bool = False,
-                  consistency_weight: float = 0.0) -> TrainConfig:
-    return TrainConfig(dataset="(bench)", corruption=corruption.to_dict(), network=setup["network"],
-                       batch_size=setup["batch_size"], precision=precision, channels_last=channels_last,
-                       consistency_weight=consistency_weight)
+def _train_config(
+    setup: dict, corruption: Corruption, precision: str, channels_last: bool = False, consistency_weight: float = 0.0
+) -> TrainConfig:
+    return TrainConfig(
+        dataset="(bench)",
+        corruption=corruption.to_dict(),
+        network=setup["network"],
+        batch_size=setup["batch_size"],
+        precision=precision,
+        channels_last=channels_last,
+        consistency_weight=consistency_weight,
+    )
 
 
 def _timed(step, steps: int, warmup: int) -> float:
@@ -74,8 +86,9 @@ def _timed(step, steps: int, warmup: int) -> float:
     return time.perf_counter() - t0
 
 
-def _bench_our_step(cfg: TrainConfig, observations: tuple[torch.Tensor, ...], steps: int, warmup: int,
-                    compile_model: bool = False) -> float:
+def _bench_our_step(
+    cfg: TrainConfig, observations: tuple[torch.Tensor, ...], steps: int, warmup: int, compile_model: bool = False
+) -> float:
     """img/s of `ambient.training.train_step`, the step that trains the models, on batches from `batch_at`."""
     torch.manual_seed(0)
     dev = torch.device("cpu")
@@ -200,8 +213,21 @@ def _one(kind: str, steps: int, samples: int, setup: dict) -> float:
 
 def bench_packing(kind: str, steps: int, samples: int, config: str | None, jobs: int = 2) -> float:
     """Total throughput of `jobs` concurrent 1-thread processes (the same work each)."""
-    cmd = [sys.executable, "-m", "ambient.pipeline.bench", "--single", kind, "--threads", "1", "--steps", str(steps),
-           "--samples", str(samples), "--config", config or ""]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ambient.pipeline.bench",
+        "--single",
+        kind,
+        "--threads",
+        "1",
+        "--steps",
+        str(steps),
+        "--samples",
+        str(samples),
+        "--config",
+        config or "",
+    ]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(jobs)]
     outs = [p.communicate()[0] for p in procs]
     if any(p.returncode for p in procs):
@@ -216,15 +242,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", default="plain,fp32,bf16,fp32-cl,bf16-cl")
     p.add_argument("--samples", type=int, default=256)
     p.add_argument("--sample-variants", default="fp32,bf16")
-    p.add_argument("--losses", default="edm,tweedie,tweedie+consistency",
-                   help="training step cost per loss (bf16), side by side; empty to skip")
-    p.add_argument("--packing", action="store_true",
-                   help="also measure two concurrent 1-thread jobs against one job with --threads threads")
-    p.add_argument("--single", choices=["train", "plain", "sample"], default=None, help=argparse.SUPPRESS)  # a packing worker
+    p.add_argument(
+        "--losses",
+        default="edm,tweedie,tweedie+consistency",
+        help="training step cost per loss (bf16), side by side; empty to skip",
+    )
+    p.add_argument(
+        "--packing",
+        action="store_true",
+        help="also measure two concurrent 1-thread jobs against one job with --threads threads",
+    )
+    p.add_argument(
+        "--single", choices=["train", "plain", "sample"], default=None, help=argparse.SUPPRESS
+    )  # a packing worker
     p.add_argument("--json", default=None)
     p.add_argument("--gemm-n", type=int, default=2048, help="size of the square GEMMs that measure the peak")
-    p.add_argument("--config", default="config/config.yaml",
-                   help="resolution, network and batch size come from this config (if the file exists)")
+    p.add_argument(
+        "--config",
+        default="config/config.yaml",
+        help="resolution, network and batch size come from this config (if the file exists)",
+    )
     return p
 
 
@@ -239,15 +276,20 @@ def _peaks(a: argparse.Namespace, setup: dict) -> dict:
     """The machine and the roofline: what its matrix units do at best, and the FLOPs of a step and of sampling."""
     batch = setup["batch_size"]
     rows = {"cpu": cpu_model(), "resolution": setup["resolution"], "batch_size": batch}
-    print(f"cpu: {rows['cpu']}, {a.threads} threads; {setup['resolution']}x{setup['resolution']}, batch {batch}",
-          flush=True)
+    print(
+        f"cpu: {rows['cpu']}, {a.threads} threads; {setup['resolution']}x{setup['resolution']}, batch {batch}",
+        flush=True,
+    )
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         rows[f"gemm[{name}] GFLOP/s"] = gemm_peak(dtype, a.gemm_n)
         print(f"gemm[{name}] {a.gemm_n}^3: {rows[f'gemm[{name}] GFLOP/s']:.0f} GFLOP/s", flush=True)
     rows["train step GFLOP"] = train_step_flops(setup) / 1e9
     rows[f"sample {a.samples} GFLOP"] = sample_flops(a.samples, setup=setup) / 1e9
-    print(f"one training step (batch {batch}): {rows['train step GFLOP']:.1f} GFLOP; {a.samples} samples: "
-          f"{rows[f'sample {a.samples} GFLOP']:.0f} GFLOP", flush=True)
+    print(
+        f"one training step (batch {batch}): {rows['train step GFLOP']:.1f} GFLOP; {a.samples} samples: "
+        f"{rows[f'sample {a.samples} GFLOP']:.0f} GFLOP",
+        flush=True,
+    )
     return rows
 
 
@@ -256,14 +298,20 @@ def _throughputs(a: argparse.Namespace, setup: dict, rows: dict) -> None:
     for v in a.variants.split(","):
         rows[f"train[{v}] img/s"] = bench_train(v, a.steps, setup=setup)
         print(f"train[{v}]: {rows[f'train[{v}] img/s']:.0f} img/s", flush=True)
-        _roofline(rows, f"train[{v}]", rows[f"train[{v}] img/s"] / setup["batch_size"] * rows["train step GFLOP"],
-                  "bf16" if "bf16" in v else "fp32")
+        _roofline(
+            rows,
+            f"train[{v}]",
+            rows[f"train[{v}] img/s"] / setup["batch_size"] * rows["train step GFLOP"],
+            "bf16" if "bf16" in v else "fp32",
+        )
     losses = [v for v in a.losses.split(",") if v]
     for v in losses:
         rows[f"loss[{v}] img/s"] = bench_loss(v, a.steps, setup=setup)
         ratio = rows[f"loss[{v}] img/s"] / rows[f"loss[{losses[0]}] img/s"]
-        print(f"loss[{v}]: {rows[f'loss[{v}] img/s']:.0f} img/s ({1 / ratio:.2f}x the cost of a {losses[0]} step)",
-              flush=True)
+        print(
+            f"loss[{v}]: {rows[f'loss[{v}] img/s']:.0f} img/s ({1 / ratio:.2f}x the cost of a {losses[0]} step)",
+            flush=True,
+        )
     for v in a.sample_variants.split(","):
         rows[f"sample[{v}] {a.samples} s"] = bench_sample(a.samples, v, setup=setup)
         print(f"sample[{v}] {a.samples}: {rows[f'sample[{v}] {a.samples} s']:.1f} s", flush=True)
@@ -278,8 +326,11 @@ def _packing(a: argparse.Namespace, setup: dict, rows: dict) -> None:
         two = bench_packing(kind, a.steps, a.samples, a.config)
         rows[f"packing[{kind}] 1 job x {a.threads} threads {unit}"] = one
         rows[f"packing[{kind}] 2 jobs x 1 thread {unit}"] = two
-        print(f"packing[{kind}]: 1 job x {a.threads} threads {one:.0f} {unit}, 2 jobs x 1 thread {two:.0f} {unit} "
-              f"({two / one:.2f}x)", flush=True)
+        print(
+            f"packing[{kind}]: 1 job x {a.threads} threads {one:.0f} {unit}, 2 jobs x 1 thread {two:.0f} {unit} "
+            f"({two / one:.2f}x)",
+            flush=True,
+        )
 
 
 def main(argv=None) -> None:
@@ -297,6 +348,7 @@ def main(argv=None) -> None:
         from ..utils import write_json
 
         write_json(a.json, {"threads": a.threads, "date": time.strftime("%Y-%m-%d"), **rows})
+
 
 if __name__ == "__main__":
     main()

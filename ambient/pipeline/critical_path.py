@@ -16,6 +16,7 @@ If the wall time is near the throughput bound, only less compute helps; if it is
 chain, only a shorter chain (or more parallelism inside its jobs) helps. Torch-free; no Snakemake
 import (the metadata are plain JSON).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,8 +60,10 @@ def load_jobs(metadata_dir: str | os.PathLike) -> list[Job]:
     """Every job on record: output records with the same rule, job hash and end time are one job."""
     root = Path(metadata_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root} does not exist: run the workflow first (`make reproduce`), "
-                                "or point --metadata at a run's .snakemake/metadata")
+        raise FileNotFoundError(
+            f"{root} does not exist: run the workflow first (`make reproduce`), "
+            "or point --metadata at a run's .snakemake/metadata"
+        )
     jobs: dict[tuple, Job] = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         name = _decode_name(path.relative_to(root))
@@ -73,8 +76,9 @@ def load_jobs(metadata_dir: str | os.PathLike) -> list[Job]:
             continue
         # one job's outputs share its rule, hash and end; their start times differ by microseconds
         key = (record.get("rule"), record.get("job_hash"), end)
-        job = jobs.setdefault(key, Job(record.get("rule") or "?", float(start), float(end),
-                                       inputs=list(record.get("input") or [])))
+        job = jobs.setdefault(
+            key, Job(record.get("rule") or "?", float(start), float(end), inputs=list(record.get("input") or []))
+        )
         job.start = min(job.start, float(start))
         job.outputs.append(name)
     return sorted(jobs.values(), key=lambda j: (j.start, j.end))
@@ -95,8 +99,9 @@ def last_run(jobs: list[Job], gap_s: float = RUN_GAP_S) -> list[Job]:
 
 def _producers(jobs: list[Job]) -> dict[int, list[int]]:
     made_by = {out: i for i, job in enumerate(jobs) for out in job.outputs}
-    return {i: sorted({made_by[f] for f in job.inputs if f in made_by and made_by[f] != i})
-            for i, job in enumerate(jobs)}
+    return {
+        i: sorted({made_by[f] for f in job.inputs if f in made_by and made_by[f] != i}) for i, job in enumerate(jobs)
+    }
 
 
 def longest_chain(jobs: list[Job]) -> tuple[float, list[Job]]:
@@ -141,11 +146,17 @@ def analyse(jobs: list[Job], cores: int) -> dict:
     for job in jobs:
         by_rule[job.rule] = by_rule.get(job.rule, 0.0) + job.seconds
     return {
-        "jobs": len(jobs), "cores": cores, "wall_s": end - start, "job_s": busy,
-        "throughput_bound_s": busy / cores, "longest_chain_s": chain_s,
+        "jobs": len(jobs),
+        "cores": cores,
+        "wall_s": end - start,
+        "job_s": busy,
+        "throughput_bound_s": busy / cores,
+        "longest_chain_s": chain_s,
         "longest_chain": [{"job": j.label, "s": round(j.seconds, 2)} for j in chain],
-        "blocking_chain": [{"job": j.label, "start_s": round(j.start - start, 2), "s": round(j.seconds, 2)}
-                           for j in blocking_chain(jobs)],
+        "blocking_chain": [
+            {"job": j.label, "start_s": round(j.start - start, 2), "s": round(j.seconds, 2)}
+            for j in blocking_chain(jobs)
+        ],
         "job_s_by_rule": dict(sorted(((r, round(s, 2)) for r, s in by_rule.items()), key=lambda kv: -kv[1])),
     }
 
@@ -154,12 +165,15 @@ def format_report(report: dict) -> str:
     if not report.get("jobs"):
         return "no finished jobs on record"
     m = lambda s: f"{s / 60:.1f} min"  # noqa: E731
-    lines = [f"{report['jobs']} jobs on {report['cores']} cores",
-             f"wall               {m(report['wall_s'])}",
-             f"job-seconds        {report['job_s']:.0f} s",
-             f"throughput bound   {m(report['throughput_bound_s'])}  (job-seconds / cores)",
-             f"longest chain      {m(report['longest_chain_s'])}",
-             "", "job-seconds by rule:"]
+    lines = [
+        f"{report['jobs']} jobs on {report['cores']} cores",
+        f"wall               {m(report['wall_s'])}",
+        f"job-seconds        {report['job_s']:.0f} s",
+        f"throughput bound   {m(report['throughput_bound_s'])}  (job-seconds / cores)",
+        f"longest chain      {m(report['longest_chain_s'])}",
+        "",
+        "job-seconds by rule:",
+    ]
     lines += [f"  {rule:<28} {s:8.1f} s  {s / report['job_s']:5.1%}" for rule, s in report["job_s_by_rule"].items()]
     lines += ["", "blocking chain (start after the first job, duration):"]
     lines += [f"  {j['start_s']:8.1f} s  {j['s']:8.1f} s  {j['job']}" for j in report["blocking_chain"]]
@@ -167,9 +181,13 @@ def format_report(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ambient.pipeline.critical_path", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m ambient.pipeline.critical_path", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--metadata", default=".snakemake/metadata", help="Snakemake's per-file records")
-    parser.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="cores the run had (default: this machine's)")
+    parser.add_argument(
+        "--cores", type=int, default=os.cpu_count() or 1, help="cores the run had (default: this machine's)"
+    )
     parser.add_argument("--gap", type=float, default=RUN_GAP_S, help="idle seconds that separate two runs")
     parser.add_argument("--json", help="also write the report to this JSON file")
     args = parser.parse_args(argv)
@@ -181,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_report(report))
     if args.json:
         from ..paths import check_writable  # torch-free
+
         check_writable(args.json)
         tmp = Path(args.json).with_suffix(".json.tmp")
         tmp.write_text(json.dumps(report, indent=1) + "\n")

@@ -31,6 +31,7 @@ Pipeline for one source ``name`` (see `SOURCES`):
 Only the standard library (urllib) is used for HTTP. Google Drive's "can't scan this file for
 viruses" confirmation page for large files is handled by `gdrive_confirm_url`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -101,8 +102,8 @@ SOURCES: dict[str, dict] = {
         "num_images": 202599,
         "recipe": "center crop 178x218 -> 178x178, Lanczos resize to the resolution (64)",
         "license": "CelebA is available for non-commercial research purposes only, under the "
-                   "agreement on its homepage; the images are not owned by CUHK and must not be "
-                   "redistributed or used commercially.",
+        "agreement on its homepage; the images are not owned by CUHK and must not be "
+        "redistributed or used commercially.",
     },
     "ffhq": {
         "description": "FFHQ thumbnails, 128x128 PNGs, 70,000 images",
@@ -128,8 +129,8 @@ SOURCES: dict[str, dict] = {
         "num_images": 70000,
         "recipe": "128x128 PNG, Lanczos resize 128 -> resolution (64); no crop (already square)",
         "license": "Dataset (metadata, layout) by NVIDIA under CC BY-NC-SA 4.0; each image under "
-                   "its Flickr license (CC BY 2.0, CC BY-NC 2.0, Public Domain Mark 1.0, CC0 1.0 "
-                   "or U.S. Government Works): non-commercial use, credit and indicate changes.",
+        "its Flickr license (CC BY 2.0, CC BY-NC 2.0, Public Domain Mark 1.0, CC0 1.0 "
+        "or U.S. Government Works): non-commercial use, credit and indicate changes.",
     },
     "celeba_hq": {
         "description": "CelebA-HQ, 30,000 images at 1024x1024 (optional)",
@@ -146,7 +147,7 @@ SOURCES: dict[str, dict] = {
         "num_images": 30000,
         "recipe": "1024x1024, Lanczos resize to the resolution; no crop (already square)",
         "license": "Derived from CelebA: non-commercial research purposes only (CelebA agreement); "
-                   "CelebAMask-HQ adds the same restriction.",
+        "CelebAMask-HQ adds the same restriction.",
     },
 }
 
@@ -160,6 +161,7 @@ class _Retryable(Exception):
 
 
 # ---------------------------------------------------------------- helpers
+
 
 def _log(msg: str) -> None:
     tqdm.write(msg, file=sys.stderr)
@@ -216,6 +218,7 @@ def _parse_content_range(value: str | None) -> tuple[int | None, int | None]:
 
 # ---------------------------------------------------------------- Google Drive confirmation
 
+
 class _PageParser(HTMLParser):
     def __init__(self):
         super().__init__()
@@ -226,8 +229,12 @@ class _PageParser(HTMLParser):
     def handle_starttag(self, tag, attrs):
         a = {k: (v or "") for k, v in attrs}
         if tag == "form":
-            self._form = {"id": a.get("id", ""), "action": a.get("action", ""),
-                          "method": a.get("method", "get").lower(), "inputs": {}}
+            self._form = {
+                "id": a.get("id", ""),
+                "action": a.get("action", ""),
+                "method": a.get("method", "get").lower(),
+                "inputs": {},
+            }
             self.forms.append(self._form)
         elif tag == "input" and self._form is not None and a.get("name"):
             if a.get("type", "text").lower() in ("hidden", "text"):
@@ -250,9 +257,11 @@ def gdrive_confirm_url(page_url: str, body: bytes, set_cookies: list[str] | tupl
     """
     text = body.decode("utf-8", errors="replace")
     if "Quota exceeded" in text or "Too many users have viewed or downloaded this file" in text:
-        raise DownloadError(f"{page_url}: Google Drive download quota exceeded for this file; try again "
-                            "in 24 hours, or download it in a browser and pass its location (url=, "
-                            "AMBIENT_<NAME>_URL, or put it at the destination path)")
+        raise DownloadError(
+            f"{page_url}: Google Drive download quota exceeded for this file; try again "
+            "in 24 hours, or download it in a browser and pass its location (url=, "
+            "AMBIENT_<NAME>_URL, or put it at the destination path)"
+        )
     parser = _PageParser()
     try:
         parser.feed(text)
@@ -275,11 +284,14 @@ def gdrive_confirm_url(page_url: str, body: bytes, set_cookies: list[str] | tupl
             query.append(("confirm", m[1]))
             return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
     snippet = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text))[:200].strip()
-    raise DownloadError(f"{page_url}: Google Drive answered with an HTML page instead of the file, and "
-                        f"it holds no download confirmation (is the file shared publicly?): {snippet!r}")
+    raise DownloadError(
+        f"{page_url}: Google Drive answered with an HTML page instead of the file, and "
+        f"it holds no download confirmation (is the file shared publicly?): {snippet!r}"
+    )
 
 
 # ---------------------------------------------------------------- download
+
 
 def part_meta_path(part: Path) -> Path:
     """Beside a .part: the url and the validator (ETag or Last-Modified) its bytes came with."""
@@ -298,8 +310,9 @@ def _drop_part(part: Path) -> None:
     part_meta_path(part).unlink(missing_ok=True)
 
 
-def _fetch(opener, url: str, part: Path, timeout: float, progress: bool, gdrive: bool,
-           desc: str, checked: bool = False) -> str | None:
+def _fetch(
+    opener, url: str, part: Path, timeout: float, progress: bool, gdrive: bool, desc: str, checked: bool = False
+) -> str | None:
     """One attempt: append to / restart `part`. Returns None when complete, or a new url to
     follow (Google Drive confirmation). Raises _Retryable, OSError, URLError, HTTPException.
 
@@ -358,8 +371,7 @@ def _request(opener, url: str, part: Path, offset: int, validator: str | None, t
         raise
 
 
-def _write_mode(resp, url: str, part: Path, offset: int, length: int | None,
-                desc: str) -> tuple[int, str, int | None]:
+def _write_mode(resp, url: str, part: Path, offset: int, length: int | None, desc: str) -> tuple[int, str, int | None]:
     """(offset, file mode, total size): append to the .part on a matching 206, else start it again
     (recording the url and validator the new bytes come with)."""
     status = resp.getcode() or 200  # file:// answers have no status
@@ -371,11 +383,15 @@ def _write_mode(resp, url: str, part: Path, offset: int, length: int | None,
         mode = "ab"
     else:
         if offset:
-            _log(f"{desc}: the server sent the whole file (HTTP {status}: it changed, or does not resume); "
-                 "downloading from the start")
+            _log(
+                f"{desc}: the server sent the whole file (HTTP {status}: it changed, or does not resume); "
+                "downloading from the start"
+            )
         offset, mode, total = 0, "wb", length
-        write_json(part_meta_path(part), {"url": url, "etag": resp.headers.get("ETag"),
-                                          "last_modified": resp.headers.get("Last-Modified")})
+        write_json(
+            part_meta_path(part),
+            {"url": url, "etag": resp.headers.get("ETag"), "last_modified": resp.headers.get("Last-Modified")},
+        )
     if length is not None:
         total = offset + length
     return offset, mode, total
@@ -384,9 +400,20 @@ def _write_mode(resp, url: str, part: Path, offset: int, length: int | None,
 def _receive(resp, part: Path, mode: str, offset: int, total: int | None, desc: str, progress: bool) -> int:
     """Stream the body into `part` (fsynced); the number of bytes received."""
     received = 0
-    with open(part, mode) as f, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
-                                     unit_divisor=1024, desc=desc, disable=not progress,
-                                     file=sys.stderr, leave=False) as bar:
+    with (
+        open(part, mode) as f,
+        tqdm(
+            total=total,
+            initial=offset,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=desc,
+            disable=not progress,
+            file=sys.stderr,
+            leave=False,
+        ) as bar,
+    ):
         while chunk := resp.read(CHUNK):
             f.write(chunk)
             received += len(chunk)
@@ -396,9 +423,19 @@ def _receive(resp, part: Path, mode: str, offset: int, total: int | None, desc: 
     return received
 
 
-def download(url: str, dest: str | os.PathLike, sha256: str | None = None, md5: str | None = None,
-             retries: int = 3, timeout: float = 60, progress: bool = True, *,
-             gdrive: bool | None = None, backoff: float = 1.0, max_confirm: int = 5) -> Path:
+def download(
+    url: str,
+    dest: str | os.PathLike,
+    sha256: str | None = None,
+    md5: str | None = None,
+    retries: int = 3,
+    timeout: float = 60,
+    progress: bool = True,
+    *,
+    gdrive: bool | None = None,
+    backoff: float = 1.0,
+    max_confirm: int = 5,
+) -> Path:
     """Download `url` to `dest` safely; return `dest`.
 
     The bytes go to ``dest + '.part'`` (same folder); an existing ``.part`` is resumed with a
@@ -429,8 +466,10 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, md5: 
                 break
             confirms += 1
             if confirms > max_confirm:
-                raise DownloadError(f"{url}: Google Drive kept answering with a confirmation page "
-                                    f"({confirms} times); download it in a browser instead")
+                raise DownloadError(
+                    f"{url}: Google Drive kept answering with a confirmation page "
+                    f"({confirms} times); download it in a browser instead"
+                )
             current = nxt
             continue
         except urllib.error.HTTPError as e:
@@ -448,8 +487,9 @@ def _verify_existing(dest: Path, expected: dict[str, str]) -> Path:
         try:
             _check_hashes(dest, expected)
         except ValueError as e:
-            raise ValueError(f"{e}; it already exists, so it was not downloaded again: delete it "
-                             "to download it again") from None
+            raise ValueError(
+                f"{e}; it already exists, so it was not downloaded again: delete it to download it again"
+            ) from None
     return dest
 
 
@@ -464,8 +504,11 @@ def _retryable_http_error(e: urllib.error.HTTPError, url: str, dest: Path) -> st
 def _wait_or_give_up(url: str, dest: Path, part: Path, err: str, failures: int, retries: int, backoff: float) -> None:
     """After failed attempt number `failures`: DownloadError past `retries`, else the backoff wait."""
     if failures > retries:
-        kept = (f"; the partial file {part} ({part.stat().st_size} bytes) is kept and the next "
-                "try resumes from it") if part.exists() else ""
+        kept = (
+            (f"; the partial file {part} ({part.stat().st_size} bytes) is kept and the next try resumes from it")
+            if part.exists()
+            else ""
+        )
         raise DownloadError(f"{url}: download to {dest} failed after {failures} attempts: {err}{kept}")
     wait = backoff * 2 ** (failures - 1)
     _log(f"{dest.name}: attempt {failures} failed ({err}); retrying in {wait:.1f}s")
@@ -485,6 +528,7 @@ def _verify_and_rename(part: Path, dest: Path, expected: dict[str, str], url: st
 
 
 # ---------------------------------------------------------------- safe extraction
+
 
 def _check_member_name(name: str, archive: Path) -> None:
     if not name or "\x00" in name:
@@ -595,12 +639,14 @@ def list_images(root: str | os.PathLike, patterns: list[str] | str) -> tuple[lis
     root = Path(root)
     patterns = [patterns] if isinstance(patterns, str) else list(patterns)
     for pattern in patterns:
-        files = [p for p in root.glob(pattern)
-                 if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in data.IMAGE_SUFFIXES]
+        files = [
+            p
+            for p in root.glob(pattern)
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in data.IMAGE_SUFFIXES
+        ]
         if files:
             return sorted(files, key=lambda p: p.relative_to(root).as_posix()), pattern
-    raise ValueError(f"{root}: no image files match the expected layout {patterns}; "
-                     "is this the right archive?")
+    raise ValueError(f"{root}: no image files match the expected layout {patterns}; is this the right archive?")
 
 
 def choose_subset(num_files: int, num_images: int | None, seed: int) -> np.ndarray:
@@ -635,15 +681,24 @@ def _exclusive(lock_path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def fetch_and_extract(name: str, raw_dir: str | os.PathLike, url: str | None = None, *,
-                      sha256=_DEFAULT, md5=_DEFAULT, progress: bool = True, **download_kw) -> tuple[Path, dict]:
+def fetch_and_extract(
+    name: str,
+    raw_dir: str | os.PathLike,
+    url: str | None = None,
+    *,
+    sha256=_DEFAULT,
+    md5=_DEFAULT,
+    progress: bool = True,
+    **download_kw,
+) -> tuple[Path, dict]:
     """Make sure ``raw_dir/<name>/`` holds the extracted source; return it and its source record."""
     with _exclusive(Path(raw_dir) / f".{name}.lock"):
         return _fetch_and_extract(name, raw_dir, url, sha256=sha256, md5=md5, progress=progress, **download_kw)
 
 
-def _fetch_and_extract(name: str, raw_dir: str | os.PathLike, url: str | None, *, sha256, md5,
-                       progress: bool, **download_kw) -> tuple[Path, dict]:
+def _fetch_and_extract(
+    name: str, raw_dir: str | os.PathLike, url: str | None, *, sha256, md5, progress: bool, **download_kw
+) -> tuple[Path, dict]:
     src = source(name)
     raw_dir = Path(raw_dir)
     root = raw_dir / name
@@ -662,7 +717,8 @@ def _fetch_and_extract(name: str, raw_dir: str | os.PathLike, url: str | None, *
             raise ValueError(
                 f"{name}: no download url is known for {src['filename']} (see {pages}); download it "
                 f"yourself and pass url=, set {_env_key(name, 'URL')} (http(s):// or file://), or put "
-                f"the archive at {archive} or its extracted files under {root}/")
+                f"the archive at {archive} or its extracted files under {root}/"
+            )
         download(use_url, archive, sha256=checks["sha256"], md5=checks["md5"], progress=progress, **download_kw)
         hashes = file_hashes(archive)
     else:
@@ -679,11 +735,76 @@ def _fetch_and_extract(name: str, raw_dir: str | os.PathLike, url: str | None, *
     return root, record
 
 
-def prepare_paper_dataset(name: str, raw_dir: str | os.PathLike, out_zip: str | os.PathLike,
-                          resolution: int = 64, num_images: int | None = 3000, seed: int = 0,
-                          url: str | None = None, *, sha256=_DEFAULT, md5=_DEFAULT,
-                          progress: bool = True, heldout_out: str | os.PathLike | None = None,
-                          heldout_images: int | None = None, **download_kw) -> dict:
+def _load_resized(paths: list[Path], resolution: int, desc: str, progress: bool) -> np.ndarray:
+    """The images at `paths`, center-cropped/resized to `resolution` RGB, stacked (with a progress bar)."""
+    return np.stack(
+        [
+            data.load_image_file(p, resolution, 3)
+            for p in tqdm(paths, desc=desc, unit="img", disable=not progress, file=sys.stderr)
+        ]
+    )
+
+
+def _heldout_indices(num_files: int, idx: np.ndarray, heldout_images: int | None, seed: int) -> np.ndarray:
+    """The files outside the training subset `idx`; with `heldout_images`, a sorted seeded choice of them."""
+    rest = np.setdiff1d(np.arange(num_files), idx)
+    if heldout_images is not None:
+        if not 1 <= heldout_images <= len(rest):
+            raise ValueError(
+                f"heldout_images={heldout_images}: must be in 1..{len(rest)} (the images outside the training subset)"
+            )
+        rest = np.sort(np.random.default_rng(seed + 1).choice(rest, heldout_images, replace=False))
+    return rest
+
+
+def _write_heldout(
+    name: str,
+    heldout_out: str | os.PathLike,
+    heldout_images: int | None,
+    files: list[Path],
+    idx: np.ndarray,
+    root: Path,
+    info: dict,
+    resolution: int,
+    seed: int,
+    progress: bool,
+) -> None:
+    """Write the held-out split (the files outside the training subset) to `heldout_out`."""
+    rest = _heldout_indices(len(files), idx, heldout_images, seed)
+    held = [files[i] for i in rest]
+    held_rel = [p.relative_to(root).as_posix() for p in held]
+    held_images = _load_resized(held, resolution, f"prepare {name} held-out", progress)
+    data.write_image_zip(
+        heldout_out,
+        held_images,
+        [f"{name}:{r}" for r in held_rel],
+        {
+            **info,
+            "split": "heldout",
+            "subset_indices": [int(i) for i in rest],
+            "subset_files": held_rel,
+            "heldout_rule": "the files outside the training subset; with heldout_images, "
+            "numpy.random.default_rng(seed + 1).choice of them, sorted",
+        },
+    )
+
+
+def prepare_paper_dataset(
+    name: str,
+    raw_dir: str | os.PathLike,
+    out_zip: str | os.PathLike,
+    resolution: int = 64,
+    num_images: int | None = 3000,
+    seed: int = 0,
+    url: str | None = None,
+    *,
+    sha256=_DEFAULT,
+    md5=_DEFAULT,
+    progress: bool = True,
+    heldout_out: str | os.PathLike | None = None,
+    heldout_images: int | None = None,
+    **download_kw,
+) -> dict:
     """Download (if needed), extract, choose a seeded subset, crop/resize and write `out_zip`.
 
     See the module docstring for the recipe. `url` overrides the registry (as does
@@ -692,15 +813,12 @@ def prepare_paper_dataset(name: str, raw_dir: str | os.PathLike, out_zip: str | 
     since a mirror should serve the same file. Returns the manifest written.
     """
     src = source(name)
-    root, record = fetch_and_extract(name, raw_dir, url, sha256=sha256, md5=md5, progress=progress,
-                                     **download_kw)
+    root, record = fetch_and_extract(name, raw_dir, url, sha256=sha256, md5=md5, progress=progress, **download_kw)
     files, pattern = list_images(root, src["images"])
     idx = choose_subset(len(files), num_images, seed)
     chosen = [files[i] for i in idx]
     rel = [p.relative_to(root).as_posix() for p in chosen]
-    images = np.stack([data.load_image_file(p, resolution, 3)
-                       for p in tqdm(chosen, desc=f"prepare {name}", unit="img", disable=not progress,
-                                     file=sys.stderr)])
+    images = _load_resized(chosen, resolution, f"prepare {name}", progress)
     info = {
         "source": name,
         "description": src["description"],
@@ -718,20 +836,5 @@ def prepare_paper_dataset(name: str, raw_dir: str | os.PathLike, out_zip: str | 
     }
     manifest = data.write_image_zip(out_zip, images, [f"{name}:{r}" for r in rel], {**info, "split": "train"})
     if heldout_out:
-        rest = np.setdiff1d(np.arange(len(files)), idx)
-        if heldout_images is not None:
-            if not 1 <= heldout_images <= len(rest):
-                raise ValueError(f"heldout_images={heldout_images}: must be in 1..{len(rest)} (the images outside "
-                                 "the training subset)")
-            rest = np.sort(np.random.default_rng(seed + 1).choice(rest, heldout_images, replace=False))
-        held = [files[i] for i in rest]
-        held_rel = [p.relative_to(root).as_posix() for p in held]
-        held_images = np.stack([data.load_image_file(p, resolution, 3)
-                                for p in tqdm(held, desc=f"prepare {name} held-out", unit="img",
-                                              disable=not progress, file=sys.stderr)])
-        data.write_image_zip(heldout_out, held_images, [f"{name}:{r}" for r in held_rel],
-                             {**info, "split": "heldout", "subset_indices": [int(i) for i in rest],
-                              "subset_files": held_rel,
-                              "heldout_rule": "the files outside the training subset; with heldout_images, "
-                                              "numpy.random.default_rng(seed + 1).choice of them, sorted"})
+        _write_heldout(name, heldout_out, heldout_images, files, idx, root, info, resolution, seed, progress)
     return manifest

@@ -1,4 +1,5 @@
-"""Give a job its own GPUs on a machine shared by several jobs: `python -m ambient.pipeline.gpu_slots --gpus N -- CMD ...`.
+"""Give a job its own GPUs on a machine shared by several jobs:
+`python -m ambient.pipeline.gpu_slots --gpus N -- CMD ...`.
 
 Snakemake caps the number of GPUs in use (`--resources gpu=N`) but does not say which device a
 job gets: without this every job would use cuda:0. The wrapper takes N free devices, each guarded
@@ -12,6 +13,7 @@ CUDA_VISIBLE_DEVICES is set, or the job runs under SLURM (SLURM_JOB_ID). The num
 $AMBIENT_NUM_GPUS, else torch.cuda.device_count(); LOCK_DIR is $AMBIENT_GPU_LOCK_DIR, else
 /tmp/ambient-gpu-locks-<uid> (shared by every workflow of the user on this machine).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +41,9 @@ def scheduler_pinned() -> bool:
     return "CUDA_VISIBLE_DEVICES" in os.environ or "SLURM_JOB_ID" in os.environ
 
 
-def acquire(n: int, total: int, directory: Path, timeout: float | None = None,
-            poll: float = 2.0) -> tuple[list[int], list[int]]:
+def acquire(
+    n: int, total: int, directory: Path, timeout: float | None = None, poll: float = 2.0
+) -> tuple[list[int], list[int]]:
     """Lock n of the devices 0..total-1: (device ids, open lock fds). Waits while fewer are free."""
     if n > total:
         raise RuntimeError(f"the job needs {n} GPUs but this machine has {total}")
@@ -72,12 +75,15 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m ambient.pipeline.gpu_slots --gpus N [--timeout S] -- CMD [ARGS...]", file=sys.stderr)
         return 2
     k = argv.index("--")
-    parser = argparse.ArgumentParser(prog="python -m ambient.pipeline.gpu_slots", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m ambient.pipeline.gpu_slots",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--gpus", type=int, required=True)
     parser.add_argument("--timeout", type=float, default=None, help="give up after S seconds (default: wait)")
     a = parser.parse_args(argv[:k])
-    cmd = argv[k + 1:]
+    cmd = argv[k + 1 :]
     if not cmd:
         parser.error("no command after --")
     if a.gpus > 0 and not scheduler_pinned():

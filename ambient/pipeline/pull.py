@@ -16,6 +16,7 @@ dvc.yaml (hand-written, docs/dvc.md) has one stage per phase, each recording the
 `--render` then re-renders the figures from the pulled files (`dvc repro --force --single-item
 figures`): nothing trains, samples or evaluates.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,9 +38,13 @@ class PullError(RuntimeError):
 
 
 def _env() -> dict:
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "DVC_NO_ANALYTICS": "1",
-            # dvc.yaml's commands call `snakemake`: this interpreter's, also when the venv is not active
-            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    return {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "DVC_NO_ANALYTICS": "1",
+        # dvc.yaml's commands call `snakemake`: this interpreter's, also when the venv is not active
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }
 
 
 def dvc(*args: str, cwd: Path = Path("."), capture: bool = False) -> str:
@@ -55,9 +60,12 @@ def dvc(*args: str, cwd: Path = Path("."), capture: bool = False) -> str:
 
 # ---------------------------------------------------------------- remote
 
+
 def _remote_hint(name: str) -> str:
-    return (f"point it at your copy of the results with `dvc remote modify --local {name} url URL` (a directory, "
-            f"or s3://BUCKET/PATH with `pip install -e '.[s3]'`), or name another remote with -r (docs/dvc.md, Remotes)")
+    return (
+        f"point it at your copy of the results with `dvc remote modify --local {name} url URL` (a directory, "
+        f"or s3://BUCKET/PATH with `pip install -e '.[s3]'`), or name another remote with -r (docs/dvc.md, Remotes)"
+    )
 
 
 def check_remote(cwd: Path = Path("."), remote: str | None = None) -> tuple[str, str]:
@@ -70,16 +78,20 @@ def check_remote(cwd: Path = Path("."), remote: str | None = None) -> tuple[str,
     if not name:
         raise PullError("no DVC remote is configured: add one with `dvc remote add --local -d NAME URL` (docs/dvc.md)")
     if name not in config["remote"]:
-        raise PullError(f"DVC remote '{name}' is not configured here (known: {', '.join(config['remote']) or 'none'}); "
-                        + _remote_hint(name))
+        raise PullError(
+            f"DVC remote '{name}' is not configured here (known: {', '.join(config['remote']) or 'none'}); "
+            + _remote_hint(name)
+        )
     url = str(config["remote"][name]["url"])
     if "://" not in url and not Path(url).is_dir():
-        raise PullError(f"DVC remote '{name}' is the directory {url}, which does not exist on this machine; "
-                        + _remote_hint(name))
+        raise PullError(
+            f"DVC remote '{name}' is the directory {url}, which does not exist on this machine; " + _remote_hint(name)
+        )
     return name, url
 
 
 # ---------------------------------------------------------------- after the pull
+
 
 def order_mtimes(cwd: Path = Path("."), now: float | None = None) -> int:
     """Give every file of a phase directory one modification time, one second later than the
@@ -116,8 +128,15 @@ def format_changes(changes: dict) -> str:
     return "\n".join(lines)
 
 
-def pull(targets: list[str], *, remote: str | None = None, jobs: int | None = None, render: bool = False,
-         cwd: Path = Path("."), log=print) -> dict:
+def pull(
+    targets: list[str],
+    *,
+    remote: str | None = None,
+    jobs: int | None = None,
+    render: bool = False,
+    cwd: Path = Path("."),
+    log=print,
+) -> dict:
     """The steps of the module docstring; returns the seconds of each. Raises PullError instead of
     recomputing anything."""
     cwd = Path(cwd)
@@ -135,29 +154,38 @@ def pull(targets: list[str], *, remote: str | None = None, jobs: int | None = No
     t = time.perf_counter()
     changes = {} if targets else dvc_changes(cwd)
     if changes:
-        raise PullError("`dvc status` says this checkout is not the recorded run (its code, config or files "
-                        "differ from dvc.lock):\n" + format_changes(changes) +
-                        "\n`dvc repro` recomputes what differs; `git checkout` the commit of dvc.lock, or "
-                        "`dvc checkout --force`, to return to the recorded run.")
+        raise PullError(
+            "`dvc status` says this checkout is not the recorded run (its code, config or files "
+            "differ from dvc.lock):\n"
+            + format_changes(changes)
+            + "\n`dvc repro` recomputes what differs; `git checkout` the commit of dvc.lock, or "
+            "`dvc checkout --force`, to return to the recorded run."
+        )
     times["dvc status"] = time.perf_counter() - t
     if render:
         t = time.perf_counter()
         dvc("repro", "--force", "--single-item", "figures", cwd=cwd)
         times["figures"] = time.perf_counter() - t
     times["total"] = time.perf_counter() - t0
-    log(f"pulled from {name} ({url}); {touched} files in phase order "
-        f"({', '.join(f'{k} {v:.1f} s' for k, v in times.items())})")
+    log(
+        f"pulled from {name} ({url}); {touched} files in phase order "
+        f"({', '.join(f'{k} {v:.1f} s' for k, v in times.items())})"
+    )
     return times
 
 
 # ---------------------------------------------------------------- command line
 
+
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("targets", nargs="*", help="DVC stages or files to pull (default: all of dvc.yaml)")
     p.add_argument("-r", "--remote", help="DVC remote (default: core.remote of .dvc/config)")
     p.add_argument("-j", "--jobs", type=int, help="parallel transfers of `dvc pull`")
-    p.add_argument("--render", action="store_true",
-                   help="then render the figures again from the pulled files (dvc repro -f -s figures)")
+    p.add_argument(
+        "--render",
+        action="store_true",
+        help="then render the figures again from the pulled files (dvc repro -f -s figures)",
+    )
     p.set_defaults(func=_main)
 
 
@@ -168,8 +196,12 @@ def _main(a) -> int:
 
 def add_pull_command(sub) -> None:
     """Register `ambient pull` on the main parser's sub-commands."""
-    p = sub.add_parser("pull", help="dvc pull, mtimes in phase order, check dvc status (--render: figures again)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "pull",
+        help="dvc pull, mtimes in phase order, check dvc status (--render: figures again)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_arguments(p)
 
 

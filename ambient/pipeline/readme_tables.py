@@ -22,6 +22,7 @@ not versioned: a `dvc pull` does not bring them). `--check` rewrites nothing and
 the block, when the README differs from what the files generate. A missing source file is a
 one-line error naming the file and the command that makes it. Torch-free.
 """
+
 from __future__ import annotations
 
 import csv
@@ -55,6 +56,7 @@ def end_marker(name: str) -> str:
 
 # ---------------------------------------------------------------- small helpers
 
+
 def md5_file(path: str | Path) -> str:
     h = hashlib.md5()
     with open(path, "rb") as f:
@@ -77,8 +79,11 @@ def _cell(text) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(_cell(c) for c in r) + " |" for r in rows)]
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(_cell(c) for c in r) + " |" for r in rows),
+    ]
 
 
 def _shown(path: Path, readme: Path) -> str:
@@ -98,6 +103,7 @@ def _read_csv(path: Path, make: str) -> tuple[list[str], list[dict]]:
 
 
 # ---------------------------------------------------------------- the blocks
+
 
 def run_label(row: dict) -> str:
     """clean, dust p=0.2, box p=0.4, noise sigma_n=0.4 (Tweedie), noise sigma_n=0.4, naive."""
@@ -121,75 +127,127 @@ def _one(rows: list[dict], col: str) -> str:
     return ", ".join(_int(v) if col == "n_samples" else v for v in vals) or "?"
 
 
-def render_results(summary: Path, readme: Path) -> str:
-    columns, rows = _read_csv(summary, "snakemake results/metrics/summary.csv")
+def _quality_columns(columns: list[str]) -> tuple[str, str, str, str] | None:
+    """(extractor, KD column, its std column, FD column) of summary.csv's held-out quality, or None."""
     q = kd_columns(columns)
-    quality = None
-    if q:
-        kd, std = q
-        x = "inception" if kd == "kid_heldout" else kd[len("kd_"):-len("_heldout")]
-        fd = "fid_heldout" if kd == "kid_heldout" else f"fd_{x}_heldout"
-        quality = (x, kd, std, fd)
-    inpaint = sorted((c for c in columns if re.fullmatch(r"inpaint_u\d+_extracted", c)),
-                     key=lambda c: int(re.findall(r"\d+", c)[0]))
+    if not q:
+        return None
+    kd, std = q
+    x = "inception" if kd == "kid_heldout" else kd[len("kd_") : -len("_heldout")]
+    fd = "fid_heldout" if kd == "kid_heldout" else f"fd_{x}_heldout"
+    return x, kd, std, fd
+
+
+def _inpaint_columns(columns: list[str]) -> list[str]:
+    """The inpainting attack's extracted-share columns, by RePaint resampling U (else the plain one)."""
+    inpaint = sorted(
+        (c for c in columns if re.fullmatch(r"inpaint_u\d+_extracted", c)), key=lambda c: int(re.findall(r"\d+", c)[0])
+    )
     if not inpaint and "inpaint_extracted" in columns:
         inpaint = ["inpaint_extracted"]
+    return inpaint
 
-    spec: list[tuple[str, object]] = [("model", run_label), ("steps", lambda r: _int(r.get("steps"))),
-                                      ("share > 0.95", "share_gt_0.95"), ("share > 0.90", "share_gt_0.90"),
-                                      ("mean top-1 sim", "sim_mean")]
+
+def _results_spec(columns: list[str], quality, inpaint: list[str]) -> list[tuple[str, object]]:
+    """(header, column or row -> cell) of the results table, for the columns summary.csv has."""
+    spec: list[tuple[str, object]] = [
+        ("model", run_label),
+        ("steps", lambda r: _int(r.get("steps"))),
+        ("share > 0.95", "share_gt_0.95"),
+        ("share > 0.90", "share_gt_0.90"),
+        ("mean top-1 sim", "sim_mean"),
+    ]
     if quality:
         x, kd, std, fd = quality
         k, f = ("KID", "FID") if x == "inception" else ("KD", "FD")
-        spec.append((f"held-out {k} ± std",
-                     lambda r: fmt3(r.get(kd)) + (f" ± {fmt3(r.get(std))}" if r.get(std) else "")))
+        spec.append(
+            (f"held-out {k} ± std", lambda r: fmt3(r.get(kd)) + (f" ± {fmt3(r.get(std))}" if r.get(std) else ""))
+        )
         if fd in columns:
             spec.append((f"held-out {f}", fd))
     for c in inpaint:
         u = re.findall(r"_u(\d+)_", c)
         spec.append((f"inpaint extracted U={u[0]}" if u else "inpaint extracted", c))
-    for label, c in (("noise extracted", "noise_extracted"), ("mask-key extracted", "key_extracted"),
-                     ("HF energy of samples", "hf_samples")):
+    for label, c in (
+        ("noise extracted", "noise_extracted"),
+        ("mask-key extracted", "key_extracted"),
+        ("HF energy of samples", "hf_samples"),
+    ):
         if c in columns:
             spec.append((label, c))
-    spec = [(h, v) for h, v in spec if callable(v) or v in columns]
+    return [(h, v) for h, v in spec if callable(v) or v in columns]
 
-    table = _table([h for h, _ in spec],
-                   [[v(r) if callable(v) else fmt3(r.get(v)) for _, v in spec] for r in rows])
+
+def _results_text(summary: Path, readme: Path, columns: list[str], rows: list[dict], quality, inpaint) -> str:
+    """The paragraph above the results table: what was measured, on what, and what each column means."""
     sim = _one(rows, "extractor")
-    text = (f"Dataset `{_one(rows, 'dataset')}`, {_one(rows, 'n_samples')} samples per model, "
-            f"{len(rows)} models (`{_shown(summary, readme)}`). Memorization: the share of samples whose "
-            f"top-1 similarity to the training set (`{sim}` features) is above 0.95 / 0.90, and its mean.")
+    text = (
+        f"Dataset `{_one(rows, 'dataset')}`, {_one(rows, 'n_samples')} samples per model, "
+        f"{len(rows)} models (`{_shown(summary, readme)}`). Memorization: the share of samples whose "
+        f"top-1 similarity to the training set (`{sim}` features) is above 0.95 / 0.90, and its mean."
+    )
     if "train_nn_sim_mean" in columns and rows and rows[0].get("train_nn_sim_mean") not in (None, ""):
-        text += (f" For scale: a training image's nearest *other* training image scores {fmt3(rows[0]['train_nn_sim_mean'])}"
-                 f" on average and {fmt3(rows[0]['train_nn_sim_max'])} at most.")
+        text += (
+            f" For scale: a training image's nearest *other* training image scores {fmt3(rows[0]['train_nn_sim_mean'])}"
+            f" on average and {fmt3(rows[0]['train_nn_sim_max'])} at most."
+        )
     if quality:
         x, kd, std, fd = quality
-        text += (f" Quality: {'KID' if x == 'inception' else 'KD'} ± std and "
-                 f"{'FID' if x == 'inception' else 'FD'} of the samples against the held-out split (images no "
-                 f"model trained on), extractor `{x}` (columns `{kd}`, `{fd}`).")
+        text += (
+            f" Quality: {'KID' if x == 'inception' else 'KD'} ± std and "
+            f"{'FID' if x == 'inception' else 'FD'} of the samples against the held-out split (images no "
+            f"model trained on), extractor `{x}` (columns `{kd}`, `{fd}`)."
+        )
     else:
         text += " Quality: summary.csv has no held-out KD/FD column."
     if inpaint:
-        text += (" Attacks: the share of attacked training images extracted (above the attack's similarity "
-                 "threshold); inpainting with RePaint resampling U, every model given the same known pixels.")
+        text += (
+            " Attacks: the share of attacked training images extracted (above the attack's similarity "
+            "threshold); inpainting with RePaint resampling U, every model given the same known pixels."
+        )
     if "key_extracted" in columns:
-        text += (" Mask key: sampling from noise with a training image's own training mask (ambient models; "
-                 "the others have no key, so theirs is the chance level): the share that returns that image.")
+        text += (
+            " Mask key: sampling from noise with a training image's own training mask (ambient models; "
+            "the others have no key, so theirs is the chance level): the share that returns that image."
+        )
     if "hf_samples" in columns:
         text += " HF energy: power above half Nyquist of the samples."
-    return "\n".join([f"<!-- source: {_shown(summary, readme)} md5={md5_file(summary)} -->", "", text, "",
-                      *table])
+    return text
+
+
+def render_results(summary: Path, readme: Path) -> str:
+    columns, rows = _read_csv(summary, "snakemake results/metrics/summary.csv")
+    quality = _quality_columns(columns)
+    inpaint = _inpaint_columns(columns)
+    spec = _results_spec(columns, quality, inpaint)
+    table = _table([h for h, _ in spec], [[v(r) if callable(v) else fmt3(r.get(v)) for _, v in spec] for r in rows])
+    text = _results_text(summary, readme, columns, rows, quality, inpaint)
+    return "\n".join([f"<!-- source: {_shown(summary, readme)} md5={md5_file(summary)} -->", "", text, "", *table])
 
 
 def render_claims(claims: Path, readme: Path) -> str:
     _, rows = _read_csv(claims, "snakemake results/metrics/claims.csv")
     n = {k: sum(r.get("holds") == k for r in rows) for k in ("yes", "no", "n/a")}
-    text = (f"{n['yes']} of {len(rows)} claims hold here ({n['no']} {'does' if n['no'] == 1 else 'do'} not, {n['n/a']} n/a: the run has no model "
-            f"the claim needs) (`{_shown(claims, readme)}`; thresholds in `ambient/eval/claims.py`).")
-    table = _table(["claim", "holds", "measured", "threshold", "the paper", "source", "note"],
-                   [[f"`{r.get('claim', '')}`", r.get("holds", ""), r.get("measured", ""), r.get("threshold", ""),
-                     r.get("statement", ""), r.get("source", ""), r.get("note", "")] for r in rows])
+    text = (
+        f"{n['yes']} of {len(rows)} claims hold here ({n['no']} {'does' if n['no'] == 1 else 'do'} not, "
+        f"{n['n/a']} n/a: the run has no model "
+        f"the claim needs) (`{_shown(claims, readme)}`; thresholds in `ambient/eval/claims.py`)."
+    )
+    table = _table(
+        ["claim", "holds", "measured", "threshold", "the paper", "source", "note"],
+        [
+            [
+                f"`{r.get('claim', '')}`",
+                r.get("holds", ""),
+                r.get("measured", ""),
+                r.get("threshold", ""),
+                r.get("statement", ""),
+                r.get("source", ""),
+                r.get("note", ""),
+            ]
+            for r in rows
+        ],
+    )
     return "\n".join([f"<!-- source: {_shown(claims, readme)} md5={md5_file(claims)} -->", "", text, "", *table])
 
 
@@ -227,73 +285,116 @@ def benchmark_files(bench: Path) -> list[Path]:
     return sorted(bench.rglob("*.tsv")) if bench.is_dir() else []
 
 
-def render_timings(bench: Path, readme: Path) -> str:
-    files = benchmark_files(bench)
-    if not files:
-        raise FileNotFoundError(f"{bench}: no benchmark files (*.tsv; Snakemake writes them when the workflow's "
-                                "jobs run: `make reproduce`; they are not versioned, `dvc pull` does not bring them)")
-    h = hashlib.md5()
+def _read_benchmarks(bench: Path, files: list[Path], h) -> tuple[list, dict[str, list]]:
+    """(jobs [(path under bench, s, rss)], rule -> [(s, rss)]) of the benchmark files; each file's path
+    and contents go into the hash `h`. The rule is the benchmark's rule_name, else from its path."""
     jobs: list[tuple[Path, float | None, float | None]] = []
-    rules: dict[str, list] = {}  # rule -> [(s, rss)]: the benchmark's rule_name, else from its path
+    rules: dict[str, list] = {}
     for p in files:
         rel = p.relative_to(bench)
         h.update(rel.as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
         s, rss, rule = read_benchmark(p)
         jobs.append((rel, s, rss))
         rules.setdefault(rule or rule_of(rel), []).append((s, rss))
+    return jobs, rules
 
-    def total(items):
-        ss = [s for s, _ in items if s is not None]
-        rr = [r for _, r in items if r is not None]
-        return (sum(ss) if ss else None), (max(rr) if rr else None)
 
-    by_rule = sorted(((name, len(items), *total(items)) for name, items in rules.items()),
-                     key=lambda t: (-(t[2] or 0.0), t[0]))
+def _total(items) -> tuple[float | None, float | None]:
+    """(summed seconds, largest peak RSS) of [(s, rss)], None where no value is known."""
+    ss = [s for s, _ in items if s is not None]
+    rr = [r for _, r in items if r is not None]
+    return (sum(ss) if ss else None), (max(rr) if rr else None)
+
+
+def _whole_run_text(bench: Path, h) -> str:
+    """The sentence on the whole run's wall time (benchmarks/reproduce.json, with the fresh clone's
+    set-up from setup.json), or "" without reproduce.json; the files read go into the hash `h`."""
+    wall, setup = bench / "reproduce.json", bench / "setup.json"
+    if not wall.is_file():  # written by `make reproduce`: the whole run, set-up excluded
+        return ""
+    w = json.loads(wall.read_text())
+    h.update(wall.read_bytes())
+    first = ""
+    if setup.is_file():  # written when `make` created .venv: the set-up of a fresh clone
+        st = json.loads(setup.read_text())
+        h.update(setup.read_bytes())
+        first = f"; the set-up of a fresh clone (venv, pip install) took {fmt3(st['seconds'] / 60)} min more"
+    return (
+        f"**The whole `make reproduce`: {fmt3(w['seconds'] / 60)} min wall** ({w['cores']} cores, "
+        f"{w['cpu']}, {w['jobs']} jobs, set-up excluded{first}). "
+    )
+
+
+def _critical_path_text(bench: Path, h) -> str:
+    """The sentence on the run's bounds (benchmarks/critical_path.json), or "" without it (or without
+    jobs in it); the file read goes into the hash `h`."""
+    path = bench / "critical_path.json"
+    # written by `make reproduce` from Snakemake's metadata (python -m ambient.pipeline.critical_path)
+    if not path.is_file():
+        return ""
+    cp = json.loads(path.read_text())
+    h.update(path.read_bytes())
+    if not cp.get("jobs"):
+        return ""
+    return (
+        " From Snakemake's metadata (`python -m ambient.pipeline.critical_path`), "
+        f"all {cp['jobs']} jobs summed "
+        f"over {cp['cores']} cores bound the run at {fmt3(cp['throughput_bound_s'] / 60)} min, and its "
+        f"longest dependency chain at {fmt3(cp['longest_chain_s'] / 60)} min, against "
+        f"{fmt3(cp['wall_s'] / 60)} min measured: "
+        + (
+            "the run is bound by its total compute."
+            if cp["throughput_bound_s"] >= cp["longest_chain_s"]
+            else "the run is bound by its longest chain."
+        )
+    )
+
+
+def render_timings(bench: Path, readme: Path) -> str:
+    files = benchmark_files(bench)
+    if not files:
+        raise FileNotFoundError(
+            f"{bench}: no benchmark files (*.tsv; Snakemake writes them when the workflow's "
+            "jobs run: `make reproduce`; they are not versioned, `dvc pull` does not bring them)"
+        )
+    h = hashlib.md5()
+    jobs, rules = _read_benchmarks(bench, files, h)
+    by_rule = sorted(
+        ((name, len(items), *_total(items)) for name, items in rules.items()), key=lambda t: (-(t[2] or 0.0), t[0])
+    )
     by_job = sorted(jobs, key=lambda t: (-(t[1] or 0.0), t[0].as_posix()))
     all_s = sum(s for _, s, _ in jobs if s is not None)
     shown = _shown(bench, readme)
-    text = (f"Wall time and peak RSS of each job from Snakemake's benchmark files (`{shown}/**/*.tsv`): "
-            f"{len(jobs)} jobs, {fmt3(all_s)} s ({fmt3(all_s / 60)} min) summed over jobs, which partly ran side "
-            f"by side. Per rule (total time, largest peak), then the {min(TOP_JOBS, len(jobs))} slowest jobs.")
-    wall, setup = bench / "reproduce.json", bench / "setup.json"
-    if wall.is_file():  # written by `make reproduce`: the whole run, set-up excluded
-        w = json.loads(wall.read_text())
-        h.update(wall.read_bytes())
-        first = ""
-        if setup.is_file():  # written when `make` created .venv: the set-up of a fresh clone
-            st = json.loads(setup.read_text())
-            h.update(setup.read_bytes())
-            first = f"; the set-up of a fresh clone (venv, pip install) took {fmt3(st['seconds'] / 60)} min more"
-        text = (f"**The whole `make reproduce`: {fmt3(w['seconds'] / 60)} min wall** ({w['cores']} cores, "
-                f"{w['cpu']}, {w['jobs']} jobs, set-up excluded{first}). " + text)
-    path = bench / "critical_path.json"
-    if path.is_file():  # written by `make reproduce` from Snakemake's metadata (python -m ambient.pipeline.critical_path)
-        cp = json.loads(path.read_text())
-        h.update(path.read_bytes())
-        if cp.get("jobs"):
-            text += (f" From Snakemake's metadata (`python -m ambient.pipeline.critical_path`), all {cp['jobs']} jobs summed "
-                     f"over {cp['cores']} cores bound the run at {fmt3(cp['throughput_bound_s'] / 60)} min, and its "
-                     f"longest dependency chain at {fmt3(cp['longest_chain_s'] / 60)} min, against "
-                     f"{fmt3(cp['wall_s'] / 60)} min measured: "
-                     + ("the run is bound by its total compute." if cp["throughput_bound_s"] >= cp["longest_chain_s"]
-                        else "the run is bound by its longest chain."))
+    text = (
+        f"Wall time and peak RSS of each job from Snakemake's benchmark files (`{shown}/**/*.tsv`): "
+        f"{len(jobs)} jobs, {fmt3(all_s)} s ({fmt3(all_s / 60)} min) summed over jobs, which partly ran side "
+        f"by side. Per rule (total time, largest peak), then the {min(TOP_JOBS, len(jobs))} slowest jobs."
+    )
+    text = _whole_run_text(bench, h) + text
+    text += _critical_path_text(bench, h)
     by_job = by_job[:TOP_JOBS]
-    return "\n".join([f"<!-- source: {shown}/ files={len(files)} md5={h.hexdigest()} -->", "", text, "",
-                      *_table(["rule", "jobs", "wall time (s)", "peak RSS (MB)"],
-                              [[f"`{n}`", str(k), fmt3(s), fmt3(r)] for n, k, s, r in by_rule]),
-                      "",
-                      *_table(["job", "wall time (s)", "peak RSS (MB)"],
-                              [[f"`{rel.as_posix()}`", fmt3(s), fmt3(r)] for rel, s, r in by_job])])
+    return "\n".join(
+        [
+            f"<!-- source: {shown}/ files={len(files)} md5={h.hexdigest()} -->",
+            "",
+            text,
+            "",
+            *_table(
+                ["rule", "jobs", "wall time (s)", "peak RSS (MB)"],
+                [[f"`{n}`", str(k), fmt3(s), fmt3(r)] for n, k, s, r in by_rule],
+            ),
+            "",
+            *_table(
+                ["job", "wall time (s)", "peak RSS (MB)"],
+                [[f"`{rel.as_posix()}`", fmt3(s), fmt3(r)] for rel, s, r in by_job],
+            ),
+        ]
+    )
 
 
-def render_speed(bench_json: Path, readme: Path) -> str:
-    """`make bench`'s numbers (benchmarks/bench.json): the machine's GEMM peaks and each variant's
-    img/s (training) or seconds (sampling) with its achieved GFLOP/s as a share of that peak."""
-    if not bench_json.is_file():
-        raise FileNotFoundError(f"{bench_json}: not found (make it with `make bench`)")
-    b = json.loads(bench_json.read_text())
+def _speed_rows(b: dict, plain) -> list[list[str]]:
+    """One table row per measured variant of bench.json (train[...], sample[...], loss[...])."""
     rows = []
-    plain = b.get("train[plain] img/s")
     for key, value in b.items():
         m = re.fullmatch(r"(train|sample|loss)\[(.+)\] (img/s|\d+ s)", key)
         if not m:
@@ -304,35 +405,85 @@ def render_speed(bench_json: Path, readme: Path) -> str:
         achieved = b.get(f"{kind}[{variant}] GFLOP/s")
         vs = f"{value / plain:.2f}x" if kind == "train" and plain else "-"
         what = {"train": "training step", "sample": "sampling", "loss": "unmasked net, bf16, loss"}[kind]
-        rows.append([f"{what} `{variant}`", f"{fmt3(value)} {unit if unit == 'img/s' else 's for ' + unit[:-2] + ' samples'}",
-                     vs, fmt3(achieved) if achieved else "-", f"{share:.0%} of {peak}" if share else "-"])
-    text = (f"`make bench` on {b.get('cpu', '?')}, {b.get('threads', '?')} threads, {b.get('date', '?')}: "
-            f"GEMM peak {fmt3(b.get('gemm[fp32] GFLOP/s'))} GFLOP/s fp32, {fmt3(b.get('gemm[bf16] GFLOP/s'))} "
-            f"GFLOP/s bf16; one training step (batch {b.get('batch_size', 32)}) is {fmt3(b.get('train step GFLOP'))} GFLOP.")
+        rows.append(
+            [
+                f"{what} `{variant}`",
+                f"{fmt3(value)} {unit if unit == 'img/s' else 's for ' + unit[:-2] + ' samples'}",
+                vs,
+                fmt3(achieved) if achieved else "-",
+                f"{share:.0%} of {peak}" if share else "-",
+            ]
+        )
+    return rows
+
+
+def _packing_text(b: dict) -> str:
+    """The sentence on threads per job (`make bench --packing`), or "" without packing results."""
     packing = []
-    for kind, what in (("train", "training (bf16 step)"), ("plain", "the plain fp32 loop"), ("sample", "sampling (bf16)")):
-        one = next(((k, v) for k, v in b.items() if re.fullmatch(rf"packing\[{kind}\] 1 job x \d+ threads .+", k)), None)
+    for kind, what in (
+        ("train", "training (bf16 step)"),
+        ("plain", "the plain fp32 loop"),
+        ("sample", "sampling (bf16)"),
+    ):
+        one = next(
+            ((k, v) for k, v in b.items() if re.fullmatch(rf"packing\[{kind}\] 1 job x \d+ threads .+", k)), None
+        )
         two = next(((k, v) for k, v in b.items() if re.fullmatch(rf"packing\[{kind}\] 2 jobs x 1 thread .+", k)), None)
         if one and two:
             unit = two[0].rsplit(" ", 1)[-1]
             threads = re.findall(r"x (\d+) threads", one[0])[0]
-            packing.append(f"{what}: {fmt3(two[1])} {unit} from two 1-thread jobs side by side against "
-                           f"{fmt3(one[1])} from one {threads}-thread job ({two[1] / one[1]:.2f}x)")
+            packing.append(
+                f"{what}: {fmt3(two[1])} {unit} from two 1-thread jobs side by side against "
+                f"{fmt3(one[1])} from one {threads}-thread job ({two[1] / one[1]:.2f}x)"
+            )
     if packing:
-        text += " Threads per job (`make bench` with `--packing`): " + "; ".join(packing) + "."
+        return " Threads per job (`make bench` with `--packing`): " + "; ".join(packing) + "."
+    return ""
+
+
+def _dag_training_text(b: dict, plain) -> str:
+    """The sentence comparing training as the DAG runs it with the plain fp32 loop, or "" without those numbers."""
     ours = next((v for k, v in b.items() if re.fullmatch(r"packing\[train\] 2 jobs x 1 thread .+", k)), None)
     plain_packed = next((v for k, v in b.items() if re.fullmatch(r"packing\[plain\] 2 jobs x 1 thread .+", k)), None)
-    if ours and plain and plain_packed:
-        text += (f" Training as the DAG runs it (our bf16 step, two 1-thread jobs side by side): {fmt3(ours)} img/s, "
-                 f"{ours / plain:.2f}x the plain fp32 loop run as one {b.get('threads', '?')}-thread process "
-                 f"({fmt3(plain)} img/s), {ours / plain_packed:.2f}x the plain loop packed the same way "
-                 f"({fmt3(plain_packed)} img/s).")
+    if not (ours and plain and plain_packed):
+        return ""
+    return (
+        f" Training as the DAG runs it (our bf16 step, two 1-thread jobs side by side): {fmt3(ours)} img/s, "
+        f"{ours / plain:.2f}x the plain fp32 loop run as one {b.get('threads', '?')}-thread process "
+        f"({fmt3(plain)} img/s), {ours / plain_packed:.2f}x the plain loop packed the same way "
+        f"({fmt3(plain_packed)} img/s)."
+    )
+
+
+def render_speed(bench_json: Path, readme: Path) -> str:
+    """`make bench`'s numbers (benchmarks/bench.json): the machine's GEMM peaks and each variant's
+    img/s (training) or seconds (sampling) with its achieved GFLOP/s as a share of that peak."""
+    if not bench_json.is_file():
+        raise FileNotFoundError(f"{bench_json}: not found (make it with `make bench`)")
+    b = json.loads(bench_json.read_text())
+    plain = b.get("train[plain] img/s")
+    rows = _speed_rows(b, plain)
+    text = (
+        f"`make bench` on {b.get('cpu', '?')}, {b.get('threads', '?')} threads, {b.get('date', '?')}: "
+        f"GEMM peak {fmt3(b.get('gemm[fp32] GFLOP/s'))} GFLOP/s fp32, {fmt3(b.get('gemm[bf16] GFLOP/s'))} "
+        f"GFLOP/s bf16; one training step (batch {b.get('batch_size', 32)}) is {fmt3(b.get('train step GFLOP'))} GFLOP."
+    )
+    text += _packing_text(b)
+    text += _dag_training_text(b, plain)
     shown = _shown(bench_json, readme)
-    return "\n".join([f"<!-- source: {shown} md5={md5_file(bench_json)} -->", "", text, "",
-                      *_table(["what", "speed", "vs plain fp32 loop", "GFLOP/s", "share of the GEMM peak"], rows)])
+    return "\n".join(
+        [
+            f"<!-- source: {shown} md5={md5_file(bench_json)} -->",
+            "",
+            text,
+            "",
+            *_table(["what", "speed", "vs plain fp32 loop", "GFLOP/s", "share of the GEMM peak"], rows),
+        ]
+    )
 
 
 # ---------------------------------------------------------------- README blocks
+
 
 def find_blocks(text: str) -> dict[str, str]:
     """name -> body (between the BEGIN and END markers) of every generated block."""
@@ -341,8 +492,10 @@ def find_blocks(text: str) -> dict[str, str]:
 
 def block_sources(text: str) -> dict[str, dict[str, str]]:
     """name -> {source path: md5} of the `<!-- source: PATH md5=... -->` lines in each block."""
-    return {name: {m.group("path"): m.group("md5") for m in _SOURCE.finditer(body)}
-            for name, body in find_blocks(text).items()}
+    return {
+        name: {m.group("path"): m.group("md5") for m in _SOURCE.finditer(body)}
+        for name, body in find_blocks(text).items()
+    }
 
 
 def block_text(name: str, content: str) -> str:
@@ -357,8 +510,11 @@ def replace_block(text: str, name: str, content: str) -> str:
 
 
 def _first_difference(old: str, new: str) -> str:
-    diff = [line for line in difflib.unified_diff(old.splitlines(), new.splitlines(), lineterm="", n=0)
-            if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    diff = [
+        line
+        for line in difflib.unified_diff(old.splitlines(), new.splitlines(), lineterm="", n=0)
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    ]
     minus = next((d[1:] for d in diff if d.startswith("-")), "")
     plus = next((d[1:] for d in diff if d.startswith("+")), "")
     return f"README has {minus[:160]!r}, the files give {plus[:160]!r}"
@@ -375,8 +531,9 @@ def _write_text(path: Path, text: str) -> None:
             os.unlink(tmp)
 
 
-def update_readme(readme: Path, sources: dict[str, Path], blocks: list[str] | None = None, check: bool = False,
-                  log=print) -> list[str]:
+def update_readme(
+    readme: Path, sources: dict[str, Path], blocks: list[str] | None = None, check: bool = False, log=print
+) -> list[str]:
     """Rewrite (or with check=True, compare) the README's blocks. Returns the blocks that differed.
 
     blocks=None: every block the README has markers for (timings skipped without benchmark files)."""
@@ -392,13 +549,18 @@ def update_readme(readme: Path, sources: dict[str, Path], blocks: list[str] | No
     missing = [b for b in names if b not in present]
     if missing or not names:
         want = missing or list(BLOCKS)
-        raise ValueError(f"{readme}: no markers for block(s) {', '.join(want)}; put these two lines where each "
-                         f"goes, then rerun: " + "; ".join(f"{begin_marker(b)} / {end_marker(b)}" for b in want))
+        raise ValueError(
+            f"{readme}: no markers for block(s) {', '.join(want)}; put these two lines where each "
+            f"goes, then rerun: " + "; ".join(f"{begin_marker(b)} / {end_marker(b)}" for b in want)
+        )
     render = {"results": render_results, "claims": render_claims, "timings": render_timings, "speed": render_speed}
     if "timings" in names and not explicit and not benchmark_files(sources["timings"]):
         names.remove("timings")
-        log(f"{readme}: block timings skipped: no benchmark files under {sources['timings']} "
-            "(not versioned; they exist where the workflow ran)", file=sys.stderr)
+        log(
+            f"{readme}: block timings skipped: no benchmark files under {sources['timings']} "
+            "(not versioned; they exist where the workflow ran)",
+            file=sys.stderr,
+        )
     if "speed" in names and not explicit and not Path(sources["speed"]).is_file():
         names.remove("speed")
         log(f"{readme}: block speed skipped: no {sources['speed']} (`make bench` writes it)", file=sys.stderr)
@@ -410,8 +572,11 @@ def update_readme(readme: Path, sources: dict[str, Path], blocks: list[str] | No
             differ.append(name)
             if check:
                 old_block = f"{begin_marker(name)}{find_blocks(new)[name]}{end_marker(name)}"
-                log(f"{readme}: block `{name}` differs from what {sources[name]} generates "
-                    f"({_first_difference(old_block, block_text(name, content))}); run `{PROG}`", file=sys.stderr)
+                log(
+                    f"{readme}: block `{name}` differs from what {sources[name]} generates "
+                    f"({_first_difference(old_block, block_text(name, content))}); run `{PROG}`",
+                    file=sys.stderr,
+                )
         new = updated
     if check:
         if not differ:
@@ -445,8 +610,13 @@ def record_wall(start: float, bench: Path, log=print) -> Path | None:
         log(f"no job ran since the start: {bench / 'reproduce.json'} kept")
         return None
     out = bench / "reproduce.json"
-    rec = {"seconds": round(time.time() - start, 1), "cores": os.cpu_count(), "cpu": cpu_model(),
-           "jobs": len(ran), "date": time.strftime("%Y-%m-%d")}
+    rec = {
+        "seconds": round(time.time() - start, 1),
+        "cores": os.cpu_count(),
+        "cpu": cpu_model(),
+        "jobs": len(ran),
+        "date": time.strftime("%Y-%m-%d"),
+    }
     _write_text(out, json.dumps(rec, indent=1) + "\n")
     log(f"wrote {out}: {rec['seconds'] / 60:.1f} min for {len(ran)} jobs on {rec['cores']} cores ({rec['cpu']})")
     return out
@@ -471,8 +641,12 @@ def cmd_readme_tables(a) -> int:
     if a.record_setup is not None:
         record_setup(a.record_setup, Path(a.benchmarks))
         return 0
-    sources = {"results": Path(a.summary), "claims": Path(a.claims), "timings": Path(a.benchmarks),
-               "speed": Path(a.benchmarks) / "bench.json"}
+    sources = {
+        "results": Path(a.summary),
+        "claims": Path(a.claims),
+        "timings": Path(a.benchmarks),
+        "speed": Path(a.benchmarks) / "bench.json",
+    }
     differ = update_readme(Path(a.readme), sources, a.blocks, check=a.check)
     return 1 if a.check and differ else 0
 
