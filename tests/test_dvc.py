@@ -453,6 +453,9 @@ def test_plain_dvc_repro_records_every_phase(producer):
     assert set(values) == {"clean", "dust-p0.50", "noise-s0.20"} and 0 <= values["clean"]["share_gt_0.95"] <= 1
     plots = json.loads(dvc(prod, "plots", "show", "--json").stdout)["data"]
     assert len(plots) == 3, plots.keys()
+    # against the commit before the recording (no dvc.lock yet): every value is new
+    diff = json.loads(dvc(prod, "metrics", "diff", "HEAD~1", "--json").stdout)
+    assert diff[layout.SUMMARY_JSON]["clean.share_gt_0.95"]["new"] == values["clean"]["share_gt_0.95"], diff
 
 
 @pytest.mark.slow
