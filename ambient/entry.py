@@ -12,7 +12,14 @@ import sys
 
 from .paths import check_writable
 
-USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError, KeyError, OSError)
+
+class UserError(RuntimeError):
+    """A condition the user fixes (a busy run directory, no CUDA, a failed download or pull): one line."""
+
+
+# Shown as one line naming the command; anything else is a bug and shows its traceback. With
+# AMBIENT_DEBUG=1 (or `ambient --debug`) these show theirs too.
+USER_ERRORS = (ValueError, OSError, UserError)
 
 
 # Counts that every command reads the same way: at least 1 when given (None: the default).
@@ -54,6 +61,8 @@ def run_command(args: argparse.Namespace, name: str) -> int:
         check_arguments(args)
         return args.func(args) or 0
     except USER_ERRORS as e:
+        if getattr(args, "debug", False) or os.environ.get("AMBIENT_DEBUG", "") not in ("", "0"):
+            raise
         print(f"ambient {name}: error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", 2)
 

@@ -354,7 +354,7 @@ def _train(
         total=cfg.steps,
         desc=f"train {info['corruption_name']}",
         unit="step",
-        disable=not progress,
+        disable=None if progress else True,  # None: tqdm draws only on a terminal
     )
     for step in bar:
         batch = batch_at(cfg, setup.sampler, step, setup.positions, observations)
@@ -418,8 +418,8 @@ def _resume(
         ema.load_state_dict(ckpt["ema"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start = ckpt["step"]
-        if progress:
-            tqdm.write(f"resuming from {ckpts[-1]} at step {start}")
+        if rank == 0:  # always, also under --quiet: a log should say where a retried job picked up
+            (tqdm.write if progress else _log_line)(f"resuming from {ckpts[-1]} at step {start}")
     if rank == 0:
         _truncate_log(run_dir / "train_log.jsonl", start)
     return start
@@ -433,6 +433,10 @@ def _distributed(model: EDMPrecond, dev: torch.device, world: int) -> torch.nn.M
 
     # buffers are constants (the embedding's frequencies): nothing to broadcast per forward
     return DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None, broadcast_buffers=False)
+
+
+def _log_line(text: str) -> None:
+    print(text, flush=True)
 
 
 class _TrainLog:
@@ -461,6 +465,11 @@ class _TrainLog:
             with open(self.path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
             bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['img_per_s']:.0f}")
+            if bar.disable:  # no bar (--quiet, or not a terminal): the same as a plain line for the job's log
+                _log_line(
+                    f"step {done}/{self.cfg.steps} loss {rec['loss']:.4f} lr {rec['lr']:.3g} "
+                    f"{rec['img_per_s']:.0f} img/s"
+                )
         self.running, self.seen, self.t0 = 0.0, 0, time.perf_counter()
 
 

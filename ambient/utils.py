@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .entry import UserError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -54,7 +56,7 @@ def run_dir_lock(run_dir: str | os.PathLike) -> Iterator[None]:
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise RuntimeError(
+        raise UserError(
             f"{run_dir}: another process is training in this run directory (lock {run_dir / '.lock'}); "
             "wait for it to finish, or use another --run-dir"
         ) from None
@@ -132,7 +134,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {name} was asked for, but CUDA is not available here; use --device cpu or auto")
+        raise UserError(f"--device {name} was asked for, but CUDA is not available here; use --device cpu or auto")
     if name not in ("cpu",) and not name.startswith("cuda"):
         raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N")
     return torch.device(name)

@@ -64,3 +64,44 @@ def test_jobs_use_the_conda_python_under_sdm_conda():
     assert ns["python_cmd"]() == shlex.quote(sys.executable)
     ns["config"]["python"] = "/opt/my env/bin/python"
     assert ns["python_cmd"]() == "'/opt/my env/bin/python'"
+
+
+def test_license_and_citation_ship():
+    """The code's license, and a CITATION.cff citing both papers (arXiv ids) and this pipeline."""
+    import yaml
+
+    assert "MIT License" in (REPO / "LICENSE").read_text()
+    cff = yaml.safe_load((REPO / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["type"] == "software" and cff["license"] == "MIT"
+    ids = {i["value"] for ref in cff["references"] for i in ref["identifiers"]}
+    assert ids == {"arXiv:2305.19256", "arXiv:2404.10177"}
+    assert all(ref["authors"][0]["family-names"] == "Daras" for ref in cff["references"])
+
+
+def test_download_prints_the_dataset_terms_first(tmp_path):
+    """`download-dataset` states the source's terms before it fetches anything (here: nothing to fetch)."""
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ambient",
+            "download-dataset",
+            "--source",
+            "celeba",
+            "--raw-dir",
+            str(tmp_path),
+            "--url",
+            (tmp_path / "missing.zip").as_uri(),
+            "--out",
+            str(tmp_path / "d.zip"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode != 0 and "non-commercial research purposes only" in r.stdout.splitlines()[0], (
+        r.stdout + r.stderr
+    )

@@ -245,7 +245,7 @@ def test_readme_numbers_come_from_the_recorded_run():
 
 
 def test_readme_check_passes_on_the_recorded_files(capsys):
-    """Where the recorded files are here (`dvc pull evaluate`), the README is what they generate."""
+    """Where the recorded files are here (`dvc pull metrics`), the README is what they generate."""
     lock = _lock_md5()
     blocks = [
         b
@@ -253,7 +253,7 @@ def test_readme_check_passes_on_the_recorded_files(capsys):
         if b in README_SOURCES and (REPO / path).is_file() and md5(REPO / path) == lock.get(path)
     ]
     if "results" not in blocks:
-        pytest.skip(f"{SUMMARY} of the recorded run is not here (`dvc pull evaluate` brings it)")
+        pytest.skip(f"{SUMMARY} of the recorded run is not here (`dvc pull metrics` brings it)")
     rc = RT.main(
         [
             "--readme",

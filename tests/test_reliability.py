@@ -409,3 +409,64 @@ def test_the_workflow_schema_refuses_what_the_training_config_refuses(tiny_datas
         load_common()["validate_config"](cfg, str(REPO / "workflow/schemas/config.schema.yaml"))
     with pytest.raises(ValueError, match=key):
         _cfg(tiny_dataset, **{key: value})
+
+
+def test_debug_switch_shows_the_traceback_and_bugs_always_do(tmp_path, monkeypatch):
+    """A user error is one line; AMBIENT_DEBUG=1 or `ambient --debug` shows its traceback; an error
+    that is no user error (a bug) always shows its traceback."""
+    import argparse
+
+    from ambient.entry import run_command
+
+    def user_error(a):
+        raise FileNotFoundError("x.zip: not found")
+
+    def bug(a):
+        return {}["missing"]
+
+    monkeypatch.delenv("AMBIENT_DEBUG", raising=False)
+    assert run_command(argparse.Namespace(func=user_error), "t") == 2
+    monkeypatch.setenv("AMBIENT_DEBUG", "1")
+    with pytest.raises(FileNotFoundError):
+        run_command(argparse.Namespace(func=user_error), "t")
+    monkeypatch.delenv("AMBIENT_DEBUG")
+    with pytest.raises(FileNotFoundError):
+        run_command(argparse.Namespace(func=user_error, debug=True), "t")
+    with pytest.raises(KeyError):
+        run_command(argparse.Namespace(func=bug), "t")
+    r = run_cli(["--debug", "sample", "--checkpoint", tmp_path / "none.pt", "--out", tmp_path / "s.zip"])
+    assert r.returncode != 0 and "Traceback" in r.stderr, r.stderr
+
+
+def test_training_log_has_progress_lines_and_the_resume_line_under_quiet(tiny_dataset, tmp_path):
+    args = [
+        "train",
+        "--dataset",
+        tiny_dataset,
+        "--steps",
+        4,
+        "--batch-size",
+        4,
+        "--log-every",
+        2,
+        "--checkpoint-every",
+        2,
+        "--base-channels",
+        8,
+        "--channel-mult",
+        1,
+        "--num-blocks",
+        1,
+        "--attn-resolutions",
+        "--device",
+        "cpu",
+        "--threads",
+        1,
+        "--quiet",
+        "--run-dir",
+        tmp_path / "run",
+    ]
+    r = run_cli([*args, "--out", tmp_path / "a.pt"])
+    assert r.returncode == 0 and "step 2/4 loss" in r.stdout and "step 4/4 loss" in r.stdout, r.stdout + r.stderr
+    r = run_cli([*args[:4], 6, *args[5:], "--out", tmp_path / "b.pt"])
+    assert r.returncode == 0 and "resuming from" in r.stdout and "step 6/6 loss" in r.stdout, r.stdout + r.stderr

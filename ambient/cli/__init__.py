@@ -36,6 +36,7 @@ def build_parser(names=None, prog: str = "ambient") -> argparse.ArgumentParser:
     imports what its defaults come from, so `main` builds only the one it runs)."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of every error (or AMBIENT_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
     for phase in PHASES:
         phase.register(sub, names)

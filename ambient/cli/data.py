@@ -115,9 +115,12 @@ def cmd_download_dataset(a) -> None:
     if a.list:
         for name, src in SOURCES.items():
             print(f"{name}: {src['description']} ({src.get('size_note', 'size unknown')}); {src['homepage']}")
+            print(f"  terms: {src['license']}")
         return
     if not a.source or not a.out:
         raise ValueError("download-dataset needs --source and --out (or --list)")
+    if a.source in SOURCES:  # before any byte is fetched: the terms the data comes under
+        print(f"{a.source}: {SOURCES[a.source]['license']} ({SOURCES[a.source]['homepage']})", flush=True)
     kw = {}
     if a.no_verify:
         kw.update(sha256=None, md5=None)

@@ -143,8 +143,8 @@ def _fid(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_extractor_check(a) -> None:
+    from ..data import load_images
     from ..eval.extractor_check import check
-    from ..eval.features import load_images
     from ..eval.fid import load_ref_stats
     from ..utils import write_json
 
@@ -265,8 +265,8 @@ def _attacked_indices(a, train, info):
 
 
 def cmd_attack(a) -> None:
+    from ..data import load_images
     from ..eval.attacks import run_attack
-    from ..eval.features import load_images
     from ..training import load_model
     from ..utils import sha256_file, write_csv, write_json, write_npz
 

@@ -59,6 +59,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import data
+from ..entry import UserError
 from ..utils import write_json
 
 USER_AGENT = "Mozilla/5.0 (compatible; ambient-download/0.1; +python-urllib)"
@@ -152,7 +153,7 @@ SOURCES: dict[str, dict] = {
 }
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError):
     """A download that failed for good (after its retries, or on a non-retryable answer)."""
 
 

@@ -28,10 +28,11 @@ import sys
 import time
 from pathlib import Path
 
+from ..entry import UserError
 from ..layout import PHASE_DIRS
 
 
-class PullError(RuntimeError):
+class PullError(UserError):
     """The pull stopped on purpose (the message says why and what to do)."""
 
     exit_code = 3
