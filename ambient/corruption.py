@@ -160,10 +160,18 @@ class Corruption:
         return a, a * b
 
     def training_masks(self, indices, resolution: int) -> torch.Tensor:
-        """A~ = A * B of training images `indices` (N, 1, H, W), exactly as training draws them."""
+        """A~ = A * B of training images `indices` (N, 1, H, W): exactly training's masks when B is drawn
+        once per image (further_draw="image"); with B drawn at every step, image i's A with one such B."""
         return torch.stack(
             [self.observation_mask(int(i), resolution) * self.further_mask(int(i), resolution) for i in indices]
         )
+
+    def redraw_further(self, a: torch.Tensor, generators) -> torch.Tensor:
+        """A~ = A * B for observation masks `a` (N, 1, H, W), B drawn from `generators` (one per mask):
+        training's further corruption when it is drawn anew at every step (TrainConfig.further_draw)."""
+        a_cpu = a.cpu()
+        b = torch.stack([self._draw_b(g, a.shape[-1], ai) for g, ai in zip(generators, a_cpu, strict=True)])
+        return (a_cpu * b).to(a.device)
 
     def sampling_masks(self, indices, resolution: int, seed: int) -> torch.Tensor:
         """A~ = A * B for samples `indices`: the training distribution of A~, drawn fresh from the sampling

@@ -33,6 +33,10 @@ CHECKPOINT_FORMAT = "ambient-checkpoint/1"
 LOSSES = ("auto", "edm", "ambient", "tweedie")
 _CKPT_NAME = re.compile(r"^checkpoint-(\d{7})\.pt$")
 _STREAM_BATCH, _STREAM_LOSS = 11, 12
+_STREAM_FURTHER = _STREAM_LOSS + 2  # per-step further corruption B (_STREAM_LOSS + 1: x-flips)
+FURTHER_DRAWS = ("step", "image")
+# Checkpoints written before further_draw existed drew B once per image.
+_LEGACY_CONFIG = {"further_draw": "image"}
 
 
 @dataclass
@@ -56,6 +60,9 @@ class TrainConfig:
     log_every: int = 50
     precision: str = "fp32"  # fp32 | bf16 (autocast)
     channels_last: bool = False
+    # Masked models: B of A~ = A * B drawn anew at every step ("step", the papers' objective, an
+    # expectation over B) or once per image ("image", the official code). README, design notes.
+    further_draw: str = "step"
 
     def __post_init__(self):
         """The one place training settings are checked: the CLI and the Snakemake rules both build this."""
@@ -84,6 +91,8 @@ class TrainConfig:
             raise ValueError(f"formulation {self.formulation!r} is unknown: use one of {', '.join(FORMULATIONS)}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision {self.precision!r} is unknown: use fp32 or bf16")
+        if self.further_draw not in FURTHER_DRAWS:
+            raise ValueError(f"further_draw {self.further_draw!r} is unknown: use one of {', '.join(FURTHER_DRAWS)}")
         UNetConfig(**self.network)  # validates
         corr = Corruption(**self.corruption)  # validates
         if self.loss not in LOSSES:
@@ -136,6 +145,7 @@ _RESUME_KEYS = (
     "seed",
     "precision",
     "channels_last",
+    "further_draw",
 )
 
 
@@ -206,7 +216,7 @@ def model_from_checkpoint(
 ) -> tuple[EDMPrecond, TrainConfig, dict]:
     """The network of a loaded checkpoint; `source` (its path) names it in every error."""
     try:
-        cfg = TrainConfig(**state["config"])
+        cfg = TrainConfig(**{**_LEGACY_CONFIG, **state["config"]})
     except (TypeError, ValueError) as e:
         raise ValueError(f"{source}: its recorded training config is not valid ({e})") from None
     info = state["info"]
@@ -533,13 +543,18 @@ def loss_rng(seed: int, step: int, positions: range, device: str | torch.device 
 def batch_at(
     cfg: TrainConfig, sampler: BatchSampler, step: int, positions: range, observations: tuple[torch.Tensor, ...]
 ) -> tuple[torch.Tensor, ...]:
-    """This process's slice of step `step`'s batch of (x, A, A~): seeded order, optional x-flip."""
+    """This process's slice of step `step`'s batch of (x, A, A~): seeded order, optional x-flip, and
+    for further_draw="step" A~ = A * B with B drawn for (seed, step, batch position), so a step's
+    masks do not depend on how the batch is split across processes."""
     idx = sampler.indices(step)[positions.start : positions.stop]
     x, m, mt = (t[idx] for t in observations)
     if cfg.xflip:  # flip the observation with its masks, so no hidden pixel is revealed
         flip = torch.rand(cfg.batch_size, generator=generator(cfg.seed, step, _STREAM_LOSS + 1)) < 0.5
         flip = flip[positions.start : positions.stop].to(x.device)[:, None, None, None]
         x, m, mt = (torch.where(flip, t.flip(-1), t) for t in (x, m, mt))
+    corruption = cfg.corruption_spec
+    if cfg.further_draw == "step" and corruption.masked:  # a new B for every (step, batch position)
+        mt = corruption.redraw_further(m, [generator(cfg.seed, step, _STREAM_FURTHER, pos) for pos in positions])
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x, m, mt
@@ -587,7 +602,7 @@ def _mean_over_ranks(value: float, dev: torch.device) -> float:
 
 
 def _check_resumable(path: Path, state: dict, cfg: TrainConfig, info: dict) -> None:
-    old = state["config"]
+    old = {**_LEGACY_CONFIG, **state["config"]}
     differ = [k for k in _RESUME_KEYS if old.get(k) != getattr(cfg, k)]
     if differ:
         what = ", ".join(f"{k}={old.get(k)!r} there, {getattr(cfg, k)!r} here" for k in differ)

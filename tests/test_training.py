@@ -175,3 +175,57 @@ def test_cli_end_to_end_and_errors(tiny_dataset, tmp_path):
     assert r.returncode == 2 and "nope.zip" in r.stderr and "Traceback" not in r.stderr
     r = run_cli(["train", "--dataset", tiny_dataset, "--corruption", "dust-p1.50", "--run-dir", tmp_path / "x"])
     assert r.returncode == 2 and "p=1.5" in r.stderr
+
+
+def _batches(cfg, step, splits):
+    """batch_at for `step`, computed whole and in `splits` slices (as DDP ranks would), concatenated."""
+    from ambient.training import batch_at, step_setup
+
+    images = torch.rand(12, 1, 16, 16) * 2 - 1
+    observations = cfg.corruption_spec.apply(images)
+    setup = step_setup(cfg, len(images), torch.device("cpu"))
+    sampler = setup.sampler
+    whole = batch_at(cfg, sampler, step, range(cfg.batch_size), observations)
+    size = cfg.batch_size // splits
+    parts = [batch_at(cfg, sampler, step, range(r * size, (r + 1) * size), observations) for r in range(splits)]
+    split = tuple(torch.cat([p[k] for p in parts]) for k in range(3))
+    return whole, split, sampler.indices(step), observations
+
+
+@pytest.mark.parametrize("kind", ["dust", "box"])
+def test_further_corruption_is_drawn_per_step_or_once_per_image(tiny_dataset, kind):
+    corruption = {"kind": kind, "p": 0.3, "delta": 0.3 if kind == "dust" else 0.0, "sigma_n": 0.0, "seed": 0}
+    step_cfg = _cfg(tiny_dataset, corruption=corruption, further_draw="step")
+    image_cfg = _cfg(tiny_dataset, corruption=corruption, further_draw="image")
+    (x, a, at), split, idx, (_, a_all, at_all) = _batches(step_cfg, 3, splits=2)
+    # per step: A~ lies inside A, does not depend on how the batch is split, is redrawn each step
+    assert torch.equal(a, a_all[idx]) and torch.all(at <= a)
+    assert all(torch.equal(u, v) for u, v in zip((x, a, at), split))
+    assert not torch.equal(at, at_all[idx])
+    (_, _, at_next), _, idx_next, _ = _batches(step_cfg, 4, splits=1)
+    same = [(i, j) for i in range(len(idx)) for j in range(len(idx_next)) if idx[i] == idx_next[j]]
+    assert same and any(not torch.equal(at[i], at_next[j]) for i, j in same)
+    if kind == "box":  # the second box never overlaps the first, so it always hides more pixels
+        assert torch.all((1 - at).flatten(1).sum(1) > (1 - a).flatten(1).sum(1))
+    # once per image: exactly the per-image A~ of the official code
+    (_, _, at_fixed), _, idx_fixed, (_, _, at_all) = _batches(image_cfg, 3, splits=1)
+    assert torch.equal(at_fixed, at_all[idx_fixed])
+
+
+def test_further_draw_erases_delta_of_the_observed_pixels(tiny_dataset):
+    cfg = _cfg(tiny_dataset, corruption={"kind": "dust", "p": 0.2, "delta": 0.3, "sigma_n": 0.0, "seed": 0})
+    erased = observed = 0
+    for step in range(40):
+        (_, a, at), *_ = _batches(cfg, step, splits=1)
+        erased, observed = erased + float((a - at).sum()), observed + float(a.sum())
+    assert erased / observed == pytest.approx(0.3, abs=0.02)
+
+
+def test_checkpoints_from_before_further_draw_load_as_drawn_once_per_image(tiny_dataset, tmp_path):
+    train(_cfg(tiny_dataset, steps=2), tmp_path / "run", progress=False)
+    state = load_checkpoint(tmp_path / "run" / "model.pt")
+    assert state["config"]["further_draw"] == "step"
+    del state["config"]["further_draw"]
+    assert model_from_checkpoint(state)[1].further_draw == "image"
+    with pytest.raises(ValueError, match="further_draw 'sometimes' is unknown"):
+        _cfg(tiny_dataset, further_draw="sometimes")

@@ -229,7 +229,7 @@ def test_shipped_configs_are_valid(path):
 def test_default_config_is_the_embedded_grid():
     cfg = default_config()
     names = [layout.run_name(c) for c in cfg["corruptions"]]
-    assert names[0] == "clean" and "box-p0.40" in names and "noise-s0.40-naive" in names
+    assert names[0] == "clean" and "box-p0.40" in names and "noise-s0.20-naive" in names
     dust = [c["p"] for c in cfg["corruptions"] if c["kind"] == "dust"]
     assert len(dust) >= 3 and min(dust) < 0.2 and max(dust) >= 0.5  # the transition and the far end
     assert cfg["dataset"] == {

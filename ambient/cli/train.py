@@ -43,6 +43,7 @@ def cmd_train(a) -> None:
         log_every=a.log_every,
         precision=a.precision,
         channels_last=a.channels_last,
+        further_draw=a.further_draw,
     )
     out = train(cfg, a.run_dir, a.out, device=a.device, threads=a.threads, progress=not a.quiet)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 writes
@@ -65,7 +66,7 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
 
 def _optimizer_arguments(p: argparse.ArgumentParser) -> None:
     from ..networks import FORMULATIONS
-    from ..training import LOSSES, TrainConfig
+    from ..training import FURTHER_DRAWS, LOSSES, TrainConfig
 
     f = fields_of(TrainConfig)
     add_field(
@@ -92,6 +93,14 @@ def _optimizer_arguments(p: argparse.ArgumentParser) -> None:
     add_field(p, "--seed", f, "seed of initialisation, batches and diffusion noise")
     add_field(p, "--precision", f, "bf16: bfloat16 autocast", choices=["fp32", "bf16"])
     add_field(p, "--channels-last", f, "channels-last memory format")
+    add_field(
+        p,
+        "--further-draw",
+        f,
+        "masked models: draw the further corruption B anew every step (the papers' objective) or once per "
+        "image (the official code)",
+        choices=FURTHER_DRAWS,
+    )
     add_field(p, "--checkpoint-every", f, "steps between checkpoints")
     add_field(p, "--log-every", f, "steps between train_log.jsonl lines")
 

@@ -31,6 +31,7 @@ rule train:
             f"--grad-clip {config['training']['grad_clip']} --seed {config['training']['seed']} "
             f"--corruption-seed {config['training']['corruption_seed']} "
             f"--precision {config['training']['precision']} "
+            f"--further-draw {config['training']['further_draw']} "
             f"--checkpoint-every {config['training']['checkpoint_every']} "
             f"--log-every {config['training']['log_every']}"
             + (" --xflip" if config["training"]["xflip"] else "")
