@@ -135,7 +135,7 @@ def test_every_claim_holds_on_the_readme_run(tmp_path, capsys):
     assert "noise-s0.40-naive: 0.0860 vs 0.130" in got["naive_reproduces_noise"]["measured"]
     assert "inpaint_u1_extracted = 0.340" in got["attacks_extract_clean"]["measured"]
     out = capsys.readouterr().out
-    assert got["key_copies_fall_with_p"]["measured"] == "key_extracted by p: p=0.2: 0.600, p=0.5: 0"
+    assert got["key_fails_heavy"]["measured"] == "key_extracted by p: p=0.2: 0.600, p=0.5: 0"
     assert "10 hold, 0 do not, 0 n/a" in out
     assert sum(line.startswith("  yes  ") for line in out.splitlines()) == 10  # one line per claim
 
@@ -204,16 +204,20 @@ def test_tolerances_and_std(tmp_path):
     # fewer than two dust runs: the monotone claim has nothing to order
     got = claims_of(tmp_path, [r for r in holding_runs() if r["corruption"] != "dust-p0.20"])
     assert got["quality_cost_rises_with_p"]["holds"] == "n/a" and got["quality_cost"]["holds"] == "yes"
-    assert got["key_copies_fall_with_p"]["holds"] == "n/a"
+    assert got["key_fails_heavy"]["holds"] == "yes"  # the p = 0.5 run is still there
+    got = claims_of(tmp_path, [r for r in holding_runs() if r["corruption"] != "dust-p0.50"])
+    assert got["key_fails_heavy"]["holds"] == "n/a" and "p >= 0.5" in got["key_fails_heavy"]["note"]
 
-    # the mask key: a trend within its tolerance, and an upper bound at p >= 0.5
+    # the mask key: a bound at p >= 0.5; a rise at smaller p is noted, not failed
     rows = holding_runs()
     rows[1]["key_extracted"], rows[2]["key_extracted"] = 0.03, 0.045  # +0.015, and below 0.05
-    assert claims_of(tmp_path, rows)["key_copies_fall_with_p"]["holds"] == "yes"
+    got = claims_of(tmp_path, rows)["key_fails_heavy"]
+    assert got["holds"] == "yes" and got["note"] == ""
     rows[1]["key_extracted"], rows[2]["key_extracted"] = 0.6, 0.07  # falls, but 0.07 > 0.05 at p = 0.5
-    assert claims_of(tmp_path, rows)["key_copies_fall_with_p"]["holds"] == "no"
-    rows[1]["key_extracted"], rows[2]["key_extracted"] = 0.0, 0.03  # below the bound, but rises by 0.03
-    assert claims_of(tmp_path, rows)["key_copies_fall_with_p"]["holds"] == "no"
+    assert claims_of(tmp_path, rows)["key_fails_heavy"]["holds"] == "no"
+    rows[1]["key_extracted"], rows[2]["key_extracted"] = 0.0, 0.03  # below the bound, rises by 0.03
+    got = claims_of(tmp_path, rows)["key_fails_heavy"]
+    assert got["holds"] == "yes" and got["note"] == "not monotone in p: rises from p=0.2 to p=0.5"
 
 
 def test_kid_is_preferred_to_the_offline_extractors(tmp_path):
