@@ -74,6 +74,19 @@ def test_kid_is_seeded_and_leaves_the_global_rng_alone(faces):
     assert k1 > fid.kernel(f1, f1, seed=0, num_subsets=20, max_subset_size=30)
 
 
+def test_fd_equals_clean_fids_frechet_distance(faces):
+    from cleanfid.fid import frechet_distance
+
+    rng = np.random.default_rng(0)
+    for d, n in ((8, 50), (80, 300), (80, 40)):  # the last: singular covariances (n < d)
+        a, b = rng.normal(size=(n, d)), rng.normal(size=(n, d)) * 1.3 + 0.2
+        stats = (*fid.feature_stats(a), *fid.feature_stats(b))
+        assert fid.frechet(*stats) == pytest.approx(float(frechet_distance(*stats)), rel=1e-9, abs=1e-9)
+    ex = features.get_extractor("filterbank")
+    stats = (*fid.feature_stats(ex(faces[:30])), *fid.feature_stats(ex(faces[30:])))
+    assert fid.frechet(*stats) == pytest.approx(float(frechet_distance(*stats)), rel=1e-9)
+
+
 def test_fd_refuses_mixed_dimensions(faces):
     ex = features.get_extractor("filterbank")
     a = fid.feature_stats(ex(faces[:20]))

@@ -2,9 +2,10 @@
 
 Features: `inception` goes through clean-fid itself (`get_files_features`, mode "clean",
 num_workers=0, device given); other extractors compute their own features (clean-fid's 299x299
-resize only makes sense for Inception). Distances: `cleanfid.fid.frechet_distance` on (mu,
-sigma) and `cleanfid.fid.kernel_distance` on the features, the latter under a local numpy seed
-(its subsets come from `np.random.choice`; the global RNG state is restored afterwards).
+resize only makes sense for Inception). Distances: clean-fid's `frechet_distance` on (mu, sigma)
+and its `kernel_distance` on the features, both computed here as clean-fid computes them (tests
+hold them equal to clean-fid's; importing `cleanfid.fid` costs seconds per job), KID under a local
+numpy seed (its subsets come from `np.random.choice`; the global RNG state is restored afterwards).
 
 Reference statistics are our own `.npz` files (`save_ref_stats`): mu, sigma, the features (for
 KID), the extractor name, n, the image size and the source's sha256. They are never clean-fid's
@@ -42,15 +43,33 @@ def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return f.mean(axis=0), np.cov(f, rowvar=False)
 
 
-def frechet(mu1, sigma1, mu2, sigma2) -> float:
-    from cleanfid.fid import frechet_distance
+def frechet(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
+    """Frechet distance of N(mu1, sigma1) and N(mu2, sigma2): |mu1 - mu2|^2 + tr(sigma1) + tr(sigma2)
+    - 2 tr((sigma1 sigma2)^(1/2)), computed as clean-fid's `frechet_distance` does (scipy's sqrtm, a
+    diagonal offset `eps` when the product's root is not finite, round-off's imaginary part dropped).
+    Here rather than imported: `cleanfid.fid` pulls in torchvision, seconds in every job. A test holds
+    the two equal."""
+    from scipy import linalg
 
-    if np.shape(mu1) != np.shape(mu2):
+    mu1, mu2, sigma1, sigma2 = np.atleast_1d(mu1), np.atleast_1d(mu2), np.atleast_2d(sigma1), np.atleast_2d(sigma2)
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise ValueError(
-            f"feature dimensions differ ({np.shape(mu1)} vs {np.shape(mu2)}): the two sets were "
+            f"feature dimensions differ ({mu1.shape} vs {mu2.shape}): the two sets were "
             "made with different extractors or image sizes/channels"
         )
-    return float(frechet_distance(mu1, sigma1, mu2, sigma2))
+    root = linalg.sqrtm(sigma1 @ sigma2)
+    if not np.isfinite(root).all():  # a (near-)singular product
+        offset = eps * np.eye(len(sigma1))
+        root = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    if np.iscomplexobj(root):
+        if not np.allclose(np.diagonal(root).imag, 0, atol=1e-3):
+            raise ValueError(
+                f"Frechet distance: the covariances' product has a square root with imaginary part up to "
+                f"{np.abs(root.imag).max():.3g}; are both covariances positive semi-definite?"
+            )
+        root = root.real
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(root))
 
 
 def kernel_subsets(
