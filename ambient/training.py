@@ -211,12 +211,17 @@ def load_checkpoint(path: str | Path, map_location="cpu", hint: str = "") -> dic
     return state
 
 
+def _recorded_config(state: dict) -> dict:
+    """A checkpoint's training config, keys added since it was written filled with what it did then."""
+    return {**_LEGACY_CONFIG, **state["config"]}
+
+
 def model_from_checkpoint(
     state: dict, use_ema: bool = True, device="cpu", source: str = "checkpoint"
 ) -> tuple[EDMPrecond, TrainConfig, dict]:
     """The network of a loaded checkpoint; `source` (its path) names it in every error."""
     try:
-        cfg = TrainConfig(**{**_LEGACY_CONFIG, **state["config"]})
+        cfg = TrainConfig(**_recorded_config(state))
     except (TypeError, ValueError) as e:
         raise ValueError(f"{source}: its recorded training config is not valid ({e})") from None
     info = state["info"]
@@ -602,7 +607,7 @@ def _mean_over_ranks(value: float, dev: torch.device) -> float:
 
 
 def _check_resumable(path: Path, state: dict, cfg: TrainConfig, info: dict) -> None:
-    old = {**_LEGACY_CONFIG, **state["config"]}
+    old = _recorded_config(state)
     differ = [k for k in _RESUME_KEYS if old.get(k) != getattr(cfg, k)]
     if differ:
         what = ", ".join(f"{k}={old.get(k)!r} there, {getattr(cfg, k)!r} here" for k in differ)

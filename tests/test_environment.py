@@ -6,6 +6,7 @@ import re
 import tomllib
 from pathlib import Path
 
+from conftest import run_cli
 from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,28 +81,8 @@ def test_license_and_citation_ship():
 
 def test_download_prints_the_dataset_terms_first(tmp_path):
     """`download-dataset` states the source's terms before it fetches anything (here: nothing to fetch)."""
-    import subprocess
-    import sys
-
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ambient",
-            "download-dataset",
-            "--source",
-            "celeba",
-            "--raw-dir",
-            str(tmp_path),
-            "--url",
-            (tmp_path / "missing.zip").as_uri(),
-            "--out",
-            str(tmp_path / "d.zip"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    args = ["download-dataset", "--source", "celeba", "--raw-dir", tmp_path, "--out", tmp_path / "d.zip"]
+    r = run_cli([*args, "--url", (tmp_path / "missing.zip").as_uri()], timeout=120)
     assert r.returncode != 0 and "non-commercial research purposes only" in r.stdout.splitlines()[0], (
         r.stdout + r.stderr
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import run_cli
 from PIL import Image
 from test_workflow import REPO, copy_workflow, load_common, snakemake
 
@@ -285,27 +286,12 @@ def test_download_dataset_from_a_local_archive(tmp_path):
     ds = read_image_zip(out)
     assert ds.images.shape == (3, 3, 16, 16) and ds.manifest["seed"] == 1
     assert ds.manifest["subset_indices"] == sorted(np.random.default_rng(1).choice(5, 3, replace=False).tolist())
-    r = subprocess.run(
-        [sys.executable, "-m", "ambient", "download-dataset", "--list"], capture_output=True, text=True, timeout=60
-    )
+    r = run_cli(["download-dataset", "--list"], timeout=60)
     assert r.returncode == 0 and "celeba" in r.stdout and "ffhq" in r.stdout
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ambient",
-            "download-dataset",
-            "--source",
-            "ffhq",
-            "--raw-dir",
-            str(tmp_path / "raw2"),
-            "--out",
-            str(tmp_path / "x.zip"),
-        ],
-        capture_output=True,
-        text=True,
+    r = run_cli(
+        ["download-dataset", "--source", "ffhq", "--raw-dir", tmp_path / "raw2", "--out", tmp_path / "x.zip"],
+        env={"AMBIENT_FFHQ_URL": ""},
         timeout=60,
-        env={**os.environ, "AMBIENT_FFHQ_URL": ""},
     )
     assert r.returncode == 2 and "error" in r.stderr  # FFHQ has no default url
 
