@@ -11,10 +11,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .layout import MASKED_KINDS, corruption_name, parse_run_name
+from .layout import LEVELLESS_KINDS, MASKED_KINDS, corruption_name, parse_run_name
 from .utils import generator
 
-KINDS = ("clean", "dust", "box", "noise")
+KINDS = ("clean", "dust", "box", "noise", "gauss")
 # Independent random streams per image: observation mask A, further corruption B, noise.
 _STREAM_A, _STREAM_B, _STREAM_NOISE = 0, 1, 2
 # Sampling masks draw from streams of their own: whatever the seeds, sample j's mask is never
@@ -30,7 +30,10 @@ class Corruption:
     """What a model's training data went through.
 
     kind: clean | dust (pixels erased with probability p) | box (a square of side ceil(p*H)
-    erased) | noise (additive Gaussian noise of std sigma_n on [-1, 1] images).
+    erased) | noise (additive Gaussian noise of std sigma_n on [-1, 1] images) | gauss (the clean
+    images, which that kind's model, the Gaussian baseline of ambient.gaussian, fits by their mean and
+    covariance: a kind of model rather than of corruption, kept here so that its run name, `ambient
+    train --corruption gauss` and its summary row take the one path every model takes).
     delta: further corruption of dust, each observed pixel erased again with probability delta
     (the official code's default is 0.1). A box's further corruption is a second box of the
     same size (official training/dataset.py), so delta must be 0 for box.
@@ -55,6 +58,8 @@ class Corruption:
             raise ValueError(f"corruption {self.kind} needs p > 0 (p={self.p}); use kind=clean for clean data")
         if self.kind == "noise" and self.sigma_n <= 0:
             raise ValueError("corruption noise needs sigma_n > 0")
+        if self.kind == "gauss" and (self.p or self.delta or self.sigma_n):
+            raise ValueError("corruption gauss (the Gaussian baseline, clean images) takes no p, delta or sigma_n")
         if self.kind == "box" and self.delta != 0:
             raise ValueError(
                 f"corruption box: delta={self.delta} does not apply (a box's further corruption is "
@@ -72,7 +77,7 @@ class Corruption:
 
     @property
     def level(self) -> float:
-        return {"clean": 0.0, "dust": self.p, "box": self.p, "noise": self.sigma_n}[self.kind]
+        return {"clean": 0.0, "gauss": 0.0, "dust": self.p, "box": self.p, "noise": self.sigma_n}[self.kind]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,10 +88,10 @@ class Corruption:
             kind, level, naive = parse_run_name(name)
         except ValueError:
             naive = True
-        if naive:  # a run name, but the naive baseline's: its corruption is the name without the suffix
-            raise ValueError(f"corruption name {name!r} is not one of clean, dust-pP, box-pP, noise-sS")
-        if kind == "clean":
-            return cls(seed=seed)
+        if naive:  # a run name, but a naive baseline's: its corruption is the name without the suffix
+            raise ValueError(f"corruption name {name!r} is not one of clean, gauss, dust-pP, box-pP, noise-sS")
+        if kind in LEVELLESS_KINDS:
+            return cls(kind, seed=seed)
         if kind == "noise":
             return cls("noise", sigma_n=level, seed=seed)
         return cls(kind, p=level, delta=delta, seed=seed)
@@ -185,7 +190,7 @@ class Corruption:
     def apply(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Corrupt a dataset in [-1, 1]: returns (observed images, A, A~).
 
-        Masked kinds zero the erased pixels; noise adds its fixed realisation; clean is unchanged.
+        Masked kinds zero the erased pixels; noise adds its fixed realisation; clean and gauss are unchanged.
         """
         n, c, h, _ = images.shape
         if self.masked:

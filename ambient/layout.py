@@ -11,6 +11,14 @@ Run names:
     noise-s0.20                      the Tweedie loss on noisy data (loss auto = tweedie)
     noise-s0.20-naive                the naive baseline on the same noisy data: the plain EDM loss
                                      (`ambient train --loss edm`), which learns to output noisy images
+    dust-p0.50-naive                 the naive baseline on the same dusty data: the unmasked network,
+                                     the plain EDM loss on the observations as stored (erased pixels 0)
+    gauss                            the Gaussian baseline: the mean and covariance of the clean
+                                     training images, its exact denoiser (ambient.gaussian); no loss
+                                     is minimised (loss `gauss`: the closed-form fit)
+
+A naive run is any corrupted kind (AUTO_LOSS not edm) trained with loss edm; its name is the
+corruption's plus NAIVE_SUFFIX, and `ambient train --corruption <base_name> --loss edm` trains it.
 """
 
 from __future__ import annotations
@@ -20,45 +28,60 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 MASKED_KINDS = ("dust", "box")
+# Kinds whose data went through a corruption (clean and gauss see the clean images).
+CORRUPTED_KINDS = ("dust", "box", "noise")
+# Kinds of one model each, named by the kind alone: clean, and the Gaussian baseline.
+LEVELLESS_KINDS = ("clean", "gauss")
 NAIVE_SUFFIX = "-naive"
-# The loss `--loss auto` trains each corruption kind with.
-AUTO_LOSS = {"clean": "edm", "dust": "ambient", "box": "ambient", "noise": "tweedie"}
-# The losses a kind may be trained with: the naive baseline is edm on noisy data.
-KIND_LOSSES = {"clean": ("edm",), "dust": ("ambient",), "box": ("ambient",), "noise": ("tweedie", "edm")}
+# The loss `--loss auto` trains each kind with (gauss: the closed-form fit of mean and covariance).
+AUTO_LOSS = {"clean": "edm", "dust": "ambient", "box": "ambient", "noise": "tweedie", "gauss": "gauss"}
+# The losses a kind may be trained with: edm on corrupted data is that data's naive baseline.
+KIND_LOSSES = {
+    "clean": ("edm",),
+    "dust": ("ambient", "edm"),
+    "box": ("ambient", "edm"),
+    "noise": ("tweedie", "edm"),
+    "gauss": ("gauss",),
+}
 
 
 # ---------------------------------------------------------------- runs
 
 
 def corruption_name(kind: str, p: float = 0.0, sigma_n: float = 0.0) -> str:
-    """clean, dust-p0.20, box-p0.40, noise-s0.20: the levels carry 2 decimals."""
-    if kind == "clean":
-        return "clean"
+    """clean, gauss, dust-p0.20, box-p0.40, noise-s0.20: the levels carry 2 decimals."""
+    if kind in LEVELLESS_KINDS:
+        return kind
     if kind == "noise":
         return f"noise-s{sigma_n:.2f}"
     return f"{kind}-p{p:.2f}"
 
 
 # A run name, the one pattern: the Snakefile's wildcard constraint, and parse_run_name below.
-RUN_NAME_PATTERN = r"clean|(?:dust|box)-p[0-9.]+|noise-s[0-9.]+(?:-naive)?"
-_RUN_NAME = re.compile(r"(?P<clean>clean)|(?P<kind>dust|box)-p(?P<p>[0-9.]+)|noise-s(?P<s>[0-9.]+)(?P<naive>-naive)?")
+RUN_NAME_PATTERN = r"clean|gauss|(?:(?:dust|box)-p[0-9.]+|noise-s[0-9.]+)(?:-naive)?"
+_RUN_NAME = re.compile(
+    r"(?P<plain>clean|gauss)|(?:(?P<kind>dust|box)-p(?P<p>[0-9.]+)|noise-s(?P<s>[0-9.]+))(?P<naive>-naive)?"
+)
 
 
 def parse_run_name(name: str) -> tuple[str, float, bool]:
     """(kind, level, naive) of a run name: the inverse of run_name."""
     m = _RUN_NAME.fullmatch(name)
     if not m:
-        raise ValueError(f"run name {name!r} is not one of clean, dust-pP, box-pP, noise-sS, noise-sS{NAIVE_SUFFIX}")
-    if m["clean"]:
-        return "clean", 0.0, False
+        raise ValueError(
+            f"run name {name!r} is not one of clean, gauss, dust-pP, box-pP, noise-sS "
+            f"(the last three also with {NAIVE_SUFFIX})"
+        )
+    if m["plain"]:
+        return m["plain"], 0.0, False
     if m["kind"]:
-        return m["kind"], float(m["p"]), False
+        return m["kind"], float(m["p"]), bool(m["naive"])
     return "noise", float(m["s"]), bool(m["naive"])
 
 
 def is_naive(entry: dict) -> bool:
-    """A config entry of the naive baseline: noisy data trained with the plain EDM loss."""
-    return entry["kind"] == "noise" and entry.get("loss", "auto") == "edm"
+    """A config entry of a naive baseline: corrupted data (dust, box, noise) trained with the plain EDM loss."""
+    return entry["kind"] in CORRUPTED_KINDS and entry.get("loss", "auto") == "edm"
 
 
 def run_name(entry: dict) -> str:
@@ -68,17 +91,32 @@ def run_name(entry: dict) -> str:
 
 
 def base_name(run: str) -> str:
-    """The corruption of a run name (noise-s0.20-naive -> noise-s0.20): `ambient train --corruption`."""
+    """The corruption of a run name (noise-s0.20-naive -> noise-s0.20, dust-p0.50-naive -> dust-p0.50):
+    `ambient train --corruption`."""
     return run.removesuffix(NAIVE_SUFFIX)
+
+
+GAUSS_LABEL = "Gaussian (mean + covariance of the training set)"
 
 
 def run_label(entry: dict) -> str:
     """The legend label of a run."""
-    if entry["kind"] == "clean":
+    kind = entry["kind"]
+    if kind == "clean":
         return "clean"
-    if entry["kind"] == "noise":
+    if kind == "gauss":
+        return GAUSS_LABEL
+    if kind == "noise":
         return f"noisy sigma_n={entry['sigma_n']:.2f}, " + ("naive (EDM loss)" if is_naive(entry) else "Tweedie (ours)")
-    return f"ambient {entry['kind']}, p={entry['p']:.2f}"
+    if is_naive(entry):
+        return f"naive {kind} p={entry['p']:.2f} (EDM loss)"
+    return f"ambient {kind}, p={entry['p']:.2f}"
+
+
+def run_delta(entry: dict) -> float:
+    """The further corruption delta a run trains with: dust's (default 0.1) under the ambient loss; 0
+    otherwise (box's further corruption is a second box; the naive baseline never draws one)."""
+    return entry.get("delta", 0.1) if entry["kind"] == "dust" and not is_naive(entry) else 0.0
 
 
 def run_record(entry: dict) -> dict:
@@ -87,8 +125,8 @@ def run_record(entry: dict) -> dict:
     return {
         "name": run_name(entry),
         "kind": kind,
-        "level": {"clean": 0.0, "noise": entry.get("sigma_n", 0.0)}.get(kind, entry.get("p", 0.0)),
-        "delta": entry.get("delta", 0.1) if kind == "dust" else 0.0,
+        "level": 0.0 if kind in LEVELLESS_KINDS else entry.get("sigma_n" if kind == "noise" else "p", 0.0),
+        "delta": run_delta(entry),
         "p": entry.get("p", 0.0),
         "sigma_n": entry.get("sigma_n", 0.0),
         "label": run_label(entry),
@@ -120,6 +158,8 @@ DATASET_ZIP = DATA_DIR + "/{dataset}.zip"
 HELDOUT_ZIP = DATA_DIR + "/{dataset}-heldout.zip"
 # Feature statistics of the reference set FD/KD are scored against ({ref}: heldout or train).
 REF_STATS = EVALUATION_DIR + "/{dataset}/ref_{extractor}_{ref}.npz"
+# The quality ruler's disturbance test (ambient.eval.extractor_check) on the training images against {ref}.
+RULER_CHECK = EVALUATION_DIR + "/{dataset}/ruler_check_{extractor}_{ref}.json"
 SUMMARY_CSV = METRICS_DIR + "/summary.csv"
 SUMMARY_JSON = METRICS_DIR + "/summary.json"  # dvc.yaml's metrics
 CLAIMS_CSV = METRICS_DIR + "/claims.csv"

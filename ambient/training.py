@@ -22,15 +22,17 @@ from tqdm.auto import tqdm
 
 from .corruption import Corruption
 from .data import read_image_zip
+from .gaussian import DEFAULT_EPS, GAUSSIAN_FORMAT, GaussianDenoiser, fit_gaussian
 from .layout import AUTO_LOSS, KIND_LOSSES
 from .losses import AmbientLoss, EDMLoss
 from .networks import FORMULATIONS, EDMPrecond, UNetConfig, build_model
 from .noisy import TweedieLoss
 from .paths import check_writable
-from .utils import SampleRNG, atomic_path, generator, resolve_device, run_dir_lock, sha256_file
+from .utils import SampleRNG, atomic_path, generator, resolve_device, run_dir_lock, sha256_file, uint8_to_signed
 
 CHECKPOINT_FORMAT = "ambient-checkpoint/1"
-LOSSES = ("auto", "edm", "ambient", "tweedie")
+# gauss: no loss is minimised, the Gaussian baseline's mean and covariance are fitted in closed form
+LOSSES = ("auto", "edm", "ambient", "tweedie", "gauss")
 _CKPT_NAME = re.compile(r"^checkpoint-(\d{7})\.pt$")
 _STREAM_BATCH, _STREAM_LOSS = 11, 12
 _STREAM_FURTHER = _STREAM_LOSS + 2  # per-step further corruption B (_STREAM_LOSS + 1: x-flips)
@@ -45,7 +47,7 @@ class TrainConfig:
     corruption: dict = field(default_factory=lambda: Corruption().to_dict())
     network: dict = field(default_factory=lambda: UNetConfig().to_dict())
     formulation: str = "split"
-    loss: str = "auto"  # auto | edm | ambient | tweedie; edm on noisy data is the naive baseline
+    loss: str = "auto"  # auto | edm | ambient | tweedie | gauss; edm on corrupted data is its naive baseline
     consistency_weight: float = 0.0  # tweedie: weight of the optional consistency loss below sigma_n
     steps: int = 3000
     batch_size: int = 32
@@ -102,6 +104,11 @@ class TrainConfig:
                 f"loss {self.loss!r} does not fit corruption {corr.kind!r}: use one of "
                 f"{', '.join(KIND_LOSSES[corr.kind])} (or auto)"
             )
+        if corr.delta > 0 and self.effective_loss != "ambient":
+            raise ValueError(
+                f"corruption delta={corr.delta} is the further corruption of the ambient loss; this run uses the "
+                f"{self.effective_loss} loss, which never draws one (the naive baseline): set delta to 0"
+            )
         if self.consistency_weight > 0 and self.effective_loss != "tweedie":
             raise ValueError(
                 f"consistency_weight={self.consistency_weight} belongs to the Tweedie loss (noise "
@@ -117,6 +124,12 @@ class TrainConfig:
         if self.loss != "auto":
             return self.loss
         return AUTO_LOSS[self.corruption["kind"]]
+
+    @property
+    def masked_network(self) -> bool:
+        """Whether the network takes the mask A~ as input: only under the ambient loss (the naive
+        baseline on masked data is the plain, unmasked network of the clean model)."""
+        return self.effective_loss == "ambient"
 
     @property
     def sampling_stop_sigma(self) -> float | None:
@@ -155,6 +168,8 @@ def make_loss(cfg: TrainConfig) -> EDMLoss:
         return AmbientLoss(cfg.formulation)
     if kind == "tweedie":
         return TweedieLoss(cfg.corruption["sigma_n"], cfg.consistency_weight)
+    if kind == "gauss":
+        raise ValueError("the Gaussian model is fitted in closed form (fit_gaussian_model), not trained by a loss")
     return EDMLoss()
 
 
@@ -180,10 +195,16 @@ def save_checkpoint(
 
 
 _STATE_KEYS = ("step", "config", "info", "model", "ema")
+# The model file of the Gaussian baseline (fit_gaussian_model): its statistics instead of weights.
+_GAUSSIAN_KEYS = ("step", "config", "info", "mean", "eigenvalues", "eigenvectors")
+_FORMAT_KEYS = {CHECKPOINT_FORMAT: _STATE_KEYS, GAUSSIAN_FORMAT: _GAUSSIAN_KEYS}
 
 
 def load_checkpoint(path: str | Path, map_location="cpu", hint: str = "") -> dict:
     """Load a checkpoint with weights_only=True: a pickle carrying code is refused.
+
+    Also reads the Gaussian baseline's model file (format GAUSSIAN_FORMAT): the same step, config
+    and info, with mean, eigenvalues and eigenvectors in place of the weights.
 
     `hint` ends the message of an unreadable file (what the calling command's user can do)."""
     path = Path(path)
@@ -198,12 +219,12 @@ def load_checkpoint(path: str | Path, map_location="cpu", hint: str = "") -> dic
             else "truncated or not a PyTorch file"
         )
         raise ValueError(f"{path}: not a loadable checkpoint ({why})" + (f"; {hint}" if hint else "")) from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(state, dict) or state.get("format") not in _FORMAT_KEYS:
         raise ValueError(
             f"{path}: not an ambient checkpoint (format "
             f"{state.get('format') if isinstance(state, dict) else type(state).__name__})"
         )
-    missing = [k for k in _STATE_KEYS if k not in state]
+    missing = [k for k in _FORMAT_KEYS[state["format"]] if k not in state]
     if missing:
         raise ValueError(
             f"{path}: an incomplete ambient checkpoint (no {', '.join(missing)}); write it again with `ambient train`"
@@ -218,18 +239,21 @@ def _recorded_config(state: dict) -> dict:
 
 def model_from_checkpoint(
     state: dict, use_ema: bool = True, device="cpu", source: str = "checkpoint"
-) -> tuple[EDMPrecond, TrainConfig, dict]:
-    """The network of a loaded checkpoint; `source` (its path) names it in every error."""
+) -> tuple[EDMPrecond | GaussianDenoiser, TrainConfig, dict]:
+    """The network of a loaded checkpoint (the Gaussian baseline's file: its GaussianDenoiser);
+    `source` (its path) names it in every error."""
     try:
         cfg = TrainConfig(**_recorded_config(state))
     except (TypeError, ValueError) as e:
         raise ValueError(f"{source}: its recorded training config is not valid ({e})") from None
     info = state["info"]
+    if state.get("format") == GAUSSIAN_FORMAT:
+        return _gaussian_from_state(state, cfg, device, source), cfg, info
     try:
         model = build_model(
             info["channels"],
             info["resolution"],
-            masked=cfg.corruption_spec.masked,
+            masked=cfg.masked_network,
             formulation=cfg.formulation,
             config=UNetConfig(**cfg.network),
         )
@@ -246,8 +270,25 @@ def model_from_checkpoint(
     return model.to(device).eval(), cfg, info
 
 
-def load_model(path: str | Path, device="cpu", use_ema: bool = True) -> tuple[EDMPrecond, TrainConfig, dict]:
-    """A trained model from its file, for sampling and evaluation."""
+def _gaussian_from_state(state: dict, cfg: TrainConfig, device, source: str) -> GaussianDenoiser:
+    if cfg.effective_loss != "gauss":
+        raise ValueError(f"{source}: a Gaussian model file whose config says loss {cfg.effective_loss}")
+    info = state["info"]
+    try:
+        model = GaussianDenoiser(
+            state["mean"], state["eigenvalues"], state["eigenvectors"], info["channels"], info["resolution"]
+        )
+    except KeyError as e:
+        raise ValueError(f"{source}: its info lacks {e}; write it again with `ambient train`") from None
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}; the file was edited or mixed up") from None
+    return model.to(device).eval()
+
+
+def load_model(
+    path: str | Path, device="cpu", use_ema: bool = True
+) -> tuple[EDMPrecond | GaussianDenoiser, TrainConfig, dict]:
+    """A trained model from its file, for sampling and evaluation (the Gaussian baseline's too)."""
     state = load_checkpoint(path, map_location="cpu", hint="train it again (`ambient train`, or its Snakemake rule)")
     return model_from_checkpoint(state, use_ema, device, source=str(path))
 
@@ -312,6 +353,8 @@ def train(
     if threads is not None and threads < 1:
         raise ValueError(f"threads={threads} must be >= 1 (or unset: PyTorch's default)")
     check_writable(out)  # before the work, not after it
+    if cfg.effective_loss == "gauss":  # a closed-form fit on the CPU: no device, threads or steps
+        return fit_gaussian_model(cfg, out) if int(os.environ.get("RANK", "0")) == 0 else out
     dev = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
@@ -394,8 +437,47 @@ def _train(
     return out
 
 
+def fit_gaussian_model(cfg: TrainConfig, out: str | Path, eps: float = DEFAULT_EPS) -> Path:
+    """The Gaussian baseline (ambient.gaussian): mean and covariance of the clean training images in
+    [-1, 1] (x-flipped copies added with cfg.xflip, the distribution the trainer augments to), written
+    atomically to `out` with format GAUSSIAN_FORMAT, step 0 (no optimizer step) and cfg as its config."""
+    if cfg.corruption["kind"] != "gauss":
+        raise ValueError(f"the Gaussian baseline is fitted to the clean images (kind gauss), not {cfg.corruption}")
+    out = Path(out)
+    data = read_image_zip(cfg.dataset)
+    x = uint8_to_signed(data.images, torch.float64)
+    n, c, h, _ = x.shape
+    if cfg.xflip:
+        x = torch.cat([x, x.flip(-1)])
+    mean, eigenvalues, eigenvectors = fit_gaussian(x, eps)
+    info = {
+        "channels": c,
+        "resolution": h,
+        "num_images": n,
+        "dataset_sha256": sha256_file(cfg.dataset),
+        "corruption_name": cfg.corruption_spec.name,
+        "fit": "mean and 1/N covariance of the training images in [-1, 1], eigenvalues clipped at 0 + eps",
+        "eps": eps,
+        "fitted_images": len(x),
+    }
+    state = {
+        "format": GAUSSIAN_FORMAT,
+        "step": 0,
+        "config": cfg.to_dict(),
+        "info": info,
+        "mean": mean,
+        "eigenvalues": eigenvalues,
+        "eigenvectors": eigenvectors.contiguous(),
+    }
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:  # an open file: equal states give equal bytes
+        torch.save(state, f)
+    return out
+
+
 def _observations(cfg: TrainConfig) -> tuple[tuple[torch.Tensor, ...], dict]:
-    """The corrupted dataset (x, A, A~): A x (erased pixels zeroed), x + sigma_n eps, or x; and the run's info."""
+    """The corrupted dataset (x, A, A~): A x (erased pixels zeroed), x + sigma_n eps, or x; and the run's info.
+
+    The naive baseline on masked data (loss edm) takes x = A x as it is, the erased pixels at 0."""
     data = read_image_zip(cfg.dataset)
     corr = cfg.corruption_spec
     images, a, a_tilde = corr.apply(data.as_float())
@@ -505,7 +587,7 @@ def build_training(
     model = build_model(
         channels,
         resolution,
-        masked=cfg.corruption_spec.masked,
+        masked=cfg.masked_network,
         formulation=cfg.formulation,
         config=UNetConfig(**cfg.network),
     )
@@ -558,7 +640,8 @@ def batch_at(
         flip = flip[positions.start : positions.stop].to(x.device)[:, None, None, None]
         x, m, mt = (torch.where(flip, t.flip(-1), t) for t in (x, m, mt))
     corruption = cfg.corruption_spec
-    if cfg.further_draw == "step" and corruption.masked:  # a new B for every (step, batch position)
+    # a new B for every (step, batch position); the naive baseline's plain EDM loss never looks at it
+    if cfg.further_draw == "step" and corruption.masked and cfg.masked_network:
         mt = corruption.redraw_further(m, [generator(cfg.seed, step, _STREAM_FURTHER, pos) for pos in positions])
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)

@@ -113,12 +113,13 @@ def test_write_then_check_then_hand_edit(project, capsys):
     assert "Dataset `faces24`, 256 samples per model" in body and "held-out split" in body
     assert "extractor `filterbank` (columns `kd_filterbank_heldout`, `fd_filterbank_heldout`)" in body
     assert (
-        "| model | steps | share > 0.95 | share > 0.90 | mean top-1 sim | held-out KD ± std | held-out FD | "
+        "| model | steps | share > 0.95 | share > 0.90 | mean top-1 sim | C2ST ± std (ruler) | held-out KD ± std | "
+        "held-out FD | "
         "inpaint extracted U=1 | inpaint extracted U=5 | noise extracted | mask-key extracted | HF energy of samples |"
     ) in body
     assert (
-        "| clean | 3000 | 0.672 | 0.772 | 0.800 | 0.000700 ± 0.00100 | 0.0210 | 0.340 | 0.680 | 0.540 | 0 | 0.0170 |"
-        in body
+        "| clean | 3000 | 0.672 | 0.772 | 0.800 | 0.600 ± 0.0200 | 0.0100 ± 0.00100 | 1.00 | 0.340 | 0.680 | 0.540 | 0 "
+        "| 0.0170 |" in body
     )
     assert "Mask key: sampling from noise with a training image's own training mask" in body
     for label in ("| dust p=0.2 |", "| box p=0.4 |", "| noise sigma_n=0.4 (Tweedie) |", "| noise sigma_n=0.4, naive |"):
@@ -126,7 +127,8 @@ def test_write_then_check_then_hand_edit(project, capsys):
 
     claims = RT.find_blocks(text)["claims"]
     assert f"<!-- source: {CLAIMS} md5={md5(project / CLAIMS)} -->" in claims
-    assert "10 of 10 claims hold" in claims and claims.count("| yes |") == 10
+    assert "10 of 11 claims hold here (0 do not, 1 n/a" in claims and claims.count("| yes |") == 10
+    assert "1 finding reported untested" in claims and "| changed (claims log) |" in claims
 
     timings = RT.find_blocks(text)["timings"]
     assert "files=5 md5=" in timings

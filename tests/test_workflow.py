@@ -86,6 +86,8 @@ def test_run_names_round_trip_through_the_library():
         {"kind": "noise", "sigma_n": 0.2},
         {"kind": "noise", "sigma_n": 0.2, "loss": "auto"},
         {"kind": "noise", "sigma_n": 0.4, "loss": "edm"},
+        {"kind": "dust", "p": 0.5, "loss": "edm"},
+        {"kind": "gauss"},
     ]
     names = [layout.run_name(e) for e in entries]
     assert names == [
@@ -96,13 +98,16 @@ def test_run_names_round_trip_through_the_library():
         "noise-s0.20",
         "noise-s0.20",
         "noise-s0.40-naive",
+        "dust-p0.50-naive",
+        "gauss",
     ]
     for e, name in zip(entries, names):
         corr = Corruption(kind=e["kind"], p=e.get("p", 0.0), delta=e.get("delta", 0.0), sigma_n=e.get("sigma_n", 0.0))
         assert corr.name == layout.base_name(name)
         assert parse_run_name(name) == (Corruption.from_name(corr.name), e.get("loss", "auto"))
-    with pytest.raises(ValueError):
-        parse_run_name("dust-p0.50-naive")
+    for bad in ("clean-naive", "gauss-naive", "dust-naive"):
+        with pytest.raises(ValueError):
+            parse_run_name(bad)
 
 
 def test_layout_imports_without_torch():
@@ -119,6 +124,8 @@ def test_run_records_and_labels():
                 {"kind": "dust", "p": 0.5},
                 {"kind": "box", "p": 0.4, "delta": 0.0},
                 {"kind": "noise", "sigma_n": 0.2, "loss": "edm"},
+                {"kind": "dust", "p": 0.5, "loss": "edm"},
+                {"kind": "gauss"},
             ]
         }
     )
@@ -127,10 +134,14 @@ def test_run_records_and_labels():
         "ambient dust, p=0.50",
         "ambient box, p=0.40",
         "noisy sigma_n=0.20, naive (EDM loss)",
+        "naive dust p=0.50 (EDM loss)",
+        "Gaussian (mean + covariance of the training set)",
     ]
-    assert [r["level"] for r in runs] == [0.0, 0.5, 0.4, 0.2]
-    assert [r["delta"] for r in runs] == [0.0, 0.1, 0.0, 0.0]  # dust's default further corruption
-    assert [r["series"] for r in runs] == ["clean", "dust", "box", "noise (naive)"]
+    assert [r["level"] for r in runs] == [0.0, 0.5, 0.4, 0.2, 0.5, 0.0]
+    # dust's default further corruption; none for the naive baseline (its EDM loss draws no B)
+    assert [r["delta"] for r in runs] == [0.0, 0.1, 0.0, 0.0, 0.0, 0.0]
+    assert [r["series"] for r in runs] == ["clean", "dust", "box", "noise (naive)", "dust (naive)", "gauss"]
+    assert [r["naive"] for r in runs] == [False, False, False, True, True, False]
     assert (
         layout.run_file("neighbors_csv", "faces", runs[1]["name"], extractor="filterbank")
         == "results/evaluation/faces/dust-p0.50/neighbors_filterbank.csv"
@@ -266,7 +277,13 @@ BAD_CONFIGS = {
         ["corruptions[5]", "dust-p0.50"],
     ),
     "bad_device": (lambda c: c.update(device="tpu"), ["device", "tpu"]),
-    "naive_on_dust": (lambda c: c["corruptions"][1].update(loss="edm"), ["corruptions[1].loss", "auto"]),
+    "naive_on_clean": (lambda c: c["corruptions"][0].update(loss="edm"), ["corruptions[0].loss", "auto"]),
+    "naive_with_delta": (lambda c: c["corruptions"][1].update(loss="edm"), ["corruptions[1]", "delta"]),
+    "gauss_with_p": (lambda c: c["corruptions"].append({"kind": "gauss", "p": 0.5}), ["corruptions[5]", "'p'"]),
+    "gauss_with_loss": (
+        lambda c: c["corruptions"].append({"kind": "gauss", "loss": "edm"}),
+        ["corruptions[5].loss", "auto"],
+    ),
     "unknown_loss": (lambda c: c["corruptions"][3].update(loss="tweedie"), ["corruptions[3].loss", "tweedie"]),
     "duplicate_naive": (
         lambda c: c["corruptions"].append({"kind": "noise", "sigma_n": 0.2, "loss": "edm"}),
@@ -611,10 +628,7 @@ def test_summary_noise_runs_and_hf_energy(tmp_path):
         rows = list(csv.DictReader(f))
     assert [(r["kind"], r["level"], r["loss"]) for r in rows] == [("noise", "0.2", "tweedie"), ("noise", "0.2", "edm")]
     assert [r["hf_noise_index"] for r in rows] == ["0", "1"] and rows[1]["hf_train_noisy"] == "0.12"
-    assert (
-        main(["--root", str(tmp_path), "--dataset", "faces", "--corruptions", "dust-p0.50-naive", "--out", str(out)])
-        == 2
-    )
+    assert main(["--root", str(tmp_path), "--dataset", "faces", "--corruptions", "clean-naive", "--out", str(out)]) == 2
 
 
 # ---------------------------------------------------------------- end to end (smoke config)

@@ -160,7 +160,14 @@ def cmd_extractor_check(a) -> None:
     res = check(ex, load_images(a.images), ref["features"], ref_name=a.ref_name, seed=a.seed, kid_subsets=a.kid_subsets)
     res.update({"images": str(a.images), "ref": str(a.ref), **_fallback_info(a, ex)})
     write_json(a.out, res)
-    print(json.dumps({k: res[k] for k in ("extractor", "fd_consistent", "kd_consistent", "fd_fails", "kd_fails")}))
+    print(
+        json.dumps(
+            {
+                k: res[k]
+                for k in ("extractor", *(f"{m}_{w}" for m in ("fd", "kd", "c2st") for w in ("consistent", "fails")))
+            }
+        )
+    )
 
 
 def _extractor_check(p: argparse.ArgumentParser) -> None:
@@ -277,8 +284,8 @@ def cmd_attack(a) -> None:
     indices = _attacked_indices(a, train, info)
     csv_path, npz_path = _gallery_paths(a)
     corruption = tcfg.corruption_spec
-    if corruption.kind == "noise" and tcfg.sampling_stop_sigma is None:
-        corruption = None  # the naive baseline (EDM loss on noisy data): sampled to sigma_min like `ambient sample`
+    if corruption.kind != "clean" and tcfg.effective_loss == "edm":
+        corruption = None  # a naive baseline (EDM loss on corrupted data): unmasked, sampled to sigma_min like clean
     summary, rows, gallery = run_attack(
         model,
         train,
@@ -369,7 +376,11 @@ def _hf_energy(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--samples", required=True, help="sample zip (ambient sample)")
     p.add_argument("--train", required=True, help="prepared training dataset zip (clean images)")
-    p.add_argument("--corruption", default="clean", help="run name: clean, dust-p0.50, noise-s0.20, noise-s0.20-naive")
+    p.add_argument(
+        "--corruption",
+        default="clean",
+        help="run name: clean, gauss, dust-p0.50, dust-p0.50-naive, noise-s0.20, noise-s0.20-naive",
+    )
     p.add_argument(
         "--corruption-seed", type=int, default=0, help="seed of the per-image noise (training.corruption_seed)"
     )

@@ -18,7 +18,7 @@ def _summarize(p: argparse.ArgumentParser) -> None:
         "--corruptions",
         nargs="+",
         required=True,
-        help="run names, e.g. clean dust-p0.20 box-p0.40 noise-s0.20 noise-s0.20-naive",
+        help="run names, e.g. clean gauss dust-p0.20 dust-p0.50-naive box-p0.40 noise-s0.20 noise-s0.20-naive",
     )
     p.add_argument("--similarity-extractor", default="pixel", help="X of neighbors_<X>.json")
     p.add_argument("--extractors", nargs="*", default=[], help="E of fd_<E>.json, one FD/KD pair each")
@@ -34,6 +34,12 @@ def _claims(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--summary", default=SUMMARY_CSV, help="summary.csv (ambient.eval.summary)")
     p.add_argument("--out", default=CLAIMS_CSV, help="output CSV, one row per claim")
+    p.add_argument("--ruler", default="filterbank", help="feature space of the quality ruler (column c2st_<x>_heldout)")
+    p.add_argument(
+        "--ruler-check",
+        default=None,
+        help="the ruler's disturbance test (ruler_check_<x>_<ref>.json); when it fails, the quality claims are n/a",
+    )
     defaults = "; ".join(f"{c.id}: " + ", ".join(f"{k}={v:g}" for k, v in c.params.items()) for c in CLAIMS)
     p.add_argument(
         "--set",

@@ -15,7 +15,8 @@ def cmd_train(a) -> None:
     from ..networks import UNetConfig
     from ..training import TrainConfig, train
 
-    delta = a.delta if a.delta is not None else (0.1 if a.corruption.startswith("dust") else 0.0)
+    # dust's further corruption belongs to the ambient loss: none for its naive baseline (--loss edm)
+    delta = a.delta if a.delta is not None else (0.1 if a.corruption.startswith("dust") and a.loss != "edm" else 0.0)
     corr = Corruption.from_name(a.corruption, delta=delta, seed=a.corruption_seed)
     net = UNetConfig(
         base_channels=a.base_channels,
@@ -54,12 +55,18 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
     from ..corruption import Corruption
 
     p.add_argument("--dataset", required=True, help="prepared dataset zip")
-    p.add_argument("--corruption", default=Corruption().name, help="clean, dust-p0.50, box-p0.25, noise-s0.20")
+    p.add_argument(
+        "--corruption",
+        default=Corruption().name,
+        help="clean, dust-p0.50, box-p0.25, noise-s0.20, or gauss (the Gaussian baseline: mean and covariance "
+        "of the clean images, fitted at once)",
+    )
     p.add_argument(
         "--delta",
         type=float,
         default=None,
-        help="further corruption probability of dust (None: 0.1); box takes none (a second box)",
+        help="further corruption probability of dust under the ambient loss (None: 0.1; 0 with --loss edm); "
+        "box takes none (a second box)",
     )
     add_field(p, "--corruption-seed", fields_of(Corruption), "seed of the per-image masks / noise", key="seed")
 
@@ -76,7 +83,13 @@ def _optimizer_arguments(p: argparse.ArgumentParser) -> None:
         "masked models: split feeds the mask unscaled, official as the official code (scaled by c_in)",
         choices=FORMULATIONS,
     )
-    add_field(p, "--loss", f, "auto picks by corruption; edm on noise-sX data is the naive baseline", choices=LOSSES)
+    add_field(
+        p,
+        "--loss",
+        f,
+        "auto picks by corruption; edm on dust, box or noise data is its naive baseline (run name + -naive)",
+        choices=LOSSES,
+    )
     add_field(
         p,
         "--consistency-weight",
@@ -127,7 +140,7 @@ def _train(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_train)
 
 
-COMMANDS = {"train": Command("train a clean or ambient diffusion model", _train)}
+COMMANDS = {"train": Command("train a clean or ambient diffusion model (or fit the Gaussian baseline)", _train)}
 
 
 def register(sub, names=None) -> None:

@@ -9,14 +9,21 @@ against the held-out reference, exactly as the samples are scored:
     blur         Gaussian blur, std = level pixels at 16x16 (scaled with the resolution)
     saltpepper   a share `level` of the pixels set to black or white
     rectangles   a black square of side level x H at a seeded position per image
+    contrast     lost contrast: each image's deviation from its own mean scaled by 1 - level
 
 FD and KD pass a disturbance when they do not fall from one level to the next (level 0 = the
 undisturbed images). Small levels sit near the metrics' own noise (KD over a few dozen reference
 images), so a single small dip is weak evidence; the useful reading is how strongly each feature
-space responds to each kind of damage. On the embedded faces the filter bank barely responds to
-noise up to std 0.1 and strongly to blur and lost contrast, while raw pixels respond to noise and
-hardly to mild blur: the two rank speckled and blurred samples in opposite orders (README, Quality).
-A diagnostic (`ambient extractor-check`), not part of the DAG.
+space responds to each kind of damage. On the embedded faces the filter bank's FD and KD barely
+respond to noise up to std 0.1 and strongly to blur and lost contrast, while raw pixels respond to
+noise and hardly to mild blur: the two rank speckled and blurred samples in opposite orders.
+
+The classifier two-sample test (ambient.eval.c2st) is the quality ruler the claims read, and it
+must pass this test to back them: for every disturbance its accuracy may not fall from one level
+to the next by more than the two levels' spread (std over its repeats), and at the largest level
+it must exceed the undisturbed accuracy by more than their spread (`c2st_rises`,
+`c2st_consistent`). The DAG runs this on the training images against the held-out reference
+(rule ruler_check); a failing ruler turns the quality claims to n/a (ambient.eval.claims).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..utils import generator, signed_to_uint8, uint8_to_signed
+from .c2st import two_sample_test
 from .features import Extractor, metric_keys
 from .fid import feature_stats, frechet, kernel
 
@@ -36,6 +44,7 @@ DISTURBANCES: dict[str, tuple[float, ...]] = {
     "blur": (0.5, 1.0, 1.5, 2.0),
     "saltpepper": (0.02, 0.05, 0.1, 0.2),
     "rectangles": (0.15, 0.3, 0.45, 0.6),
+    "contrast": (0.1, 0.25, 0.5, 0.75),
 }
 _STREAM = 201  # the disturbances' own random stream per image
 
@@ -66,6 +75,9 @@ def disturb(images: np.ndarray, kind: str, level: float, seed: int = 0) -> np.nd
     elif kind == "saltpepper":
         u = torch.stack([torch.rand(1, h, w, generator=g, dtype=torch.float64) for g in gens]).expand_as(x)
         x = torch.where(u < level / 2, -1.0, torch.where(u < level, 1.0, x))
+    elif kind == "contrast":
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = mean + (1 - level) * (x - mean)
     else:
         side = max(1, round(level * h))
         x = x.clone()
@@ -97,27 +109,40 @@ def check(
     fd_key, kd_key = metric_keys(extractor)
     out["fd_key"], out["kd_key"] = (f"{fd_key}_{ref_name}", f"{kd_key}_{ref_name}") if ref_name else (fd_key, kd_key)
 
-    def score(feats: np.ndarray) -> tuple[float, float]:
-        mu, sigma = feature_stats(feats)
-        return frechet(mu, sigma, mu_r, sigma_r), kernel(feats, ref_features, seed=seed, num_subsets=kid_subsets)
+    out["c2st_key"] = f"c2st_{extractor.name}" + (f"_{ref_name}" if ref_name else "")
 
-    fd0, kd0 = score(base)
+    def score(feats: np.ndarray) -> tuple[float, float, float, float]:
+        mu, sigma = feature_stats(feats)
+        c2st = two_sample_test(ref_features, feats, seed=seed)
+        return (
+            frechet(mu, sigma, mu_r, sigma_r),
+            kernel(feats, ref_features, seed=seed, num_subsets=kid_subsets),
+            c2st["accuracy"],
+            c2st["accuracy_std"],
+        )
+
+    base_scores = score(base)
     for kind, levels in DISTURBANCES.items():
-        fds, kds = [fd0], [kd0]
-        for level in levels:
-            fd, kd = score(extractor(disturb(images, kind, level, seed)))
-            fds.append(fd)
-            kds.append(kd)
+        rows = [base_scores] + [score(extractor(disturb(images, kind, level, seed))) for level in levels]
+        fds, kds, accs, stds = (list(col) for col in zip(*rows))
         out["disturbances"][kind] = {
             "levels": [0.0, *levels],
             "fd": fds,
             "kd": kds,
+            "c2st": accs,
+            "c2st_std": stds,
             "fd_rises": all(b >= a for a, b in zip(fds, fds[1:])),
             "kd_rises": all(b >= a for a, b in zip(kds, kds[1:])),
+            "c2st_rises": c2st_rises(accs, stds),
         }
-    d = out["disturbances"].values()
-    out["fd_consistent"] = all(v["fd_rises"] for v in d)
-    out["kd_consistent"] = all(v["kd_rises"] for v in d)
-    out["fd_fails"] = [k for k, v in out["disturbances"].items() if not v["fd_rises"]]
-    out["kd_fails"] = [k for k, v in out["disturbances"].items() if not v["kd_rises"]]
+    for metric in ("fd", "kd", "c2st"):
+        fails = [k for k, v in out["disturbances"].items() if not v[f"{metric}_rises"]]
+        out[f"{metric}_consistent"] = not fails
+        out[f"{metric}_fails"] = fails
     return out
+
+
+def c2st_rises(accs: list[float], stds: list[float]) -> bool:
+    """No fall beyond the spread from one level to the next, and a rise beyond it from the first to the last."""
+    steps_ok = all(b >= a - (sa + sb) for a, b, sa, sb in zip(accs, accs[1:], stds, stds[1:]))
+    return steps_ok and accs[-1] - accs[0] > stds[0] + stds[-1]

@@ -22,7 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from ..utils import atomic_path
+from .c2st import two_sample_test
 from .features import Extractor, canonical_name, metric_keys
+
+# The C2ST fits 25 classifiers; past this many images a class its accuracy is settled (paper scale: 10k+)
+C2ST_MAX_PER_CLASS = 2000
 
 
 @contextlib.contextmanager
@@ -182,9 +186,10 @@ def distances(
     kid_subset_size: int = 1000,
     ref_name: str = "",
 ) -> dict:
-    """{fd_key: FD, kd_key: KD, kd_std_key: KD's std over subsets, 'fd_key', 'kd_key', 'kd_std_key',
-    'timing'} of `features` against a reference dict (with mu, sigma, features). `ref_name` (e.g.
-    heldout) suffixes the keys, so every number names the set it was measured against."""
+    """{fd_key: FD, kd_key: KD, kd_std_key: KD's std over subsets, c2st_key: the classifier two-sample
+    test's accuracy (ambient.eval.c2st, the quality ruler), its std, the key names, 'c2st' (its
+    settings), 'timing'} of `features` against a reference dict (with mu, sigma, features).
+    `ref_name` (e.g. heldout) suffixes the keys, so every number names the set it was measured against."""
     fd_key, kd_key = (f"{k}_{ref_name}" if ref_name else k for k in metric_keys(extractor))
     t0 = time.perf_counter()
     mu, sigma = feature_stats(features)
@@ -194,6 +199,10 @@ def distances(
         features, ref["features"], seed=seed, num_subsets=kid_subsets, max_subset_size=kid_subset_size
     )
     t2 = time.perf_counter()
+    c2st = two_sample_test(ref["features"], features, seed=seed, max_per_class=C2ST_MAX_PER_CLASS)
+    t3 = time.perf_counter()
+    name = extractor.name if isinstance(extractor, Extractor) else canonical_name(extractor)
+    c2st_key = f"c2st_{name}" + (f"_{ref_name}" if ref_name else "")
     return {
         fd_key: fd,
         kd_key: float(kd_all.mean()),
@@ -201,8 +210,13 @@ def distances(
         "fd_key": fd_key,
         "kd_key": kd_key,
         "kd_std_key": f"{kd_key}_std",
+        c2st_key: c2st["accuracy"],
+        f"{c2st_key}_std": c2st["accuracy_std"],
+        "c2st_key": c2st_key,
+        "c2st_std_key": f"{c2st_key}_std",
+        "c2st": {k: v for k, v in c2st.items() if k not in ("accuracy", "accuracy_std")},
         "kid_subset_size": int(min(len(features), len(ref["features"]), kid_subset_size)),
-        "timing": {"fd": t1 - t0, "kd": t2 - t1},
+        "timing": {"fd": t1 - t0, "kd": t2 - t1, "c2st": t3 - t2},
     }
 
 
@@ -279,6 +293,7 @@ def evaluate(
         "requested_extractor": canonical_name(requested or extractor.name),
         "fallback_used": canonical_name(requested or extractor.name) != extractor.name,
         **{k: d[k] for k in (d["fd_key"], d["kd_key"], d["kd_std_key"], "fd_key", "kd_key", "kd_std_key")},
+        **{k: d[k] for k in (d["c2st_key"], d["c2st_std_key"], "c2st_key", "c2st_std_key", "c2st")},
         "ref_name": ref_name or None,
         "n": int(len(feats)),
         **ref_info,

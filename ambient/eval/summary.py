@@ -9,8 +9,8 @@ Files read for each run name C of dataset D, at the paths ambient.layout.RUN_FIL
     evaluation/D/C/attack_<K>.json      attack K in inpaint|noise|key (`ambient attack`), one per --attacks entry
     evaluation/D/C/hf_energy.json       high-frequency energy (`ambient hf-energy`), with --hf-energy
 
-C is a run name (ambient.layout): a corruption name, or noise-sS-naive for the naive baseline
-(plain EDM loss on the noisy data of noise-sS).
+C is a run name (ambient.layout): a corruption name, <corruption>-naive for a naive baseline
+(plain EDM loss on that corrupted data, e.g. dust-p0.50-naive, noise-s0.20-naive), or gauss.
 
 Columns: model, dataset, corruption, kind, level, loss (the loss trained with: edm, ambient,
 tweedie; edm on noise data = the naive baseline), delta, formulation, steps, n_samples,
@@ -20,8 +20,10 @@ training image's top-1 similarity to another training image: the scale of a copy
 extractor (fid/kid for the official Inception; a requested extractor whose weights were missing
 shows under its fallback's name, with `<requested>_fallback` naming it; each key ends in the
 reference set it was measured against, `_heldout` or `_train`, and kd_*_std is KD's standard
-deviation over its random subsets), then per attack <K>_sim_mean, <K>_other_sim_mean, <K>_extracted
-(its primary method) and <K>_<method>_extracted for every method (inpaint_u1, inpaint_u5, ...), then with --hf-energy
+deviation over its random subsets; c2st_<x>_heldout is the classifier two-sample test's accuracy in
+the same features, 0.5 = indistinguishable, with its _std: the quality ruler, ambient.eval.c2st),
+then per attack <K>_sim_mean, <K>_other_sim_mean, <K>_extracted (its primary method) and
+<K>_<method>_extracted for every method (inpaint_u1, inpaint_u5, ...), then with --hf-energy
 hf_samples, hf_train_clean, hf_train_noisy (noise runs), hf_noise_index (see ambient.eval.metrics_hf).
 
 Run as `python -m ambient.eval.summary ...` (the workflow does), or `ambient summarize` (its
@@ -119,8 +121,9 @@ def _neighbor_columns(nb: dict) -> dict:
 
 def _fd_columns(fd: dict, ex: str) -> dict:
     row = {fd["fd_key"]: fd[fd["fd_key"]], fd["kd_key"]: fd[fd["kd_key"]]}
-    if fd.get("kd_std_key"):
-        row[fd["kd_std_key"]] = fd[fd["kd_std_key"]]
+    for key in ("kd_std_key", "c2st_key", "c2st_std_key"):  # files written before the C2ST lack the last two
+        if fd.get(key):
+            row[fd[key]] = fd[fd[key]]
     if fd.get("fallback_used"):
         row[f"{ex}_fallback"] = fd["extractor"]
     return row

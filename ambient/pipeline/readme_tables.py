@@ -106,7 +106,8 @@ def _read_csv(path: Path, make: str) -> tuple[list[str], list[dict]]:
 
 
 def run_label(row: dict) -> str:
-    """clean, dust p=0.2, box p=0.4, noise sigma_n=0.4 (Tweedie), noise sigma_n=0.4, naive."""
+    """clean, Gaussian (mean + covariance), dust p=0.2, dust p=0.5, naive, box p=0.4, noise sigma_n=0.4
+    (Tweedie), noise sigma_n=0.4, naive."""
     kind, loss = row.get("kind", ""), row.get("loss", "")
     name = row.get("corruption") or (row.get("model") or "").rsplit("/", 1)[-1]
     try:
@@ -115,8 +116,10 @@ def run_label(row: dict) -> str:
         return name or "?"
     if kind == "clean":
         return "clean"
+    if kind == "gauss":
+        return "Gaussian (mean + covariance)"
     if kind in ("dust", "box"):
-        return f"{kind} p={level}"
+        return f"{kind} p={level}" + (", naive" if loss == "edm" else "")
     if kind == "noise":
         return f"noise sigma_n={level}" + (", naive" if loss == "edm" else " (Tweedie)" if loss == "tweedie" else "")
     return name or "?"
@@ -138,6 +141,12 @@ def _quality_columns(columns: list[str]) -> tuple[str, str, str, str] | None:
     return x, kd, std, fd
 
 
+def _ruler_column(columns: list[str]) -> str | None:
+    """The quality ruler's column: the C2ST against the held-out split, filter-bank features first."""
+    c2st = [c for c in columns if re.fullmatch(r"c2st_[a-z0-9_]+_heldout", c)]
+    return "c2st_filterbank_heldout" if "c2st_filterbank_heldout" in c2st else (c2st[0] if c2st else None)
+
+
 def _inpaint_columns(columns: list[str]) -> list[str]:
     """The inpainting attack's extracted-share columns, by RePaint resampling U (else the plain one)."""
     inpaint = sorted(
@@ -157,6 +166,14 @@ def _results_spec(columns: list[str], quality, inpaint: list[str]) -> list[tuple
         ("share > 0.90", "share_gt_0.90"),
         ("mean top-1 sim", "sim_mean"),
     ]
+    ruler = _ruler_column(columns)
+    if ruler:
+        spec.append(
+            (
+                "C2ST ± std (ruler)",
+                lambda r: fmt3(r.get(ruler)) + (f" ± {fmt3(r.get(ruler + '_std'))}" if r.get(ruler + "_std") else ""),
+            )
+        )
     if quality:
         x, kd, std, fd = quality
         k, f = ("KID", "FID") if x == "inception" else ("KD", "FD")
@@ -190,6 +207,13 @@ def _results_text(summary: Path, readme: Path, columns: list[str], rows: list[di
         text += (
             f" For scale: a training image's nearest *other* training image scores {fmt3(rows[0]['train_nn_sim_mean'])}"
             f" on average and {fmt3(rows[0]['train_nn_sim_max'])} at most."
+        )
+    ruler = _ruler_column(columns)
+    if ruler:
+        text += (
+            f" Quality ruler (`{ruler}`, what the quality claims read): the cross-validated accuracy of a "
+            "classifier telling the samples from held-out faces, 0.5 = indistinguishable, 1 = every image told "
+            "apart, ± its std over 5 repeats."
         )
     if quality:
         x, kd, std, fd = quality
@@ -227,14 +251,17 @@ def render_results(summary: Path, readme: Path) -> str:
 
 def render_claims(claims: Path, readme: Path) -> str:
     _, rows = _read_csv(claims, "snakemake results/metrics/claims.csv")
-    n = {k: sum(r.get("holds") == k for r in rows) for k in ("yes", "no", "n/a")}
+    n = {k: sum(r.get("holds") == k for r in rows) for k in ("yes", "no", "n/a", "finding")}
+    tested = len(rows) - n["finding"]
     text = (
-        f"{n['yes']} of {len(rows)} claims hold here ({n['no']} {'does' if n['no'] == 1 else 'do'} not, "
-        f"{n['n/a']} n/a: the run has no model "
-        f"the claim needs) (`{_shown(claims, readme)}`; thresholds in `ambient/eval/claims.py`)."
+        f"{n['yes']} of {tested} claims hold here ({n['no']} {'does' if n['no'] == 1 else 'do'} not, "
+        f"{n['n/a']} n/a: the run lacks what the claim needs, or the ruler failed its test)"
+        + (f", and {n['finding']} finding{'s' if n['finding'] != 1 else ''} reported untested" if n["finding"] else "")
+        + f" (`{_shown(claims, readme)}`; the registry, thresholds and their basis in `ambient/eval/claims.py`; "
+        "every change to a claim in [docs/claims-log.md](docs/claims-log.md))."
     )
     table = _table(
-        ["claim", "holds", "measured", "threshold", "the paper", "source", "note"],
+        ["claim", "holds", "measured", "threshold", "the paper", "source", "note", "changed (claims log)"],
         [
             [
                 f"`{r.get('claim', '')}`",
@@ -244,6 +271,7 @@ def render_claims(claims: Path, readme: Path) -> str:
                 r.get("statement", ""),
                 r.get("source", ""),
                 r.get("note", ""),
+                r.get("changed", ""),
             ]
             for r in rows
         ],
@@ -648,7 +676,25 @@ def cmd_readme_tables(a) -> int:
         "speed": Path(a.benchmarks) / "bench.json",
     }
     differ = update_readme(Path(a.readme), sources, a.blocks, check=a.check)
+    differ = _claims_log(Path(a.readme).parent / "docs" / "claims-log.md", a.check) or differ
     return 1 if a.check and differ else 0
+
+
+def _claims_log(path: Path, check: bool) -> bool:
+    """docs/claims-log.md from the registry's CLAIMS_LOG; True when it differs (and, unless `check`, rewritten)."""
+    from ..eval.claims import log_markdown
+
+    text = log_markdown()
+    if not path.parent.is_dir():  # a README without the repository's docs/ beside it (tests, a copy)
+        return False
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return False
+    if check:
+        print(f"{path}: differs from ambient.eval.claims.CLAIMS_LOG (run `make readme`)")
+    else:
+        _write_text(path, text)
+        print(f"wrote {path}")
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,8 @@
 
 rule claims:
     input:
-        layout.SUMMARY_CSV,
+        summary=layout.SUMMARY_CSV,
+        ruler_check=ruler_check_file(),
     output:
         report(
             layout.CLAIMS_CSV,
@@ -17,6 +18,8 @@ rule claims:
         "logs/claims.log",
     benchmark:
         "benchmarks/claims.tsv"
+    params:
+        ruler=config["evaluation"]["ruler"],
     threads: 1
     resources:
         mem_mb=mem("figures"),
@@ -24,4 +27,5 @@ rule claims:
     conda:
         "../../environment.yml"
     shell:
-        '"$AMBIENT_PYTHON" -m ambient.eval.claims --summary {input} --out {output} > {log} 2>&1'
+        '"$AMBIENT_PYTHON" -m ambient.eval.claims --summary {input.summary} --ruler-check {input.ruler_check} '
+        "--ruler {params.ruler} --out {output} > {log} 2>&1"

@@ -50,6 +50,10 @@ def validate_config(cfg, schema):
             raise WorkflowError(f"invalid config at corruptions[{i}]: run name {name!r} repeats corruptions[{names[name]}] "
                                 "(delta is not part of the name: one delta per kind and level)")
         names[name] = i
+    ev = cfg["evaluation"]
+    if ev["ruler"] not in ev["extractors"]:
+        raise WorkflowError(f"invalid config at evaluation.ruler: {ev['ruler']!r} is not among evaluation.extractors "
+                            f"{ev['extractors']}; the ruler's C2ST column comes from that extractor's fd job")
     res = cfg["resources"]
     n_train = res["gpu"] if res.get("train_gpu") is None else res["train_gpu"]
     if n_train > 1 and cfg["training"]["batch_size"] % n_train:
@@ -113,13 +117,14 @@ def corruption_spec(name):
 
 
 def corruption_delta(wildcards):
-    c = corruption_spec(wildcards.corruption)
-    return c.get("delta", 0.1) if c["kind"] == "dust" else 0.0
+    """dust's further corruption under the ambient loss (default 0.1); 0 for every other run."""
+    return layout.run_delta(corruption_spec(wildcards.corruption))
 
 
 def train_corruption_args(wildcards):
-    """`ambient train` arguments of a run name: corruption, delta, and the loss of noise runs
-    (--loss edm for the naive baseline, --consistency-weight for the Tweedie model)."""
+    """`ambient train` arguments of a run name: corruption, delta, and the loss: --loss edm for a
+    naive baseline (dust-p0.50-naive, noise-s0.20-naive), --consistency-weight for the Tweedie model;
+    gauss (the Gaussian baseline) is `--corruption gauss` alone, its loss auto = the closed-form fit."""
     name = wildcards.corruption
     c = corruption_spec(name)
     args = f"--corruption {layout.base_name(name)} --delta {corruption_delta(wildcards)}"
@@ -146,6 +151,38 @@ def full_sampler_runs():
 def run_steps(wildcards):
     """Training steps of a run: its own `steps`, else training.steps."""
     return corruption_spec(wildcards.corruption).get("steps", config["training"]["steps"])
+
+
+def is_fitted(wildcards):
+    """The Gaussian baseline: fitted in closed form in a second or so, a tiny CPU job (no GPU, one thread)."""
+    return corruption_spec(wildcards.corruption)["kind"] == "gauss"
+
+
+def train_priority(wildcards):
+    """Longest first (steps); the Gaussian fit last, it takes no time."""
+    return 0 if is_fitted(wildcards) else run_steps(wildcards)
+
+
+def train_job_threads(wildcards):
+    return 1 if is_fitted(wildcards) else config["threads_per_job"]
+
+
+def train_job_gpus(wildcards):
+    return 0 if is_fitted(wildcards) else train_gpus()
+
+
+def train_job_mem(wildcards):
+    """resources.mem_mb.train; the Gaussian fit: prepare's, or its covariance and eigenvectors (d x d
+    float64 each, d = channels x resolution^2) with room to spare when those need more."""
+    if not is_fitted(wildcards):
+        return mem("train")
+    ds = config["dataset"]
+    d = (1 if ds["source"] == "embedded" else ds.get("channels") or 3) * ds["resolution"] ** 2
+    return max(mem("prepare"), 4 * d * d * 8 // 2**20 + 500)
+
+
+def train_job_runtime(wildcards):
+    return runtime("prepare") if is_fitted(wildcards) else runtime("train")
 
 
 def base_corruption(wildcards):
@@ -290,6 +327,12 @@ def quality_ref_images():
     return (layout.HELDOUT_ZIP if has_heldout() else layout.DATASET_ZIP).format(dataset=dataset_name())
 
 
+def ruler_check_file():
+    """The quality ruler's disturbance test of this config (evaluation.ruler, against the quality reference)."""
+    return layout.RULER_CHECK.format(dataset=dataset_name(), extractor=config["evaluation"]["ruler"],
+                                     ref=quality_ref_name())
+
+
 def ref_stats_file():
     """Feature statistics of the quality reference, per dataset and extractor (wildcards)."""
     return layout.REF_STATS.replace("{ref}", quality_ref_name())
@@ -338,7 +381,7 @@ def phase_targets(phase):
         per_model = [run_files(k, extractor=sim_extractor()) for k in ("neighbors_json", "neighbors_csv", "neighbors_npz")]
         per_model += [run_files("fd_json", extractor=fd_extractors()), run_files("hf_json")]
         per_model += [run_files(k, attack=attack_kinds()) for k in ("attack_json", "attack_csv", "attack_npz")]
-        return sorted({f for files in per_model for f in files})
+        return sorted({f for files in per_model for f in files} | {ruler_check_file()})
     if phase == "metrics":
         return [layout.SUMMARY_CSV, layout.SUMMARY_JSON, layout.CLAIMS_CSV]
     if phase == "figures":

@@ -121,6 +121,40 @@ rule fid:
         "--device {params.device} --threads {threads} --quiet > {log} 2>&1"
 
 
+rule ruler_check:
+    # Does the quality ruler (the C2ST in evaluation.ruler's features) rise with noise, blur, lost
+    # contrast, salt and pepper and black boxes? The training images disturbed, scored against the
+    # quality reference; the claims read it (a ruler that fails its own test backs no claim).
+    input:
+        images=layout.DATASET_ZIP,
+        ref=ref_stats_file(),
+    output:
+        layout.RULER_CHECK.replace("{ref}", quality_ref_name()),
+    log:
+        f"logs/{{dataset}}/ruler_check_{{extractor}}_{quality_ref_name()}.log",
+    benchmark:
+        f"benchmarks/{{dataset}}/ruler_check_{{extractor}}_{quality_ref_name()}.tsv"
+    params:
+        seed=config["evaluation"]["kid_seed"],
+        kid_subsets=config["evaluation"]["kid_subsets"],
+        ref_name=quality_ref_name(),
+        device=config["device"],
+    group:
+        "evaluate"
+    threads: config["threads_per_job"]
+    resources:
+        mem_mb=mem("evaluate"),
+        runtime=runtime("evaluate"),
+        gpu=extractor_gpus,
+    conda:
+        "../../environment.yml"
+    shell:
+        '"$AMBIENT_PYTHON" -m ambient.pipeline.gpu_slots --gpus {resources.gpu} -- '
+        '"$AMBIENT_PYTHON" -m ambient extractor-check --images {input.images} --ref {input.ref} --out {output} '
+        "--extractor {wildcards.extractor} --fallback none --ref-name {params.ref_name} --seed {params.seed} "
+        "--kid-subsets {params.kid_subsets} --device {params.device} --threads {threads} --quiet > {log} 2>&1"
+
+
 rule attack:
     input:
         model=layout.run_file("model"),

@@ -3,6 +3,8 @@
 # GPUs per job: resources.train_gpu (null = resources.gpu). 0: the configured device (CPU profile);
 # 1: --device cuda; N > 1: torchrun --standalone --nproc_per_node=N (DDP; `python -m
 # torch.distributed.run` is torchrun with the jobs' interpreter), each rank a slice of the batch.
+# The Gaussian baseline (run gauss) goes through the same rule and `ambient train`, which fits its
+# mean and covariance at once: a one-thread CPU job (common.smk: is_fitted).
 
 
 rule train:
@@ -39,18 +41,18 @@ rule train:
         launcher=train_launcher,
         device=train_device,
         threads=train_threads,
-    threads: config["threads_per_job"]
+    threads: train_job_threads
     # longest first: the run is bound by its total compute, and a long training started last
     # would leave the other cores idle at the end
-    priority: run_steps
+    priority: train_priority
     # A training killed mid-way (out of memory, a SLURM --time limit, a preempted node) is retried
     # and `ambient train` resumes from its last checkpoint, not from step 0. Only training: the
     # other jobs are short, and a retry would only repeat their error.
     retries: 2
     resources:
-        mem_mb=mem("train"),
-        runtime=runtime("train"),
-        gpu=train_gpus(),
+        mem_mb=train_job_mem,
+        runtime=train_job_runtime,
+        gpu=train_job_gpus,
     conda:
         "../../environment.yml"
     shell:
