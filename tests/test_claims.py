@@ -369,3 +369,15 @@ def test_importable_without_torch():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+def test_the_ruler_row_recomputes_its_verdict_from_the_levels(tmp_path):
+    """With the stds recorded, ruler_sees_damage decides from the numbers, not from the check's own flag."""
+    dip = {"levels": [0, 0.1, 0.4], "c2st": [0.55, 0.80, 0.70], "c2st_std": [0.02, 0.02, 0.02], "c2st_rises": True}
+    flat = {"levels": [0, 0.1, 0.4], "c2st": [0.55, 0.56, 0.57], "c2st_std": [0.02, 0.02, 0.02], "c2st_rises": True}
+    rising = {"levels": [0, 0.1, 0.4], "c2st": [0.55, 0.54, 0.90], "c2st_std": [0.02, 0.02, 0.02], "c2st_rises": False}
+    for disturbance, verdict in ((dip, "no"), (flat, "no"), (rising, "yes")):
+        check = {**PASSING_CHECK, "disturbances": {"noise": disturbance}}
+        got = claims_of(tmp_path, holding_runs(), COLUMNS, check=check)
+        assert got["ruler_sees_damage"]["holds"] == verdict, disturbance
+        assert (got["ambient_learns"]["holds"] == "n/a") == (verdict == "no")
