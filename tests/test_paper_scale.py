@@ -21,7 +21,7 @@ from PIL import Image
 from test_workflow import REPO, copy_workflow, load_common, snakemake
 
 PAPER_CONFIGS = ("config/paper-celeba.yaml", "config/paper-ffhq.yaml")
-GPU_RULES = {"train", "sample", "attack", "neighbors", "ref_stats", "fid"}
+GPU_RULES = {"train", "sample", "attack", "neighbors", "ref_stats", "fid", "ruler_check"}
 
 
 def slurm_plugin_installed() -> bool:
@@ -176,6 +176,7 @@ def test_slurm_profile_gives_every_job_its_resources(wd, config):
         "neighbors": "evaluate",
         "ref_stats": "evaluate",
         "fid": "evaluate",
+        "ruler_check": "evaluate",
         "attack": "evaluate",
         "hf_energy": "evaluate",
         "summary": "figures",
@@ -193,11 +194,11 @@ def test_slurm_profile_gives_every_job_its_resources(wd, config):
         if s is not None:
             assert int(res["runtime"]) == cfg["resources"]["runtime"][s], j
             assert int(res["mem_mb"]) == cfg["resources"]["mem_mb"][s], j
-        if rule in ("train", "sample", "attack", "neighbors", "ref_stats", "fid"):
+        if rule in ("train", "sample", "attack", "neighbors", "ref_stats", "fid", "ruler_check"):
             assert res.get("gpu") == "1" and j["threads"] == cfg["threads_per_job"], j
         elif rule in ("download_dataset", "hf_energy", "summary"):
             assert res.get("gpu", "0") == "0" and j["threads"] == 1, j
-    assert {"train", "sample", "attack", "neighbors", "fid", "download_dataset", "fetch_weights"} <= seen
+    assert {"train", "sample", "attack", "neighbors", "fid", "ruler_check", "download_dataset", "fetch_weights"} <= seen
 
 
 def test_downloads_are_localrules_and_profile_keys():
