@@ -20,7 +20,6 @@ smallest level. Deterministic given the seed; numpy and scipy only.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize
 
 FOLDS = 5
 REPEATS = 5
@@ -29,6 +28,8 @@ C = 0.01  # inverse L2 strength (sklearn's convention): strong, since n is small
 
 def _fit_logistic(x: np.ndarray, y: np.ndarray, c: float) -> np.ndarray:
     """Weights (D + 1, bias last) minimising sum log-loss + ||w||^2 / (2c), by L-BFGS."""
+    from scipy.optimize import minimize  # here: the claims and the README tables import this module's names
+
     xb = np.hstack([x, np.ones((len(x), 1))])
     sign = 2.0 * y - 1.0
 
@@ -42,6 +43,18 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, c: float) -> np.ndarray:
 
     res = minimize(loss, np.zeros(xb.shape[1]), jac=True, method="L-BFGS-B", options={"maxiter": 1000})
     return res.x
+
+
+def c2st_key(extractor: str, ref_name: str = "") -> str:
+    """The ruler's column in the features of `extractor`, suffixed by its reference: c2st_filterbank_heldout."""
+    return f"c2st_{extractor}" + (f"_{ref_name}" if ref_name else "")
+
+
+def rises(accs: list[float], stds: list[float], n: float = 1.0) -> bool:
+    """Does the accuracy rise with a disturbance's levels? No fall from one level to the next beyond n x
+    the two levels' std sum, and a rise from the first to the last beyond n x theirs."""
+    steps = all(b >= a - n * (sa + sb) for a, b, sa, sb in zip(accs, accs[1:], stds, stds[1:]))
+    return steps and accs[-1] - accs[0] > n * (stds[0] + stds[-1])
 
 
 def _folds(y: np.ndarray, k: int, rng: np.random.Generator) -> list[np.ndarray]:

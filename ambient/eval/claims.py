@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..layout import AUTO_LOSS, parse_run_name
+from .c2st import c2st_key, rises
 
 COLUMNS = ["claim", "statement", "source", "measured", "threshold", "holds", "note", "basis", "changed"]
 SHARE = "share_gt_0.95"  # the memorization share of every copy claim
@@ -422,13 +423,11 @@ def ruler_sees_damage(runs, columns, p) -> Result:
 
 
 def _rises(d: dict, n: float) -> bool:
-    """A disturbance's C2ST by level: no fall beyond n x the two levels' spread, and an overall rise beyond it
-    (as extractor_check.c2st_rises at n = 1; without stds, its recorded verdict)."""
+    """A disturbance's verdict from its levels at n x the spread (c2st.rises); without stds, its recorded one."""
     acc, std = d.get("c2st") or [], d.get("c2st_std")
     if std is None or len(std) != len(acc) or len(acc) < 2:
         return bool(d.get("c2st_rises"))
-    steps = all(b >= a - n * (sa + sb) for a, b, sa, sb in zip(acc, acc[1:], std, std[1:]))
-    return steps and acc[-1] - acc[0] > n * (std[0] + std[-1])
+    return rises(acc, std, n)
 
 
 def clean_copies(runs, columns, p) -> Result:
@@ -494,7 +493,7 @@ def key_peak(runs, columns, p) -> Result:
 def ruler_columns(columns: list[str], ruler: str) -> tuple[str, str] | None:
     """(C2ST column, its std column) of the ruler's feature space, against held-out data if the run has it."""
     for ref in ("heldout", "train"):
-        col = f"c2st_{ruler}_{ref}"
+        col = c2st_key(ruler, ref)
         if col in columns:
             return col, f"{col}_std"
     return None
@@ -544,10 +543,8 @@ def quality_cost_rises_with_p(runs, columns, p) -> Result:
         return _na(note, t)
     if sum(r.kind == "dust" for r in series) < 2:
         return _na(f"needs two or more dust runs with {cols[0]}" + (f" ({note})" if note else ""), t)
-    ok = all(
-        _ruler(b, cols)[0] >= _ruler(a, cols)[0] - n * (_ruler(a, cols)[1] + _ruler(b, cols)[1])
-        for a, b in zip(series, series[1:])
-    )
+    values = [_ruler(r, cols) for r in series]
+    ok = all(b >= a - n * (sa + sb) for (a, sa), (b, sb) in zip(values, values[1:]))
     return Result(_ruler_text(cols, series), t, _yes(ok), note)
 
 
@@ -573,9 +570,10 @@ def ambient_learns(runs, columns, p) -> Result:
     oks, parts, notes = [], [], []
     for r in ambient:
         naive = _naive_of(runs, r)
-        if naive is None or naive.get(cols[0]) is None:
+        others = [naive, gauss] if naive is not None and naive.get(cols[0]) is not None else [gauss]
+        if len(others) == 1:
             notes.append(f"{r.name}: no naive model at its p (compared with gauss only)")
-        for other in (naive, gauss) if naive is not None and naive.get(cols[0]) is not None else (gauss,):
+        for other in others:
             ok, text = _closer(r, other, cols, n)
             oks.append(ok)
             parts.append(text)

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..utils import generator, signed_to_uint8, uint8_to_signed
-from .c2st import two_sample_test
+from .c2st import c2st_key, rises, two_sample_test
 from .features import Extractor, metric_keys
 from .fid import feature_stats, frechet, kernel
 
@@ -109,7 +109,7 @@ def check(
     fd_key, kd_key = metric_keys(extractor)
     out["fd_key"], out["kd_key"] = (f"{fd_key}_{ref_name}", f"{kd_key}_{ref_name}") if ref_name else (fd_key, kd_key)
 
-    out["c2st_key"] = f"c2st_{extractor.name}" + (f"_{ref_name}" if ref_name else "")
+    out["c2st_key"] = c2st_key(extractor.name, ref_name)
 
     def score(feats: np.ndarray) -> tuple[float, float, float, float]:
         mu, sigma = feature_stats(feats)
@@ -133,16 +133,10 @@ def check(
             "c2st_std": stds,
             "fd_rises": all(b >= a for a, b in zip(fds, fds[1:])),
             "kd_rises": all(b >= a for a, b in zip(kds, kds[1:])),
-            "c2st_rises": c2st_rises(accs, stds),
+            "c2st_rises": rises(accs, stds),
         }
     for metric in ("fd", "kd", "c2st"):
         fails = [k for k, v in out["disturbances"].items() if not v[f"{metric}_rises"]]
         out[f"{metric}_consistent"] = not fails
         out[f"{metric}_fails"] = fails
     return out
-
-
-def c2st_rises(accs: list[float], stds: list[float]) -> bool:
-    """No fall beyond the spread from one level to the next, and a rise beyond it from the first to the last."""
-    steps_ok = all(b >= a - (sa + sb) for a, b, sa, sb in zip(accs, accs[1:], stds, stds[1:]))
-    return steps_ok and accs[-1] - accs[0] > stds[0] + stds[-1]

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..utils import atomic_path
-from .c2st import two_sample_test
+from .c2st import c2st_key, two_sample_test
 from .features import Extractor, canonical_name, metric_keys
 
 # The C2ST fits 25 classifiers; past this many images a class its accuracy is settled (paper scale: 10k+)
@@ -201,8 +201,7 @@ def distances(
     t2 = time.perf_counter()
     c2st = two_sample_test(ref["features"], features, seed=seed, max_per_class=C2ST_MAX_PER_CLASS)
     t3 = time.perf_counter()
-    name = extractor.name if isinstance(extractor, Extractor) else canonical_name(extractor)
-    c2st_key = f"c2st_{name}" + (f"_{ref_name}" if ref_name else "")
+    c2st_col = c2st_key(extractor.name if isinstance(extractor, Extractor) else canonical_name(extractor), ref_name)
     return {
         fd_key: fd,
         kd_key: float(kd_all.mean()),
@@ -210,10 +209,10 @@ def distances(
         "fd_key": fd_key,
         "kd_key": kd_key,
         "kd_std_key": f"{kd_key}_std",
-        c2st_key: c2st["accuracy"],
-        f"{c2st_key}_std": c2st["accuracy_std"],
-        "c2st_key": c2st_key,
-        "c2st_std_key": f"{c2st_key}_std",
+        c2st_col: c2st["accuracy"],
+        f"{c2st_col}_std": c2st["accuracy_std"],
+        "c2st_key": c2st_col,
+        "c2st_std_key": f"{c2st_col}_std",
         "c2st": {k: v for k, v in c2st.items() if k not in ("accuracy", "accuracy_std")},
         "kid_subset_size": int(min(len(features), len(ref["features"]), kid_subset_size)),
         "timing": {"fd": t1 - t0, "kd": t2 - t1, "c2st": t3 - t2},

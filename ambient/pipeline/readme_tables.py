@@ -35,7 +35,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..eval.claims import fmt3, kd_columns
+from ..eval.c2st import REPEATS
+from ..eval.claims import fmt3, kd_columns, ruler_columns
 from ..layout import RUN_NAME_PATTERN
 
 BLOCKS = ("results", "claims", "timings", "speed")
@@ -142,9 +143,10 @@ def _quality_columns(columns: list[str]) -> tuple[str, str, str, str] | None:
 
 
 def _ruler_column(columns: list[str]) -> str | None:
-    """The quality ruler's column: the C2ST against the held-out split, filter-bank features first."""
-    c2st = [c for c in columns if re.fullmatch(r"c2st_[a-z0-9_]+_heldout", c)]
-    return "c2st_filterbank_heldout" if "c2st_filterbank_heldout" in c2st else (c2st[0] if c2st else None)
+    """The quality ruler's column: the C2ST in filter-bank features (the embedded default's ruler), else
+    the first C2ST column against the held-out split."""
+    embedded = ruler_columns(columns, "filterbank")
+    return embedded[0] if embedded else next((c for c in columns if re.fullmatch(r"c2st_\w+_heldout", c)), None)
 
 
 def _inpaint_columns(columns: list[str]) -> list[str]:
@@ -213,7 +215,7 @@ def _results_text(summary: Path, readme: Path, columns: list[str], rows: list[di
         text += (
             f" Quality ruler (`{ruler}`, what the quality claims read): the cross-validated accuracy of a "
             "classifier telling the samples from held-out faces, 0.5 = indistinguishable, 1 = every image told "
-            "apart, ± its std over 5 repeats."
+            f"apart, ± its std over {REPEATS} repeats."
         )
     if quality:
         x, kd, std, fd = quality
