@@ -11,10 +11,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .layout import LEVELLESS_KINDS, MASKED_KINDS, corruption_name, parse_run_name
+from .layout import AUTO_LOSS, LEVELLESS_KINDS, MASKED_KINDS, NAIVE_SUFFIX, corruption_name, parse_run_name
 from .utils import generator
 
-KINDS = ("clean", "dust", "box", "noise", "gauss")
+KINDS = tuple(AUTO_LOSS)
 # Independent random streams per image: observation mask A, further corruption B, noise.
 _STREAM_A, _STREAM_B, _STREAM_NOISE = 0, 1, 2
 # Sampling masks draw from streams of their own: whatever the seeds, sample j's mask is never
@@ -54,7 +54,7 @@ class Corruption:
             raise ValueError(f"corruption delta={self.delta} must lie in [0, 1)")
         if self.sigma_n < 0:
             raise ValueError(f"corruption sigma_n={self.sigma_n} must be >= 0")
-        if self.kind in ("dust", "box") and self.p <= 0:
+        if self.kind in MASKED_KINDS and self.p <= 0:
             raise ValueError(f"corruption {self.kind} needs p > 0 (p={self.p}); use kind=clean for clean data")
         if self.kind == "noise" and self.sigma_n <= 0:
             raise ValueError("corruption noise needs sigma_n > 0")
@@ -95,6 +95,16 @@ class Corruption:
         if kind == "noise":
             return cls("noise", sigma_n=level, seed=seed)
         return cls(kind, p=level, delta=delta, seed=seed)
+
+    @classmethod
+    def of_run(cls, run: str, delta: float = 0.0, seed: int = 0) -> tuple[Corruption, str]:
+        """(corruption, loss) a run name was trained with; loss is the `ambient train --loss` value
+        (auto | edm). A naive baseline (dust-p0.50-naive, noise-s0.20-naive) is its corruption with
+        loss edm, and no further corruption whatever `delta` says (the plain EDM loss draws none)."""
+        kind, _, naive = parse_run_name(run)
+        if not naive:
+            return cls.from_name(run, delta=delta, seed=seed), "auto"
+        return cls.from_name(run.removesuffix(NAIVE_SUFFIX), seed=seed), "edm"
 
     # ------------------------------------------------------------ per-image draws
 

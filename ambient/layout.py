@@ -33,6 +33,19 @@ CORRUPTED_KINDS = ("dust", "box", "noise")
 # Kinds of one model each, named by the kind alone: clean, and the Gaussian baseline.
 LEVELLESS_KINDS = ("clean", "gauss")
 NAIVE_SUFFIX = "-naive"
+# The memorization attacks on training images: inpainting (Fig. 1), noise (Fig. 4) and the mask key.
+ATTACK_KINDS = ("inpaint", "noise", "key")
+# Shares of samples whose top-1 similarity to the training set exceeds a threshold (share_gt_<t>);
+# above COPY_THRESHOLD a sample is a copy (the copy claims read that share).
+COPY_THRESHOLD = 0.95
+SIMILARITY_THRESHOLDS = (0.90, COPY_THRESHOLD, 0.99)
+
+
+def share_column(threshold: float) -> str:
+    """The column of the share of samples whose top-1 similarity exceeds `threshold`: share_gt_0.95."""
+    return f"share_gt_{threshold:.2f}"
+
+
 # The loss `--loss auto` trains each kind with (gauss: the closed-form fit of mean and covariance).
 AUTO_LOSS = {"clean": "edm", "dust": "ambient", "box": "ambient", "noise": "tweedie", "gauss": "gauss"}
 # The losses a kind may be trained with: edm on corrupted data is that data's naive baseline.
@@ -113,10 +126,22 @@ def run_label(entry: dict) -> str:
     return f"ambient {kind}, p={entry['p']:.2f}"
 
 
+# dust's further corruption under the ambient loss, when a run does not set its own delta.
+DUST_DELTA = 0.1
+
+
+def default_delta(kind: str, loss: str = "auto") -> float:
+    """The further corruption delta of `kind` trained with `loss` when none is given: dust's
+    DUST_DELTA under the ambient loss; 0 otherwise (box's further corruption is a second box; the
+    naive baseline, loss edm, never draws one)."""
+    return DUST_DELTA if kind == "dust" and loss in ("auto", "ambient") else 0.0
+
+
 def run_delta(entry: dict) -> float:
-    """The further corruption delta a run trains with: dust's (default 0.1) under the ambient loss; 0
-    otherwise (box's further corruption is a second box; the naive baseline never draws one)."""
-    return entry.get("delta", 0.1) if entry["kind"] == "dust" and not is_naive(entry) else 0.0
+    """The further corruption delta a run trains with: its own, else default_delta (0 where none is drawn)."""
+    if default_delta(entry["kind"], "edm" if is_naive(entry) else "auto") == 0.0:
+        return 0.0
+    return entry.get("delta", DUST_DELTA)
 
 
 def run_record(entry: dict) -> dict:
@@ -145,6 +170,9 @@ def run_list(config: dict) -> list[dict]:
 
 # One directory per phase (one DVC stage each, dvc.yaml), then dataset, then model. A phase's files
 # never share a directory with another phase's, so DVC tracks each phase as one directory.
+# The workflow config's schema; its training and network sections come from ambient.settings.
+SCHEMA = "workflow/schemas/config.schema.yaml"
+
 DATA_DIR = "data"
 MODELS_DIR = "results/models"
 SAMPLES_DIR = "results/samples"
@@ -181,7 +209,7 @@ RUN_FILES = {
     "hf_json": _EVAL + "hf_energy.json",
 }
 # The attack files of one kind, as the figure table names them.
-for _attack in ("inpaint", "noise", "key"):
+for _attack in ATTACK_KINDS:
     for _ext in ("json", "csv", "npz"):
         RUN_FILES[f"attack_{_attack}_{_ext}"] = RUN_FILES[f"attack_{_ext}"].replace("{attack}", _attack)
 

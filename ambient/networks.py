@@ -8,30 +8,31 @@ mask as extra input channels and never see a pixel outside it.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .settings import check_settings, setting
+
 
 @dataclass
 class UNetConfig:
-    base_channels: int = 32
-    channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2])
-    num_blocks: int = 1
-    attn_resolutions: list[int] = field(default_factory=lambda: [6])
-    dropout: float = 0.0
+    """The U-Net's settings (the workflow schema's `network` section is generated from them)."""
+
+    base_channels: int = setting(32, minimum=1, help="channels of the U-Net's first level")
+    channel_mult: list[int] = setting(
+        factory=lambda: [1, 2, 2], min_items=1, item_minimum=1, help="channel multiplier per level (one level each)"
+    )
+    num_blocks: int = setting(1, minimum=1, help="residual blocks per level")
+    attn_resolutions: list[int] = setting(
+        factory=lambda: [6], item_minimum=1, help="feature-map sizes with self-attention"
+    )
+    dropout: float = setting(0.0, minimum=0, exclusive_maximum=1, help="dropout probability")
 
     def __post_init__(self):
-        if self.base_channels < 1 or self.num_blocks < 1:
-            raise ValueError(
-                f"network: base_channels={self.base_channels} and num_blocks={self.num_blocks} must be >= 1"
-            )
-        if not self.channel_mult or min(self.channel_mult) < 1:
-            raise ValueError(f"network: channel_mult={self.channel_mult} must be a non-empty list of integers >= 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"network: dropout={self.dropout} must be in [0, 1)")
+        check_settings(self, "network: ")
 
     def resolutions(self, resolution: int) -> list[int]:
         """The feature-map sizes of the encoder levels for a `resolution`-pixel image."""

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from .corruption import Corruption
 from .networks import EDMPrecond
+from .settings import PRECISIONS
 from .utils import generator, signed_to_uint8
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -89,8 +90,8 @@ def generate(
     stop_sigma (Tweedie models trained on noisy data: sigma_n): integrate only down to it and
     return the model's x0 estimate there (early stopping), so samples never carry the noise.
     """
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision {precision!r} is unknown: use fp32 or bf16")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is unknown: use one of {', '.join(PRECISIONS)}")
     if num_samples < 1 or batch_size < 1 or num_steps < 1:
         raise ValueError(f"num_samples={num_samples}, batch_size={batch_size} and num_steps={num_steps} must be >= 1")
     model.eval()

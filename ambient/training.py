@@ -28,6 +28,7 @@ from .losses import AmbientLoss, EDMLoss
 from .networks import FORMULATIONS, EDMPrecond, UNetConfig, build_model
 from .noisy import TweedieLoss
 from .paths import check_writable
+from .settings import PRECISIONS, check_settings, setting
 from .utils import SampleRNG, atomic_path, generator, resolve_device, run_dir_lock, sha256_file, uint8_to_signed
 
 CHECKPOINT_FORMAT = "ambient-checkpoint/1"
@@ -37,64 +38,61 @@ _CKPT_NAME = re.compile(r"^checkpoint-(\d{7})\.pt$")
 _STREAM_BATCH, _STREAM_LOSS = 11, 12
 _STREAM_FURTHER = _STREAM_LOSS + 2  # per-step further corruption B (_STREAM_LOSS + 1: x-flips)
 FURTHER_DRAWS = ("step", "image")
+
 # Checkpoints written before further_draw existed drew B once per image.
 _LEGACY_CONFIG = {"further_draw": "image"}
 
 
 @dataclass
 class TrainConfig:
+    """The settings of one training run. Each setting's default, bounds and help are defined here
+    only: the CLI options, the workflow schema's `training` section and the checks derive from them."""
+
     dataset: str
     corruption: dict = field(default_factory=lambda: Corruption().to_dict())
     network: dict = field(default_factory=lambda: UNetConfig().to_dict())
-    formulation: str = "split"
-    loss: str = "auto"  # auto | edm | ambient | tweedie | gauss; edm on corrupted data is its naive baseline
-    consistency_weight: float = 0.0  # tweedie: weight of the optional consistency loss below sigma_n
-    steps: int = 3000
-    batch_size: int = 32
-    lr: float = 1e-3
-    warmup_steps: int = 200
-    ema_decay: float = 0.999
-    grad_clip: float = 1.0
-    xflip: bool = False
-    seed: int = 0
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    log_every: int = 50
-    precision: str = "fp32"  # fp32 | bf16 (autocast)
-    channels_last: bool = False
-    # Masked models: B of A~ = A * B drawn anew at every step ("step", the papers' objective, an
-    # expectation over B) or once per image ("image", the official code). README, design notes.
-    further_draw: str = "step"
+    formulation: str = setting(
+        "split",
+        choices=FORMULATIONS,
+        help="masked models' preconditioning and loss weighting: split feeds the mask unscaled (this "
+        "repository's default), official scales it by c_in as the official code",
+    )
+    loss: str = setting(
+        "auto",
+        choices=LOSSES,
+        help="auto picks by corruption; edm on dust, box or noise data is its naive baseline (run name + -naive)",
+    )
+    consistency_weight: float = setting(
+        0.0,
+        minimum=0,
+        help="noise runs (Tweedie loss): weight of the optional consistency loss below sigma_n (0: the "
+        "Tweedie term only, the official shipped setting)",
+    )
+    steps: int = setting(3000, minimum=1, help="optimizer steps")
+    batch_size: int = setting(32, minimum=1, help="images per step")
+    lr: float = setting(1e-3, exclusive_minimum=0, help="Adam learning rate")
+    warmup_steps: int = setting(200, minimum=0, help="steps of linear learning-rate warm-up")
+    ema_decay: float = setting(
+        0.999, minimum=0, exclusive_maximum=1, help="decay of the exponential moving average of the weights"
+    )
+    grad_clip: float = setting(1.0, minimum=0, help="gradient norm clip (0: none)")
+    xflip: bool = setting(False, help="random horizontal flips")
+    seed: int = setting(0, minimum=0, help="seed of initialisation, batches and diffusion noise")
+    checkpoint_every: int = setting(500, minimum=1, help="steps between checkpoints")
+    keep_checkpoints: int = setting(2, minimum=1, help="checkpoints kept in the run directory")
+    log_every: int = setting(50, minimum=1, help="steps between train_log.jsonl lines")
+    precision: str = setting("fp32", choices=PRECISIONS, help="fp32, or bf16: bfloat16 autocast")
+    channels_last: bool = setting(False, help="channels-last memory format")
+    further_draw: str = setting(
+        "step",
+        choices=FURTHER_DRAWS,
+        help="masked models: draw the further corruption B of A~ = A * B anew every step (step: the "
+        "papers' objective, an expectation over B) or once per image (image: the official code)",
+    )
 
     def __post_init__(self):
         """The one place training settings are checked: the CLI and the Snakemake rules both build this."""
-        at_least = {
-            "steps": 1,
-            "batch_size": 1,
-            "checkpoint_every": 1,
-            "keep_checkpoints": 1,
-            "log_every": 1,
-            "warmup_steps": 0,
-            "seed": 0,
-        }
-        for key, low in at_least.items():
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{key}={value!r} must be an integer >= {low}")
-        if not self.lr > 0:
-            raise ValueError(f"lr={self.lr} must be > 0")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay={self.ema_decay} must be in [0, 1) (0.999 is usual)")
-        if not self.grad_clip >= 0:
-            raise ValueError(f"grad_clip={self.grad_clip} must be >= 0 (0 turns clipping off)")
-        if not self.consistency_weight >= 0:
-            raise ValueError(f"consistency_weight={self.consistency_weight} must be >= 0 (0 turns the term off)")
-        if self.formulation not in FORMULATIONS:
-            raise ValueError(f"formulation {self.formulation!r} is unknown: use one of {', '.join(FORMULATIONS)}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision {self.precision!r} is unknown: use fp32 or bf16")
-        if self.further_draw not in FURTHER_DRAWS:
-            raise ValueError(f"further_draw {self.further_draw!r} is unknown: use one of {', '.join(FURTHER_DRAWS)}")
+        check_settings(self)
         UNetConfig(**self.network)  # validates
         corr = Corruption(**self.corruption)  # validates
         if self.loss not in LOSSES:
@@ -160,6 +158,12 @@ _RESUME_KEYS = (
     "channels_last",
     "further_draw",
 )
+
+
+def schema_sections() -> dict[str, tuple[type, tuple[str, ...]]]:
+    """The workflow config's sections generated from settings dataclasses (`python -m ambient schema`):
+    section -> (dataclass, settings left out: `loss` comes with each run's corruption entry)."""
+    return {"training": (TrainConfig, ("loss",)), "network": (UNetConfig, ())}
 
 
 def make_loss(cfg: TrainConfig) -> EDMLoss:

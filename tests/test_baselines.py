@@ -114,9 +114,8 @@ def test_train_cli_fits_the_gaussian_and_sample_and_attack_take_it(tiny_dataset,
     assert torch.allclose(model.covariance, torch.cov(x.reshape(16, -1).T, correction=0), atol=1e-5)
     # summary.py's reading of a model file: corruption, loss and steps
     from ambient.eval.summary import _training_columns
-    from ambient.runs import parse_run_name
 
-    corr, loss = parse_run_name("gauss")
+    corr, loss = Corruption.of_run("gauss")
     assert (corr.kind, corr.level, loss) == ("gauss", 0.0, "auto")
     cols = _training_columns(model_path, "gauss", corr, layout.AUTO_LOSS["gauss"])
     assert cols["delta"] == 0.0 and cols["steps"] == 0
@@ -206,11 +205,10 @@ def test_naive_dust_with_delta_is_refused(tiny_dataset):
     ],
 )
 def test_run_names_round_trip(entry, name, parsed, label):
-    from ambient.runs import parse_run_name
 
     assert layout.run_name(entry) == name and layout.parse_run_name(name) == parsed
     assert re.fullmatch(layout.RUN_NAME_PATTERN, name)
-    corr, loss = parse_run_name(name, delta=0.1)
+    corr, loss = Corruption.of_run(name, delta=0.1)
     assert corr.name == layout.base_name(name) and loss == entry.get("loss", "auto")
     assert corr.delta == 0.0  # neither takes a further corruption
     record = layout.run_record(entry)
@@ -249,7 +247,7 @@ def test_default_dry_run_trains_both_baselines(tmp_path):
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
     assert "--corruption dust-p0.50 --delta 0.0 --loss edm " in out
-    assert "--corruption gauss --delta 0.0 --base-channels" in out
+    assert "--corruption gauss --delta 0.0 --settings " in out
     assert "--out results/models/faces16/gauss/model.pt --device auto --threads 1 " in out
     gauss_job = out.split("output: results/models/faces16/gauss/model.pt")[1].split("Shell command")[0]
     assert "gpu=0" in gauss_job and "runtime=60" in gauss_job

@@ -122,7 +122,8 @@ def test_write_then_check_then_hand_edit(project, capsys):
         "| 0.0170 |" in body
     )
     assert "Mask key: sampling from noise with a training image's own training mask" in body
-    for label in ("| dust p=0.2 |", "| box p=0.4 |", "| noise sigma_n=0.4 (Tweedie) |", "| noise sigma_n=0.4, naive |"):
+    labels = ("| ambient dust, p=0.20 |", "| ambient box, p=0.40 |", "| noisy sigma_n=0.40, Tweedie (ours) |")
+    for label in (*labels, "| noisy sigma_n=0.40, naive (EDM loss) |", "| naive dust p=0.50 (EDM loss) |"):
         assert label in body, label
 
     claims = RT.find_blocks(text)["claims"]

@@ -227,5 +227,5 @@ def test_checkpoints_from_before_further_draw_load_as_drawn_once_per_image(tiny_
     assert state["config"]["further_draw"] == "step"
     del state["config"]["further_draw"]
     assert model_from_checkpoint(state)[1].further_draw == "image"
-    with pytest.raises(ValueError, match="further_draw 'sometimes' is unknown"):
+    with pytest.raises(ValueError, match="further_draw='sometimes' is unknown"):
         _cfg(tiny_dataset, further_draw="sometimes")

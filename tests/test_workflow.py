@@ -76,7 +76,6 @@ def default_config() -> dict:
 
 def test_run_names_round_trip_through_the_library():
     from ambient.corruption import Corruption
-    from ambient.runs import parse_run_name
 
     entries = [
         {"kind": "clean"},
@@ -104,10 +103,10 @@ def test_run_names_round_trip_through_the_library():
     for e, name in zip(entries, names):
         corr = Corruption(kind=e["kind"], p=e.get("p", 0.0), delta=e.get("delta", 0.0), sigma_n=e.get("sigma_n", 0.0))
         assert corr.name == layout.base_name(name)
-        assert parse_run_name(name) == (Corruption.from_name(corr.name), e.get("loss", "auto"))
+        assert Corruption.of_run(name) == (Corruption.from_name(corr.name), e.get("loss", "auto"))
     for bad in ("clean-naive", "gauss-naive", "dust-naive"):
         with pytest.raises(ValueError):
-            parse_run_name(bad)
+            Corruption.of_run(bad)
 
 
 def test_layout_imports_without_torch():
@@ -267,7 +266,7 @@ def _bad(mutate) -> dict:
 BAD_CONFIGS = {
     "p_out_of_range": (lambda c: c["corruptions"][1].update(p=1.5), ["corruptions[1].p", "1.5"]),
     "unknown_kind": (lambda c: c["corruptions"][1].update(kind="blur"), ["corruptions[1].kind", "blur"]),
-    "missing_key": (lambda c: c["training"].pop("steps"), ["training", "'steps' is a required property"]),
+    "missing_key": (lambda c: c["sampling"].pop("steps"), ["sampling", "'steps' is a required property"]),
     "typo_key": (lambda c: c["training"].update(stpes=c["training"].pop("steps")), ["training", "stpes"]),
     "typo_top_level": (lambda c: c.update(sampeling={}), ["sampeling"]),
     "dust_without_p": (lambda c: c["corruptions"][1].pop("p"), ["corruptions[1]", "'p' is a required property"]),
@@ -323,11 +322,11 @@ def test_snakemake_stops_on_bad_config_before_any_job(tmp_path):
     assert r.returncode != 0
     assert "corruptions[1].p" in r.stderr + r.stdout
     cfg = default_config()
-    del cfg["training"]["steps"]
+    del cfg["sampling"]["steps"]
     (wd / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
     r = snakemake(wd, "-n", "--cores", "1")
     assert r.returncode != 0
-    assert "'steps' is a required property" in r.stderr + r.stdout and "at training" in r.stderr + r.stdout
+    assert "'steps' is a required property" in r.stderr + r.stdout and "at sampling" in r.stderr + r.stdout
     assert not (wd / "results").exists() and not (wd / "data").exists()
     assert time.perf_counter() - t0 < 60
 
@@ -428,6 +427,15 @@ def test_protect_models_write_protects_the_model(tmp_path):
     assert not (wd / model).stat().st_mode & 0o222
 
 
+def train_settings(dry_run_output: str, run: str) -> dict:
+    """The `--settings` JSON of run `run`'s train job in a `snakemake -n -p` output."""
+    m = re.search(
+        rf"--corruption {re.escape(run)} --delta [0-9.]+(?: --loss edm)? --settings '(\{{.*?\}})' ", dry_run_output
+    )
+    assert m, f"no train job of {run} with --settings"
+    return json.loads(m[1])
+
+
 def test_dry_run_noise_entry_and_folder_source(tmp_path):
     """Issue 6's noise runs fit the grid (named noise-sX, no delta); a folder source is an input."""
     wd = copy_workflow(tmp_path / "wf")
@@ -455,9 +463,13 @@ def test_dry_run_noise_entry_and_folder_source(tmp_path):
     assert r.returncode == 0, r.stderr
     out = r.stdout + r.stderr
     assert "results/models/mine/noise-s0.20/model.pt" in out and "results/models/mine/noise-s0.20-naive/model.pt" in out
-    assert "--corruption noise-s0.20 --delta 0.0 --consistency-weight 0.25 " in out
-    assert "--corruption noise-s0.20 --delta 0.0 --loss edm " in out
-    assert "--corruption clean --delta 0.0 --base-channels" in out  # no loss flags for the other runs
+    assert "--corruption noise-s0.20 --delta 0.0 --settings " in out
+    assert "--corruption noise-s0.20 --delta 0.0 --loss edm --settings " in out
+    assert "--corruption clean --delta 0.0 --settings " in out  # no loss flags for the other runs
+    # the training section whole, with each run's own consistency weight (0 but for the Tweedie run)
+    weights = {run: train_settings(out, run)["training"]["consistency_weight"] for run in ("noise-s0.20", "clean")}
+    assert weights == {"noise-s0.20": 0.25, "clean": 0.0}
+    assert train_settings(out, "noise-s0.20")["network"] == default_config()["network"]
     assert "-m ambient.eval.metrics_hf" in out and "--corruption noise-s0.20-naive --corruption-seed 0" in out
     assert "fig5_noise_generations" in out and "fig6_noise_histograms" in out
     assert "--device auto --threads 1" in out and "torch.distributed.run" not in out

@@ -105,6 +105,33 @@ def add_field(
     return p.add_argument(flag, default=value, help=help, **kw)
 
 
+def add_settings(p: argparse.ArgumentParser, cls, title: str, exclude: tuple[str, ...] = ()) -> None:
+    """One option per setting of dataclass `cls` (ambient.settings): help, type and choices from the
+    field. Options default to absent (argparse.SUPPRESS), so `given_settings` sees what was typed."""
+    from ..settings import default_value, settings_of
+
+    g = p.add_argument_group(title)
+    for f in settings_of(cls, exclude):
+        meta, value = f.metadata["setting"], default_value(f)
+        kw = {"default": argparse.SUPPRESS, "help": f"{meta['help']} (default: {value})"}
+        if isinstance(value, bool):
+            kw["action"] = argparse.BooleanOptionalAction
+        elif isinstance(value, list):
+            kw.update(type=int, nargs="+" if meta["min_items"] else "*")
+        elif meta["choices"]:
+            kw["choices"] = meta["choices"]
+        else:
+            kw["type"] = type(value)
+        g.add_argument("--" + f.name.replace("_", "-"), **kw)
+
+
+def given_settings(a: argparse.Namespace, cls, exclude: tuple[str, ...] = ()) -> dict:
+    """The settings of `cls` given as options."""
+    from ..settings import settings_of
+
+    return {f.name: getattr(a, f.name) for f in settings_of(cls, exclude) if hasattr(a, f.name)}
+
+
 def parameter_defaults(func) -> dict:
     """The keyword defaults of a function's signature (for commands without a config dataclass)."""
     return {

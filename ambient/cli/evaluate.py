@@ -11,6 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..settings import PRECISIONS
 from .common import Command, add_device, add_field, add_quiet, fields_of, parameter_defaults, setup_device
 from .common import register as _register
 
@@ -216,7 +217,9 @@ def cmd_neighbors(a) -> None:
     if png_path:
         write_png(png_path, nb.pairs_grid(gallery["samples"], gallery["train"]))
     write_json(a.out, summary)
-    keys = ("extractor", "n", "sim_mean", "share_gt_0.90", "share_gt_0.95", "share_gt_0.99")
+    from ..layout import SIMILARITY_THRESHOLDS, share_column
+
+    keys = ("extractor", "n", "sim_mean", *(share_column(t) for t in SIMILARITY_THRESHOLDS))
     print(json.dumps({**{k: summary[k] for k in keys}, "carlini_share": summary["carlini"]["share_flagged"]}))
 
 
@@ -324,14 +327,15 @@ def cmd_attack(a) -> None:
 
 def _attack_method_arguments(p: argparse.ArgumentParser) -> None:
     """The attack itself: AttackConfig's fields, with its defaults."""
-    from ..eval.attacks import ERASE, KINDS, AttackConfig
+    from ..eval.attacks import ERASE, AttackConfig
+    from ..layout import ATTACK_KINDS
 
     f = fields_of(AttackConfig)
     p.add_argument(
         "--kind",
-        choices=KINDS,
+        choices=ATTACK_KINDS,
         required=True,
-        help="inpaint | noise | key (sample from noise with the image's own training mask: README)",
+        help="the attack (sample from noise with the image's own training mask: README)",
     )
     add_field(p, "--erase", f, "inpaint: what to erase", choices=ERASE)
     add_field(p, "--fraction", f, "inpaint: share of pixels erased")
@@ -356,7 +360,7 @@ def _attack(p: argparse.ArgumentParser) -> None:
     _attack_method_arguments(p)
     p.add_argument(
         "--precision",
-        choices=["fp32", "bf16"],
+        choices=PRECISIONS,
         default=d["precision"],
         help="bf16 runs the network under bfloat16 autocast (the ODE state stays float64)",
     )

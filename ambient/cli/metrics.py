@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..layout import CLAIMS_CSV, SUMMARY_CSV
+from ..layout import ATTACK_KINDS, CLAIMS_CSV, SUMMARY_CSV
 from .common import Command
 from .common import register as _register
 
@@ -22,7 +22,7 @@ def _summarize(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--similarity-extractor", default="pixel", help="X of neighbors_<X>.json")
     p.add_argument("--extractors", nargs="*", default=[], help="E of fd_<E>.json, one FD/KD pair each")
-    p.add_argument("--attacks", nargs="*", default=[], choices=["inpaint", "noise", "key"], help="K of attack_<K>.json")
+    p.add_argument("--attacks", nargs="*", default=[], choices=ATTACK_KINDS, help="K of attack_<K>.json")
     p.add_argument("--hf-energy", action="store_true", help="add the hf_* columns from hf_energy.json")
     p.add_argument("--out", required=True, help="output CSV")
     p.add_argument("--metrics-json", default=None, help="also the numeric columns as JSON, {run: {column: value}}")

@@ -25,8 +25,10 @@ def _readme_tables(p: argparse.ArgumentParser) -> None:
         default=None,
         help="only these blocks (None: every block the README has markers for)",
     )
-    p.add_argument("--summary", default="results/metrics/summary.csv", help="source of the results block")
-    p.add_argument("--claims", default="results/metrics/claims.csv", help="source of the claims block")
+    from ..layout import CLAIMS_CSV, SUMMARY_CSV
+
+    p.add_argument("--summary", default=SUMMARY_CSV, help="source of the results block")
+    p.add_argument("--claims", default=CLAIMS_CSV, help="source of the claims block")
     p.add_argument("--benchmarks", default="benchmarks", help="Snakemake's benchmark folder (timings block)")
     p.add_argument(
         "--record-wall",
@@ -46,7 +48,39 @@ def _readme_tables(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_readme_tables)
 
 
+def cmd_schema(a) -> int:
+    from ..settings import update_schema
+    from ..training import schema_sections
+
+    with open(a.file, encoding="utf-8") as f:
+        text = f.read()
+    new = update_schema(text, schema_sections())
+    if a.check:
+        if new != text:
+            print(f"{a.file}: its generated sections differ from the dataclasses; run `python -m ambient schema`")
+            return 1
+        return 0
+    if new != text:
+        from ..utils import atomic_path
+
+        with atomic_path(a.file) as tmp:
+            tmp.write_text(new, encoding="utf-8")
+        print(f"wrote {a.file}")
+    return 0
+
+
+def _schema(p: argparse.ArgumentParser) -> None:
+    from ..layout import SCHEMA
+
+    p.add_argument("--file", default=SCHEMA, help="the workflow's config schema")
+    p.add_argument("--check", action="store_true", help="rewrite nothing; exit 1 when the file differs")
+    p.set_defaults(func=cmd_schema)
+
+
 COMMANDS = {
+    "schema": Command(
+        "rewrite (or --check) the config schema's training and network sections from their dataclasses", _schema
+    ),
     "readme-tables": Command("rewrite (or --check) the README's blocks generated from the run's files", _readme_tables),
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..settings import PRECISIONS
 from .common import Command, add_device, add_quiet, parameter_defaults, setup_device
 from .common import register as _register
 
@@ -77,9 +78,9 @@ def _sample(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=d["batch_size"], help="samples per batch")
     p.add_argument(
         "--precision",
-        choices=["fp32", "bf16"],
+        choices=PRECISIONS,
         default=d["precision"],
-        help="bf16 runs the network under bfloat16 autocast (2.5x faster on AVX-512 bf16 CPUs)",
+        help="bf16 runs the network under bfloat16 autocast (the ODE state stays float64)",
     )
     p.add_argument(
         "--sampler",

@@ -19,6 +19,7 @@ import csv
 import json
 from pathlib import Path
 
+from ..settings import LATENT_PRECISIONS
 from .common import Command, add_device, add_field, add_quiet, default_of, fields_of, parameter_defaults, setup_device
 from .common import register as _register
 
@@ -62,7 +63,7 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--precision",
-        choices=["fp32", "bf16", "fp16"],
+        choices=LATENT_PRECISIONS,
         default=default_of(LoraTrainConfig, "precision"),
         help="dtype of the frozen weights",
     )

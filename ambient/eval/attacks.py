@@ -66,11 +66,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..corruption import Corruption
+from ..layout import ATTACK_KINDS
 from ..sampling import edm_sigmas, heun_sample, model_denoiser, to_uint8
+from ..settings import PRECISIONS
 from ..utils import derive_seed, generator, uint8_to_signed
 from .neighbors import THRESHOLDS, pixel_features
 
-KINDS = ("inpaint", "noise", "key")
 ERASE = ("box", "pixels")
 _STREAM_ERASE, _STREAM_NOISE, _STREAM_MASK, _STREAM_RESAMPLE = 101, 102, 103, 104
 
@@ -91,8 +92,8 @@ class AttackConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"attack kind {self.kind!r} is unknown: use one of {', '.join(KINDS)}")
+        if self.kind not in ATTACK_KINDS:
+            raise ValueError(f"attack kind {self.kind!r} is unknown: use one of {', '.join(ATTACK_KINDS)}")
         if self.erase not in ERASE:
             raise ValueError(f"erase {self.erase!r} is unknown: use box or pixels")
         if self.position not in ("center", "random"):
@@ -551,8 +552,8 @@ def run_attack(
     if hasattr(model, "eval"):
         model.eval()
     device = torch.device(device)
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision {precision!r} is unknown: use fp32 or bf16")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is unknown: use one of {', '.join(PRECISIONS)}")
     # bf16 autocast runs the network in bfloat16; the ODE state stays float64 (as in sampling.generate)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     methods = methods_for(cfg.kind, masked, cfg.resample)

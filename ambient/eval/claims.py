@@ -38,11 +38,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..layout import AUTO_LOSS, parse_run_name
+from ..layout import AUTO_LOSS, COPY_THRESHOLD, parse_run_name, share_column
 from .c2st import c2st_key, rises
 
 COLUMNS = ["claim", "statement", "source", "measured", "threshold", "holds", "note", "basis", "changed"]
-SHARE = "share_gt_0.95"  # the memorization share of every copy claim
+SHARE = share_column(COPY_THRESHOLD)  # the memorization share of every copy claim
 AMBIENT = "Ambient Diffusion (NeurIPS 2023)"
 TWEEDIE = "Consistent Diffusion Meets Tweedie (ICML 2024)"
 

@@ -119,12 +119,12 @@ def hf_report(
     cutoff: float = DEFAULT_CUTOFF,
 ) -> dict:
     """High-frequency energy of samples vs clean training data vs (noise runs) noisy training data."""
-    from ..runs import parse_run_name
+    from ..corruption import Corruption
 
     samples, train = np.asarray(samples_uint8), np.asarray(train_uint8)
     if samples.shape[1:] != train.shape[1:]:
         raise ValueError(f"samples are {samples.shape[1:]} but training images are {train.shape[1:]}")
-    corr, loss = parse_run_name(run, seed=corruption_seed)
+    corr, loss = Corruption.of_run(run, seed=corruption_seed)
     h, w = train.shape[-2:]
     fraction = float(hf_mask(h, w, cutoff).mean())
     s, c = hf_energy(samples, cutoff), hf_energy(train, cutoff)

@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-THRESHOLDS = (0.90, 0.95, 0.99)
+from ..layout import SIMILARITY_THRESHOLDS as THRESHOLDS
+from ..layout import share_column
+
 CARLINI_THRESHOLD = 1.0 / 3.0
 
 
@@ -66,7 +68,7 @@ def similarity_summary(top1: np.ndarray | torch.Tensor) -> dict:
         "sim_max": float(top1.max()),
     }
     for t in THRESHOLDS:
-        out[f"share_gt_{t:.2f}"] = float((top1 > t).mean())
+        out[share_column(t)] = float((top1 > t).mean())
     return out
 
 

@@ -6,7 +6,7 @@ Files read for each run name C of dataset D, at the paths ambient.layout.RUN_FIL
     samples/D/C/samples.zip             samples (manifest: number of sampler steps, seed)
     evaluation/D/C/neighbors_<X>.json   memorization metrics in feature space X (`ambient neighbors`)
     evaluation/D/C/fd_<E>.json          FD/KD with extractor E (`ambient fid`), one per --extractors entry
-    evaluation/D/C/attack_<K>.json      attack K in inpaint|noise|key (`ambient attack`), one per --attacks entry
+    evaluation/D/C/attack_<K>.json      attack K of layout.ATTACK_KINDS (`ambient attack`), one per --attacks entry
     evaluation/D/C/hf_energy.json       high-frequency energy (`ambient hf-energy`), with --hf-energy
 
 C is a run name (ambient.layout): a corruption name, <corruption>-naive for a naive baseline
@@ -37,10 +37,11 @@ import json
 import sys
 from pathlib import Path
 
-from ..layout import AUTO_LOSS, run_file
+from ..layout import AUTO_LOSS, COPY_THRESHOLD, SIMILARITY_THRESHOLDS, run_file, share_column
 from ..utils import read_json
 
-SIMILARITY_COLUMNS = ("sim_mean", "sim_median", "sim_max", "share_gt_0.90", "share_gt_0.95", "share_gt_0.99")
+SHARE = share_column(COPY_THRESHOLD)  # the copy share
+SIMILARITY_COLUMNS = ("sim_mean", "sim_median", "sim_max", *(share_column(t) for t in SIMILARITY_THRESHOLDS))
 BASE_COLUMNS = [
     "model",
     "dataset",
@@ -54,12 +55,7 @@ BASE_COLUMNS = [
     "n_samples",
     "sampler_steps",
     "extractor",
-    "sim_mean",
-    "sim_median",
-    "sim_max",
-    "share_gt_0.90",
-    "share_gt_0.95",
-    "share_gt_0.99",
+    *SIMILARITY_COLUMNS,
     "carlini_share",
     "train_nn_sim_mean",
     "train_nn_sim_max",
@@ -154,12 +150,13 @@ def model_row(
     hf_energy: bool = False,
 ) -> dict:
     """The summary row of run `name`, from its files under `root` (the workflow directory)."""
-    from ..runs import parse_run_name
 
     def path(key: str, **fields) -> Path:
         return Path(root) / run_file(key, dataset, name, **fields)
 
-    corr, loss = parse_run_name(name)
+    from ..corruption import Corruption
+
+    corr, loss = Corruption.of_run(name)
     loss = loss if loss != "auto" else AUTO_LOSS[corr.kind]
     row: dict = {
         "model": f"{dataset}/{name}",
@@ -259,7 +256,7 @@ def cmd_summarize(a) -> None:
         write_metrics_json(a.metrics_json, rows)
     print(f"wrote {a.out}: {len(rows)} models, {len(columns)} columns")
     for r in rows:
-        print(f"  {r['corruption']:>18}: share_gt_0.95={r['share_gt_0.95']}, sim_mean={r['sim_mean']}")
+        print(f"  {r['corruption']:>18}: {SHARE}={r[SHARE]}, sim_mean={r['sim_mean']}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..settings import LATENT_PRECISIONS
 from ..utils import signed_to_uint8, uint8_to_signed
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = dict(zip(LATENT_PRECISIONS, (torch.float32, torch.bfloat16, torch.float16)))
 SUBFOLDERS = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-THRESHOLDS = (0.90, 0.95, 0.99)
+from ..layout import SIMILARITY_THRESHOLDS as THRESHOLDS
 
 
 def _features(extractor, images: np.ndarray) -> np.ndarray:

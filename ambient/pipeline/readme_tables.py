@@ -37,7 +37,8 @@ from pathlib import Path
 
 from ..eval.c2st import REPEATS
 from ..eval.claims import fmt3, kd_columns, ruler_columns
-from ..layout import RUN_NAME_PATTERN
+from ..layout import AUTO_LOSS, CLAIMS_CSV, COPY_THRESHOLD, RUN_NAME_PATTERN, SUMMARY_CSV, share_column
+from ..layout import run_label as layout_run_label
 
 BLOCKS = ("results", "claims", "timings", "speed")
 TOP_JOBS = 12
@@ -106,24 +107,17 @@ def _read_csv(path: Path, make: str) -> tuple[list[str], list[dict]]:
 # ---------------------------------------------------------------- the blocks
 
 
-def run_label(row: dict) -> str:
-    """clean, Gaussian (mean + covariance), dust p=0.2, dust p=0.5, naive, box p=0.4, noise sigma_n=0.4
-    (Tweedie), noise sigma_n=0.4, naive."""
-    kind, loss = row.get("kind", ""), row.get("loss", "")
+def row_label(row: dict) -> str:
+    """A summary row's model as the figures label it (ambient.layout.run_label)."""
+    kind = row.get("kind", "")
     name = row.get("corruption") or (row.get("model") or "").rsplit("/", 1)[-1]
     try:
-        level = f"{float(row.get('level')):g}"
+        level = float(row.get("level"))
     except (TypeError, ValueError):
         return name or "?"
-    if kind == "clean":
-        return "clean"
-    if kind == "gauss":
-        return "Gaussian (mean + covariance)"
-    if kind in ("dust", "box"):
-        return f"{kind} p={level}" + (", naive" if loss == "edm" else "")
-    if kind == "noise":
-        return f"noise sigma_n={level}" + (", naive" if loss == "edm" else " (Tweedie)" if loss == "tweedie" else "")
-    return name or "?"
+    if kind not in AUTO_LOSS:
+        return name or "?"
+    return layout_run_label({"kind": kind, "p": level, "sigma_n": level, "loss": row.get("loss", "auto")})
 
 
 def _one(rows: list[dict], col: str) -> str:
@@ -162,10 +156,10 @@ def _inpaint_columns(columns: list[str]) -> list[str]:
 def _results_spec(columns: list[str], quality, inpaint: list[str]) -> list[tuple[str, object]]:
     """(header, column or row -> cell) of the results table, for the columns summary.csv has."""
     spec: list[tuple[str, object]] = [
-        ("model", run_label),
+        ("model", row_label),
         ("steps", lambda r: _int(r.get("steps"))),
-        ("share > 0.95", "share_gt_0.95"),
-        ("share > 0.90", "share_gt_0.90"),
+        (f"share > {COPY_THRESHOLD:.2f}", share_column(COPY_THRESHOLD)),
+        ("share > 0.90", share_column(0.90)),
         ("mean top-1 sim", "sim_mean"),
     ]
     ruler = _ruler_column(columns)
@@ -242,7 +236,7 @@ def _results_text(summary: Path, readme: Path, columns: list[str], rows: list[di
 
 
 def render_results(summary: Path, readme: Path) -> str:
-    columns, rows = _read_csv(summary, "snakemake results/metrics/summary.csv")
+    columns, rows = _read_csv(summary, f"snakemake {SUMMARY_CSV}")
     quality = _quality_columns(columns)
     inpaint = _inpaint_columns(columns)
     spec = _results_spec(columns, quality, inpaint)
@@ -252,7 +246,7 @@ def render_results(summary: Path, readme: Path) -> str:
 
 
 def render_claims(claims: Path, readme: Path) -> str:
-    _, rows = _read_csv(claims, "snakemake results/metrics/claims.csv")
+    _, rows = _read_csv(claims, f"snakemake {CLAIMS_CSV}")
     n = {k: sum(r.get("holds") == k for r in rows) for k in ("yes", "no", "n/a", "finding")}
     tested = len(rows) - n["finding"]
     text = (

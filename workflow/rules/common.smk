@@ -122,17 +122,25 @@ def corruption_delta(wildcards):
 
 
 def train_corruption_args(wildcards):
-    """`ambient train` arguments of a run name: corruption, delta, and the loss: --loss edm for a
-    naive baseline (dust-p0.50-naive, noise-s0.20-naive), --consistency-weight for the Tweedie model;
-    gauss (the Gaussian baseline) is `--corruption gauss` alone, its loss auto = the closed-form fit."""
+    """`ambient train` arguments of a run name: corruption, delta, and --loss edm for a naive baseline
+    (dust-p0.50-naive, noise-s0.20-naive); gauss (the Gaussian baseline) is `--corruption gauss`
+    alone, its loss auto = the closed-form fit."""
     name = wildcards.corruption
-    c = corruption_spec(name)
     args = f"--corruption {layout.base_name(name)} --delta {corruption_delta(wildcards)}"
-    if layout.is_naive(c):
-        args += " --loss edm"
-    elif c["kind"] == "noise":
-        args += f" --consistency-weight {consistency_weight(name)}"
-    return args
+    return args + " --loss edm" if layout.is_naive(corruption_spec(name)) else args
+
+
+# training keys of the workflow alone, not settings of `ambient train`
+WORKFLOW_TRAINING_KEYS = ("protect_models",)
+
+
+def train_settings(wildcards):
+    """`ambient train --settings`: the config's training and network sections whole (JSON), with the
+    run's own steps and consistency weight (0 for every run but a Tweedie one)."""
+    name = wildcards.corruption
+    training = {k: v for k, v in config["training"].items() if k not in WORKFLOW_TRAINING_KEYS}
+    training.update(steps=run_steps(wildcards), consistency_weight=consistency_weight(name))
+    return json.dumps({"training": training, "network": config["network"]}, sort_keys=True)
 
 
 def consistency_weight(name):
@@ -231,7 +239,7 @@ def extractor_fallback(wildcards):
 
 
 def attack_kinds():
-    return ["inpaint", "noise", "key"] if config["evaluation"]["attacks"]["enabled"] else []
+    return list(layout.ATTACK_KINDS) if config["evaluation"]["attacks"]["enabled"] else []
 
 
 def attack_options(wildcards):

@@ -168,7 +168,7 @@ rule attack:
     benchmark:
         "benchmarks/{dataset}/{corruption}/attack_{attack}.tsv"
     wildcard_constraints:
-        attack="inpaint|noise|key",
+        attack="|".join(layout.ATTACK_KINDS),
     params:
         options=attack_options,
         device=config["device"],

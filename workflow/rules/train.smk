@@ -19,25 +19,7 @@ rule train:
     params:
         run_dir=lambda w: layout.run_file("train_dir", w.dataset, w.corruption),
         corruption=train_corruption_args,
-        network=lambda w: (
-            f"--base-channels {config['network']['base_channels']} "
-            f"--channel-mult {list_args(config['network']['channel_mult'])} "
-            f"--num-blocks {config['network']['num_blocks']} "
-            f"--attn-resolutions {list_args(config['network']['attn_resolutions'])} "
-            f"--dropout {config['network']['dropout']}"
-        ),
-        training=lambda w: (
-            f"--formulation {config['training']['formulation']} --steps {run_steps(w)} "
-            f"--batch-size {config['training']['batch_size']} --lr {config['training']['lr']} "
-            f"--warmup-steps {config['training']['warmup_steps']} --ema-decay {config['training']['ema_decay']} "
-            f"--grad-clip {config['training']['grad_clip']} --seed {config['training']['seed']} "
-            f"--corruption-seed {config['training']['corruption_seed']} "
-            f"--precision {config['training']['precision']} "
-            f"--further-draw {config['training']['further_draw']} "
-            f"--checkpoint-every {config['training']['checkpoint_every']} "
-            f"--log-every {config['training']['log_every']}"
-            + (" --xflip" if config["training"]["xflip"] else "")
-        ),
+        settings=train_settings,
         launcher=train_launcher,
         device=train_device,
         threads=train_threads,
@@ -58,5 +40,5 @@ rule train:
     shell:
         '"$AMBIENT_PYTHON" -m ambient.pipeline.gpu_slots --gpus {resources.gpu} -- '
         "{params.launcher} -m ambient train --dataset {input.dataset} {params.corruption} "
-        "{params.network} {params.training} --run-dir {params.run_dir} "
+        "--settings {params.settings:q} --run-dir {params.run_dir} "
         "--out {output.model} --device {params.device} --threads {params.threads} --quiet > {log} 2>&1"
