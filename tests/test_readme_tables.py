@@ -1,8 +1,10 @@
-"""ambient.pipeline.readme_tables: the README's generated blocks, and the README against the recorded run.
+"""ambient.pipeline.readme_tables: the generated blocks of README.md and docs/*.md, and those blocks
+against the recorded run.
 
-The blocks are rendered from synthetic files into a temporary README; `--check` passes after a
-write and fails after a hand edit. The last two tests compare README.md's blocks with the run that
-dvc.lock records (results/ is not in git: DVC holds it).
+The blocks are rendered from synthetic files into a temporary README (and docs/ beside it);
+`--check` passes after a write and fails after a hand edit, for a block in no file, and for a
+block in two places. Two tests compare the repository's blocks with the run that dvc.lock records
+(results/ is not in git: DVC holds it).
 """
 
 from __future__ import annotations
@@ -230,7 +232,12 @@ def _lock_md5() -> dict[str, str]:
     }
 
 
-README_SOURCES = RT.block_sources((REPO / "README.md").read_text(encoding="utf-8"))
+# The blocks' provenance in README.md and docs/*.md (each block is in one of them).
+README_SOURCES = {
+    name: src
+    for f in RT.doc_files(REPO / "README.md")
+    for name, src in RT.block_sources(f.read_text(encoding="utf-8")).items()
+}
 
 
 def test_readme_numbers_come_from_the_recorded_run():
@@ -291,3 +298,109 @@ def test_timings_name_the_bound_of_the_run(project):
     assert timings.split("md5=")[1][:32] != before.split("md5=")[1][:32]  # the provenance covers the file
     assert "bound the run at 39.0 min, and its longest dependency chain at 11.7 min" in timings
     assert "bound by its total compute" in timings
+
+
+# ---------------------------------------------------------------- blocks in docs/*.md
+
+
+def _move_to_docs(project: Path, names=("timings", "speed"), page="speed.md") -> Path:
+    """Move the blocks `names` from the README into docs/<page> (as the repository keeps them)."""
+    readme = project / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    moved = []
+    for name in names:
+        block = f"{RT.begin_marker(name)}\nplaceholder\n{RT.end_marker(name)}\n"
+        assert block in text
+        text = text.replace(block, "")
+        moved.append(block)
+    readme.write_text(text, encoding="utf-8")
+    (project / "docs").mkdir(exist_ok=True)
+    doc = project / "docs" / page
+    doc.write_text("# Page\n\nText stays.\n\n" + "\nbetween\n\n".join(moved) + "\nthe end\n", encoding="utf-8")
+    return doc
+
+
+def test_blocks_are_written_into_the_docs_page_that_holds_them(project, capsys):
+    doc = _move_to_docs(project)
+    (project / "docs" / "other.md").write_text("# No blocks here\n", encoding="utf-8")
+    assert tables(project, "--check") == 1
+    assert tables(project) == 0
+    assert "timings (docs/speed.md)" in capsys.readouterr().out
+    text = doc.read_text(encoding="utf-8")
+    assert text.startswith("# Page\n\nText stays.\n\n") and text.endswith("the end\n")
+    assert set(RT.find_blocks(text)) == {"timings", "speed"}
+    assert "GEMM peak 200 GFLOP/s fp32" in RT.find_blocks(text)["speed"]
+    # provenance paths stay relative to the README's folder (what dvc.lock and the tests compare)
+    assert "<!-- source: benchmarks/bench.json md5=" in text and "<!-- source: benchmarks/ files=5" in text
+    readme = (project / "README.md").read_text(encoding="utf-8")
+    assert set(RT.find_blocks(readme)) == {"results", "claims"}
+    assert (project / "docs" / "other.md").read_text() == "# No blocks here\n"
+    # the claims log is written beside them (docs/ exists), and then --check passes
+    assert (project / "docs" / "claims-log.md").is_file()
+    capsys.readouterr()
+    assert tables(project, "--check") == 0
+    assert "agree with the files" in capsys.readouterr().out
+
+    # a hand edit in docs/: --check names the file and the block; a rewrite restores it
+    doc.write_text(text.replace("GEMM peak 200 GFLOP/s", "GEMM peak 999 GFLOP/s"), encoding="utf-8")
+    assert tables(project, "--check") == 1
+    err = capsys.readouterr().err
+    assert "docs/speed.md: block `speed` differs" in err and "999" in err
+    assert tables(project, "--check", "--blocks", "results", "claims") == 0  # only those compared
+    assert tables(project) == 0 and doc.read_text(encoding="utf-8") == text
+
+
+def test_the_claims_link_is_relative_to_the_file_that_holds_it(project):
+    _move_to_docs(project, names=("claims",), page="claims.md")
+    assert tables(project) == 0
+    body = RT.find_blocks((project / "docs" / "claims.md").read_text(encoding="utf-8"))["claims"]
+    assert "[docs/claims-log.md](claims-log.md)" in body
+    assert f"<!-- source: {CLAIMS} md5=" in body
+    # in the README the same link reads from the README's folder
+    readme_claims = RT.render_claims(project / CLAIMS, project / "README.md")
+    assert "[docs/claims-log.md](docs/claims-log.md)" in readme_claims
+
+
+def test_a_block_in_no_file_fails_the_check(project, capsys):
+    readme = project / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    readme.write_text(text.replace(f"{RT.begin_marker('speed')}\nplaceholder\n{RT.end_marker('speed')}\n", ""))
+    assert tables(project) == 0  # writing: the others are written, the missing one reported
+    err = capsys.readouterr().err
+    assert "block speed: no markers in README.md or docs/*.md, not written" in err and RT.begin_marker("speed") in err
+    assert tables(project, "--check") == 1
+    out, err = capsys.readouterr()
+    assert "block speed: no markers in README.md or docs/*.md;" in err and "agree with the files" not in out
+    assert tables(project, "--check", "--blocks", "results", "claims", "timings") == 0  # not asked for
+    assert tables(project, "--check", "--blocks", "speed") == 2  # asked for by name: an error, as before
+    assert "no markers for block(s) speed" in capsys.readouterr().err
+
+
+def test_a_block_in_two_places_is_an_error(project, capsys):
+    readme = project / "README.md"
+    before = readme.read_text(encoding="utf-8")
+    (project / "docs").mkdir()
+    (project / "docs" / "speed.md").write_text(f"{RT.begin_marker('speed')}\nx\n{RT.end_marker('speed')}\n")
+    for args in ((), ("--check",)):
+        assert tables(project, *args) == 2
+        err = capsys.readouterr().err
+        assert "block speed appears 2 times (README.md, docs/speed.md)" in err
+    assert readme.read_text(encoding="utf-8") == before  # nothing written
+    (project / "docs" / "speed.md").unlink()
+    readme.write_text(before + f"{RT.begin_marker('results')}\nagain\n{RT.end_marker('results')}\n")
+    assert tables(project, "--check") == 2
+    assert "block results appears 2 times (README.md, README.md)" in capsys.readouterr().err
+
+
+def test_an_unknown_block_in_docs_is_an_error(project, capsys):
+    (project / "docs").mkdir()
+    (project / "docs" / "x.md").write_text("<!-- BEGIN nonsense -->\n<!-- END nonsense -->\n")
+    assert tables(project, "--check") == 2
+    assert "docs/x.md: unknown generated block(s) nonsense" in capsys.readouterr().err
+
+
+def test_the_claims_log_never_counts_as_a_page_with_blocks(project):
+    (project / "docs").mkdir()
+    (project / "docs" / "claims-log.md").write_text("old\n")
+    (project / "docs" / "a.md").write_text("# a\n")
+    assert RT.doc_files(project / "README.md") == [project / "README.md", project / "docs" / "a.md"]
