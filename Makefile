@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CORES ?= all
 
-.PHONY: lock setup reproduce critical-path test test-fast bench lint report readme readme-check pull record clean-results
+.PHONY: lock setup reproduce critical-path test test-fast bench lint report readme schema readme-check pull record clean-results
 
 # A fresh clone's set-up time goes to benchmarks/setup.json (the README's timings block)
 $(STAMP): pyproject.toml
@@ -60,6 +60,10 @@ report: $(STAMP)
 # The README's results, claims and per-rule time tables, generated from the run's own files
 readme: $(STAMP)
 	$(BIN)/python -m ambient.pipeline.readme_tables
+
+# The config schema's training and network sections, generated from their dataclasses (ambient/settings.py)
+schema: $(STAMP)
+	$(BIN)/python -m ambient schema
 
 readme-check: $(STAMP)
 	$(BIN)/python -m ambient.pipeline.readme_tables --check
