@@ -77,7 +77,7 @@ class Corruption:
 
     @property
     def level(self) -> float:
-        return {"clean": 0.0, "gauss": 0.0, "dust": self.p, "box": self.p, "noise": self.sigma_n}[self.kind]
+        return self.p if self.kind in MASKED_KINDS else self.sigma_n if self.kind == "noise" else 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -27,9 +27,13 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+# The corruption kinds. Masked kinds erase pixels (level p, the ambient loss); noise adds Gaussian
+# noise (level sigma_n, the Tweedie loss); clean and the Gaussian baseline see the clean images.
+# A new masked kind is its draw in ambient/corruption.py, its name here, and the schema's kind enum.
 MASKED_KINDS = ("dust", "box")
+NOISY_KINDS = ("noise",)
 # Kinds whose data went through a corruption (clean and gauss see the clean images).
-CORRUPTED_KINDS = ("dust", "box", "noise")
+CORRUPTED_KINDS = (*MASKED_KINDS, *NOISY_KINDS)
 # Kinds of one model each, named by the kind alone: clean, and the Gaussian baseline.
 LEVELLESS_KINDS = ("clean", "gauss")
 NAIVE_SUFFIX = "-naive"
@@ -47,15 +51,14 @@ def share_column(threshold: float) -> str:
 
 
 # The loss `--loss auto` trains each kind with (gauss: the closed-form fit of mean and covariance).
-AUTO_LOSS = {"clean": "edm", "dust": "ambient", "box": "ambient", "noise": "tweedie", "gauss": "gauss"}
-# The losses a kind may be trained with: edm on corrupted data is that data's naive baseline.
-KIND_LOSSES = {
-    "clean": ("edm",),
-    "dust": ("ambient", "edm"),
-    "box": ("ambient", "edm"),
-    "noise": ("tweedie", "edm"),
-    "gauss": ("gauss",),
+AUTO_LOSS = {
+    "clean": "edm",
+    **dict.fromkeys(MASKED_KINDS, "ambient"),
+    **dict.fromkeys(NOISY_KINDS, "tweedie"),
+    "gauss": "gauss",
 }
+# The losses a kind may be trained with: edm on corrupted data is that data's naive baseline.
+KIND_LOSSES = {k: (loss, "edm") if k in CORRUPTED_KINDS else (loss,) for k, loss in AUTO_LOSS.items()}
 
 
 # ---------------------------------------------------------------- runs
@@ -71,9 +74,11 @@ def corruption_name(kind: str, p: float = 0.0, sigma_n: float = 0.0) -> str:
 
 
 # A run name, the one pattern: the Snakefile's wildcard constraint, and parse_run_name below.
-RUN_NAME_PATTERN = r"clean|gauss|(?:(?:dust|box)-p[0-9.]+|noise-s[0-9.]+)(?:-naive)?"
+_PLAIN, _MASKED, _NOISY = ("|".join(kinds) for kinds in (LEVELLESS_KINDS, MASKED_KINDS, NOISY_KINDS))
+RUN_NAME_PATTERN = rf"{_PLAIN}|(?:(?:{_MASKED})-p[0-9.]+|(?:{_NOISY})-s[0-9.]+)(?:{NAIVE_SUFFIX})?"
 _RUN_NAME = re.compile(
-    r"(?P<plain>clean|gauss)|(?:(?P<kind>dust|box)-p(?P<p>[0-9.]+)|noise-s(?P<s>[0-9.]+))(?P<naive>-naive)?"
+    rf"(?P<plain>{_PLAIN})|(?:(?P<kind>{_MASKED})-p(?P<p>[0-9.]+)|(?P<noisy>{_NOISY})-s(?P<s>[0-9.]+))"
+    rf"(?P<naive>{NAIVE_SUFFIX})?"
 )
 
 
@@ -89,7 +94,7 @@ def parse_run_name(name: str) -> tuple[str, float, bool]:
         return m["plain"], 0.0, False
     if m["kind"]:
         return m["kind"], float(m["p"]), bool(m["naive"])
-    return "noise", float(m["s"]), bool(m["naive"])
+    return m["noisy"], float(m["s"]), bool(m["naive"])
 
 
 def is_naive(entry: dict) -> bool:

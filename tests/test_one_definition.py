@@ -126,3 +126,11 @@ def test_a_float_setting_must_be_finite(value):
     cfg.grad_clip = value
     with pytest.raises(ValueError, match="grad_clip"):
         check_settings(cfg)
+
+
+def test_the_schema_kinds_are_the_layouts():
+    """A YAML file cannot import: the schema's corruption kinds are held to ambient.layout here."""
+    entry = yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))["$defs"]["corruption"]
+    assert entry["properties"]["kind"]["enum"] == list(layout.AUTO_LOSS)
+    masked = [c["if"]["properties"]["kind"] for c in entry["allOf"] if "enum" in c["if"]["properties"].get("kind", {})]
+    assert masked == [{"enum": list(layout.MASKED_KINDS)}]
