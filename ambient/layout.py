@@ -143,10 +143,11 @@ def default_delta(kind: str, loss: str = "auto") -> float:
 
 
 def run_delta(entry: dict) -> float:
-    """The further corruption delta a run trains with: its own, else default_delta (0 where none is drawn)."""
-    if default_delta(entry["kind"], "edm" if is_naive(entry) else "auto") == 0.0:
+    """The further corruption delta a run trains with: its own, else default_delta; 0 for the kinds
+    that draw none (unmasked ones, box, whose further corruption is a second box) and for a naive baseline."""
+    if entry["kind"] not in MASKED_KINDS or entry["kind"] == "box" or is_naive(entry):
         return 0.0
-    return entry.get("delta", DUST_DELTA)
+    return entry.get("delta", default_delta(entry["kind"]))
 
 
 def run_record(entry: dict) -> dict:
