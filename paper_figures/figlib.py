@@ -22,7 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ambient import layout  # noqa: E402
 from ambient.layout import MASKED_KINDS  # noqa: E402,F401  (the notebooks use figlib.MASKED_KINDS)
 
-THRESHOLDS = (0.90, 0.95)
+# the similarity shares the figures show (summary.csv's columns): the copy threshold and the looser one
+COPY = layout.COPY_THRESHOLD
+LOOSE = layout.SIMILARITY_THRESHOLDS[0]
+THRESHOLDS = (LOOSE, COPY)
+share = layout.share_column
+COPY_SHARE, LOOSE_SHARE = share(COPY), share(LOOSE)
 RED = np.array([0.85, 0.10, 0.10])  # pixels outside A: never observed
 ORANGE = np.array([1.00, 0.65, 0.00])  # in A but not in A~: observed, hidden from the network input (delta)
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from conftest import run_cli
 from PIL import Image
-from test_workflow import REPO, copy_workflow, load_common, snakemake
+from test_workflow import REPO, copy_workflow, load_common, snakemake, train_settings
 
 PAPER_CONFIGS = ("config/paper-celeba.yaml", "config/paper-ffhq.yaml")
 GPU_RULES = {"train", "sample", "attack", "neighbors", "ref_stats", "fid", "ruler_check"}
@@ -108,8 +108,12 @@ def test_paper_celeba_dry_run(wd):
             '"$AMBIENT_PYTHON" -m ambient.pipeline.gpu_slots --gpus 1 -- "$AMBIENT_PYTHON" -m ambient train'
         )
         assert "--device cuda" in j["shell"]
-        assert "--precision bf16" in j["shell"] and "--steps 781250 --batch-size 256 --lr 0.0002" in j["shell"]
-        assert "--base-channels 128 --channel-mult 1 2 2 2 --num-blocks 4 --attn-resolutions 16" in j["shell"]
+        settings = train_settings(j["shell"] + " ", name)
+        training, network = settings["training"], settings["network"]
+        assert training["precision"] == "bf16"
+        assert (training["steps"], training["batch_size"], training["lr"]) == (781250, 256, 0.0002)
+        assert network == {**network, "base_channels": 128, "channel_mult": [1, 2, 2, 2], "num_blocks": 4,
+                           "attn_resolutions": [16]}
         assert ("--delta 0.1" in j["shell"]) == (name != "clean")
     dl = next(j for j in jobs if j["rule"] == "download_dataset")
     assert (
@@ -131,8 +135,9 @@ def test_paper_ffhq_dry_run_has_noise_runs_and_naive(wd):
     trains = {j["wildcards"].split("corruption=")[1]: j["shell"] for j in jobs if j["rule"] == "train"}
     assert sorted(trains) == ["clean", "noise-s0.05", "noise-s0.10", "noise-s0.20", "noise-s0.20-naive"]
     assert "--corruption noise-s0.20 --delta 0.0 --loss edm " in trains["noise-s0.20-naive"]
-    assert "--corruption noise-s0.10 --delta 0.0 --consistency-weight 0.1 " in trains["noise-s0.10"]
-    assert "--xflip" in trains["clean"]
+    assert "--corruption noise-s0.10 --delta 0.0 --settings " in trains["noise-s0.10"]
+    assert train_settings(trains["noise-s0.10"] + " ", "noise-s0.10")["training"]["consistency_weight"] == 0.1
+    assert train_settings(trains["clean"] + " ", "clean")["training"]["xflip"] is True
     rules = [j["rule"] for j in jobs]
     assert {"fig5_noise_generations", "fig6_noise_histograms", "download_dataset"} <= set(rules)
     dl = next(j for j in jobs if j["rule"] == "download_dataset")
