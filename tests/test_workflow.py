@@ -254,7 +254,7 @@ def test_default_config_is_the_embedded_grid():
     assert cfg["network"]["channel_mult"] == [1, 2, 2] and cfg["network"]["attn_resolutions"] == [4]
     assert cfg["training"]["precision"] == "bf16" and cfg["training"]["consistency_weight"] == 0.0
     assert cfg["evaluation"]["attacks"]["resample"] == [1, 5]
-    assert cfg["sampling"]["precision"] == "bf16"  # README, Speed: same memorization numbers, faster
+    assert cfg["sampling"]["precision"] == "bf16"  # docs/speed.md: same memorization numbers, faster
 
 
 def _bad(mutate) -> dict:
@@ -353,7 +353,7 @@ def test_notebooks_have_a_parameters_cell():
 
 
 def test_notebooks_review_as_text():
-    """Outputs stripped and code cells short (README, Layout): a notebook's diff reads like code."""
+    """Outputs stripped and code cells short (docs/design.md, Notebooks): a notebook's diff reads like code."""
     import nbformat
 
     for path in sorted((REPO / "paper_figures").glob("*.ipynb")):

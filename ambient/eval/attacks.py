@@ -47,7 +47,7 @@ does (Heun from sigma_max), and score the sample against training image i. An am
   - "key_fresh": a fresh A~ of the same law (the control; the sampler's masks).
 Unmasked models have no key, so their one method "key_none" is the chance level of sample i
 landing on image i. This is not an attack of the papers: it measures whether a model trained on
-masked data recognizes a training image from its mask alone and returns it (README, the mask is
+masked data recognizes a training image from its mask alone and returns it (docs/design.md, The mask is
 a key); the papers' sampler draws fresh masks and so measures "key_fresh" only.
 
 Models trained on noisy data (kind "noise") stop at their sigma_n and take one x0 step there

@@ -3,7 +3,7 @@
 A classifier learns to tell reference images (the held-out split) from samples; its accuracy on
 images it was not fitted to is the measure. 0.5: the two sets cannot be told apart; 1.0: every
 image is told apart. Unlike FD and KD, whose small-disturbance readings sit inside their own
-noise (README, Quality), the accuracy rises with noise, blur, lost contrast, salt and pepper and
+noise (docs/design.md, The quality ruler), the accuracy rises with noise, blur, lost contrast, salt and pepper and
 black rectangles alike on the embedded faces (`ambient extractor-check`, in the DAG), and it
 tells the degenerate generators (the mean face repeated, noise matched to the pixel statistics)
 at once (tests/test_c2st.py).

@@ -472,7 +472,7 @@ def copies_fall_with_p(runs, columns, p) -> Result:
 def key_peak(runs, columns, p) -> Result:
     """A finding, not a test (holds = finding): the mask-key share by p and where it peaks. With B drawn
     per step the key is A's own erasures, too few at the smallest p to name an image, so the share
-    rises before it falls (README, the mask is a key)."""
+    rises before it falls (docs/design.md, The mask is a key)."""
     col = "key_extracted"
     t = "none (a finding: reported, not tested)"
     dust = _dust(runs)
