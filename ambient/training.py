@@ -24,9 +24,8 @@ from .corruption import Corruption
 from .data import read_image_zip
 from .gaussian import DEFAULT_EPS, GAUSSIAN_FORMAT, GaussianDenoiser, fit_gaussian
 from .layout import AUTO_LOSS, KIND_LOSSES
-from .losses import AmbientLoss, EDMLoss
+from .losses import AmbientLoss, EDMLoss, TweedieLoss
 from .networks import FORMULATIONS, EDMPrecond, UNetConfig, build_model
-from .noisy import TweedieLoss
 from .paths import check_writable
 from .settings import PRECISIONS, check_settings, setting
 from .utils import SampleRNG, atomic_path, generator, resolve_device, run_dir_lock, sha256_file, uint8_to_signed

@@ -4,7 +4,7 @@ import torch
 from conftest import TINY_NET
 
 from ambient.corruption import Corruption
-from ambient.noisy import TweedieLoss
+from ambient.losses import TweedieLoss
 from ambient.sampling import generate
 from ambient.training import TrainConfig, load_checkpoint, train
 from ambient.utils import generator
