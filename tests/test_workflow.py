@@ -149,8 +149,8 @@ def test_run_records_and_labels():
 
 
 def test_every_kind_has_its_loss():
+    from ambient.checkpoints import LOSSES
     from ambient.corruption import KINDS
-    from ambient.training import LOSSES
 
     assert set(layout.AUTO_LOSS) == set(layout.KIND_LOSSES) == set(KINDS)
     for kind, loss in layout.AUTO_LOSS.items():

@@ -78,7 +78,7 @@ def _sample_manifest(path: Path) -> dict:
 
 
 def _train_config(path: Path) -> dict:
-    from ..training import load_checkpoint
+    from ..checkpoints import load_checkpoint
 
     state = load_checkpoint(path, map_location="cpu")
     return {**state["config"], "step": state["step"]}
