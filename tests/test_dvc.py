@@ -223,8 +223,8 @@ STAGE_CODE = {
     "datasets": ["ambient.cli.data"],
     "models": ["ambient.cli.train", "ambient.pipeline.gpu_slots"],
     "samples": ["ambient.cli.sample", "ambient.pipeline.gpu_slots"],
-    "evaluation": ["ambient.cli.evaluate", "ambient.eval.metrics_hf", "ambient.pipeline.gpu_slots"],
-    "metrics": ["ambient.cli.metrics", "ambient.eval.summary", "ambient.eval.claims"],
+    "evaluation": ["ambient.cli.evaluate", "ambient.pipeline.gpu_slots"],
+    "metrics": ["ambient.cli.metrics"],
 }
 
 
