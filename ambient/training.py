@@ -33,9 +33,18 @@ from .gaussian import DEFAULT_EPS, GAUSSIAN_FORMAT, fit_gaussian
 from .losses import AmbientLoss, EDMLoss, TweedieLoss
 from .networks import EDMPrecond, UNetConfig, build_model
 from .paths import check_writable
-from .utils import SampleRNG, atomic_path, generator, resolve_device, run_dir_lock, sha256_file, uint8_to_signed
+from .utils import (
+    BatchSampler,
+    SampleRNG,
+    atomic_path,
+    generator,
+    resolve_device,
+    run_dir_lock,
+    sha256_file,
+    uint8_to_signed,
+)
 
-_STREAM_BATCH, _STREAM_LOSS = 11, 12
+_STREAM_LOSS = 12  # 11: the batches (utils.BatchSampler)
 _STREAM_FURTHER = _STREAM_LOSS + 2  # per-step further corruption B (_STREAM_LOSS + 1: x-flips)
 
 
@@ -79,27 +88,6 @@ def make_loss(cfg: TrainConfig) -> EDMLoss:
 
 
 # ---------------------------------------------------------------- training
-
-
-class BatchSampler:
-    """Epoch-wise random permutations of the dataset, seeded by (seed, epoch)."""
-
-    def __init__(self, n: int, batch_size: int, seed: int):
-        self.n, self.batch_size, self.seed = n, batch_size, seed
-        self._cache: dict[int, torch.Tensor] = {}
-
-    def _perm(self, epoch: int) -> torch.Tensor:
-        if epoch not in self._cache:
-            self._cache = {
-                epoch: torch.randperm(self.n, generator=generator(self.seed, epoch, _STREAM_BATCH)),
-                **{k: v for k, v in self._cache.items() if k == epoch - 1},
-            }
-        return self._cache[epoch]
-
-    def indices(self, step: int) -> torch.Tensor:
-        pos = torch.arange(step * self.batch_size, (step + 1) * self.batch_size)
-        epochs = pos // self.n
-        return torch.stack([self._perm(int(e))[int(k)] for e, k in zip(epochs, pos % self.n)])
 
 
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: float) -> None:

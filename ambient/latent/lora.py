@@ -7,7 +7,7 @@ Reproduces ambient-tweedie `train_text_to_image_lora_sdxl.py` run with `configs/
 - every training image is encoded once by the frozen VAE (posterior mean times scaling_factor) and
   noised once to t_n with noise fixed per image (seeded by (noise_seed, image index)):
   x_n = sqrt(abar_n) z0 + sqrt(1 - abar_n) eps. The trainer holds x_n only, never z0.
-- each step draws a batch (epoch permutations seeded by (seed, epoch), ambient.training.BatchSampler),
+- each step draws a batch (epoch permutations seeded by (seed, epoch), ambient.utils.BatchSampler),
   t uniform in [t_n, T) and eta from a generator seeded by (seed, step), and minimises
   ambient.latent.tweedie.LatentTweedieLoss: the UNet's epsilon turned into x0, mapped to the
   prediction of x_n, plain MSE.
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from ..utils import atomic_path, generator, run_dir_lock, sha256_file
+from ..utils import BatchSampler, atomic_path, generator, run_dir_lock, sha256_file
 from .tweedie import LatentTweedieLoss
 
 FORMAT = "ambient-sdxl-lora-v1"
@@ -150,8 +150,6 @@ def train_lora(
     device: str | torch.device = "cpu",
     progress: bool = False,
 ) -> Path:
-    from ..training import BatchSampler
-
     run_dir, out = Path(run_dir), Path(out)
     with run_dir_lock(run_dir):
         for stale in run_dir.glob(".checkpoint-*.tmp"):
