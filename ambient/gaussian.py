@@ -14,7 +14,7 @@ with EDMPrecond's call signature (model(x, sigma) in [-1, 1] image space, `maske
 `img_channels`), so the EDM Heun sampler, the attacks and every evaluation take it as they take a
 trained network; sampling it integrates the probability-flow ODE of N(mu, S + eps I) (exact up to the
 discretisation). `ambient train --corruption gauss` writes it (ambient.training.fit_gaussian_model) and
-ambient.training.load_model reads it back.
+ambient.checkpoints.load_model reads it back.
 """
 
 from __future__ import annotations

@@ -159,6 +159,31 @@ class SampleRNG:
         return torch.stack([torch.randn(tuple(shape[1:]), generator=g) for g in self.gens]).to(self.device)
 
 
+# The random stream of the training batches (ambient.training's own streams start at 12)
+STREAM_BATCH = 11
+
+
+class BatchSampler:
+    """Epoch-wise random permutations of the dataset, seeded by (seed, epoch)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._cache:
+            self._cache = {
+                epoch: torch.randperm(self.n, generator=generator(self.seed, epoch, STREAM_BATCH)),
+                **{k: v for k, v in self._cache.items() if k == epoch - 1},
+            }
+        return self._cache[epoch]
+
+    def indices(self, step: int) -> torch.Tensor:
+        pos = torch.arange(step * self.batch_size, (step + 1) * self.batch_size)
+        epochs = pos // self.n
+        return torch.stack([self._perm(int(e))[int(k)] for e, k in zip(epochs, pos % self.n)])
+
+
 def uint8_to_signed(images, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 images (array or tensor, any shape) -> a `dtype` tensor in [-1, 1], the models' range."""
     x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.asarray(images))

@@ -14,19 +14,13 @@ from conftest import TINY_NET, TINY_NET_ARGS, run_cli
 from test_workflow import copy_workflow, snakemake
 
 from ambient import layout
+from ambient.checkpoints import TrainConfig, load_checkpoint, load_model, model_from_checkpoint
 from ambient.corruption import Corruption
 from ambient.data import MANIFEST, read_image_zip
 from ambient.gaussian import GAUSSIAN_FORMAT, GaussianDenoiser, fit_gaussian
 from ambient.losses import AmbientLoss, EDMLoss
 from ambient.sampling import edm_sigmas, generate, heun_sample, model_denoiser
-from ambient.training import (
-    TrainConfig,
-    _observations,
-    load_checkpoint,
-    load_model,
-    make_loss,
-    model_from_checkpoint,
-)
+from ambient.training import _observations, make_loss
 from ambient.utils import uint8_to_signed
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ambient.cli import main as cli_main
 from ambient.eval import claims as C
 from ambient.layout import share_column
 
@@ -107,7 +108,7 @@ def claims_of(
     if check is not None:
         (tmp_path / "ruler_check.json").write_text(json.dumps(check))
         extra = ("--ruler-check", str(tmp_path / "ruler_check.json"), *extra)
-    assert C.main(["--summary", str(summary), "--out", str(out), *extra]) == 0
+    assert cli_main(["claims", "--summary", str(summary), "--out", str(out), *extra]) == 0
     with open(out, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         assert reader.fieldnames == C.COLUMNS
@@ -196,7 +197,7 @@ def test_a_ruler_that_fails_its_disturbance_test_backs_no_claim(tmp_path):
     broken = {**PASSING_CHECK["disturbances"]["noise"], "c2st_rises": False}
     check.write_text(json.dumps({**PASSING_CHECK, "disturbances": {**PASSING_CHECK["disturbances"], "noise": broken}}))
     out = tmp_path / "claims.csv"
-    assert C.main(["--summary", str(summary), "--out", str(out), "--ruler-check", str(check)]) == 0
+    assert cli_main(["claims", "--summary", str(summary), "--out", str(out), "--ruler-check", str(check)]) == 0
     got = {r["claim"]: r for r in csv.DictReader(open(out, newline="", encoding="utf-8"))}
     quality = {c.id for c in C.CLAIMS if c.quality}
     assert quality == {"quality_cost", "quality_cost_rises_with_p", "ambient_learns", "tweedie_samples_clean"}
@@ -205,7 +206,7 @@ def test_a_ruler_that_fails_its_disturbance_test_backs_no_claim(tmp_path):
         assert "fails: noise" in got[cid]["note"], cid
     assert got["clean_copies"]["holds"] == "yes"
     check.write_text(json.dumps(PASSING_CHECK))
-    assert C.main(["--summary", str(summary), "--out", str(out), "--ruler-check", str(check)]) == 0
+    assert cli_main(["claims", "--summary", str(summary), "--out", str(out), "--ruler-check", str(check)]) == 0
     got = {r["claim"]: r for r in csv.DictReader(open(out, newline="", encoding="utf-8"))}
     assert all(got[cid]["holds"] == "yes" for cid in quality)
 
@@ -308,14 +309,14 @@ def test_thresholds_can_be_overridden(tmp_path):
 )
 def test_bad_override_is_a_one_line_error(tmp_path, capsys, bad, message):
     summary = write_summary(tmp_path / "summary.csv", holding_runs())
-    assert C.main(["--summary", str(summary), "--out", str(tmp_path / "c.csv"), "--set", bad]) == 2
+    assert cli_main(["claims", "--summary", str(summary), "--out", str(tmp_path / "c.csv"), "--set", bad]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "c.csv").exists()
 
 
 def test_missing_summary_names_the_file_and_the_command(tmp_path, capsys):
-    assert C.main(["--summary", str(tmp_path / "summary.csv"), "--out", str(tmp_path / "c.csv")]) == 2
+    assert cli_main(["claims", "--summary", str(tmp_path / "summary.csv"), "--out", str(tmp_path / "c.csv")]) == 2
     err = capsys.readouterr().err
     assert f"{tmp_path / 'summary.csv'}: not found" in err and "snakemake" in err
 

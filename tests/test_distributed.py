@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import TINY_NET_ARGS, run_cli
 
-from ambient.training import load_checkpoint
+from ambient.checkpoints import load_checkpoint
 
 
 @pytest.mark.parametrize("corruption", ["dust-p0.50", "noise-s0.20"])

@@ -1,4 +1,5 @@
-"""ambient.pipeline.download against a local HTTP server on 127.0.0.1 (no other network)."""
+"""ambient.fetch (the download primitives) and ambient.pipeline.download (the paper datasets) against a
+local HTTP server on 127.0.0.1 (no other network)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ambient import data
+from ambient import data, fetch
 from ambient.pipeline import download as dl
 
 # ---------------------------------------------------------------- fake server
@@ -185,15 +186,15 @@ def test_download_verifies_and_is_not_repeated(server, tmp_path):
     body = _blob()
     server.files["/a.bin"] = body
     dest = tmp_path / "sub" / "a.bin"
-    out = dl.download(server("/a.bin"), dest, sha256=_sha(body), md5=_md5(body), **FAST)
+    out = fetch.download(server("/a.bin"), dest, sha256=_sha(body), md5=_md5(body), **FAST)
     assert out == dest and dest.read_bytes() == body
-    assert not dl.part_path(dest).exists()
+    assert not fetch.part_path(dest).exists()
     assert [p for p in dest.parent.iterdir()] == [dest]
     n = len(server.requests)
-    dl.download(server("/a.bin"), dest, sha256=_sha(body), **FAST)
+    fetch.download(server("/a.bin"), dest, sha256=_sha(body), **FAST)
     assert len(server.requests) == n  # verified, not fetched again
     with pytest.raises(ValueError, match="delete it"):
-        dl.download(server("/a.bin"), dest, sha256="0" * 64, **FAST)
+        fetch.download(server("/a.bin"), dest, sha256="0" * 64, **FAST)
     assert dest.read_bytes() == body  # an existing file is never clobbered
 
 
@@ -201,8 +202,8 @@ def test_resume_partial_with_range(server, tmp_path):
     body = _blob()
     server.files["/a.bin"] = body
     dest = tmp_path / "a.bin"
-    dl.part_path(dest).write_bytes(body[:123_457])
-    dl.download(server("/a.bin"), dest, sha256=_sha(body), **FAST)
+    fetch.part_path(dest).write_bytes(body[:123_457])
+    fetch.download(server("/a.bin"), dest, sha256=_sha(body), **FAST)
     assert dest.read_bytes() == body
     assert server.requests == [("/a.bin", "bytes=123457-")]
 
@@ -211,8 +212,8 @@ def test_resume_of_already_complete_part(server, tmp_path):
     body = _blob(5000)
     server.files["/a.bin"] = body
     dest = tmp_path / "a.bin"
-    dl.part_path(dest).write_bytes(body)
-    dl.download(server("/a.bin"), dest, md5=_md5(body), **FAST)  # 416 with bytes */5000
+    fetch.part_path(dest).write_bytes(body)
+    fetch.download(server("/a.bin"), dest, md5=_md5(body), **FAST)  # 416 with bytes */5000
     assert dest.read_bytes() == body
 
 
@@ -221,8 +222,8 @@ def test_server_without_range_restarts(server, tmp_path):
     server.files["/a.bin"] = body
     server.ranges = False
     dest = tmp_path / "a.bin"
-    dl.part_path(dest).write_bytes(b"garbage" * 100)
-    dl.download(server("/a.bin"), dest, sha256=_sha(body), **FAST)
+    fetch.part_path(dest).write_bytes(b"garbage" * 100)
+    fetch.download(server("/a.bin"), dest, sha256=_sha(body), **FAST)
     assert dest.read_bytes() == body
 
 
@@ -231,7 +232,7 @@ def test_truncated_once_then_retry_resumes(server, tmp_path, capsys):
     server.files["/a.bin"] = body
     server.truncate["/a.bin"] = 1
     dest = tmp_path / "a.bin"
-    dl.download(server("/a.bin"), dest, sha256=_sha(body), retries=2, **{**FAST, "progress": True})
+    fetch.download(server("/a.bin"), dest, sha256=_sha(body), retries=2, **{**FAST, "progress": True})
     assert dest.read_bytes() == body
     assert server.requests == [("/a.bin", None), ("/a.bin", f"bytes={len(body) // 2}-")]
     assert "attempt 1 failed (truncated" in capsys.readouterr().err
@@ -243,8 +244,8 @@ def test_always_truncated_fails_clearly(server, tmp_path):
     server.truncate["/a.bin"] = -1
     server.ranges = False  # so every try restarts and is cut short again
     dest = tmp_path / "a.bin"
-    with pytest.raises(dl.DownloadError, match=r"failed after 3 attempts: truncated"):
-        dl.download(server("/a.bin"), dest, sha256=_sha(body), retries=2, **FAST)
+    with pytest.raises(fetch.DownloadError, match=r"failed after 3 attempts: truncated"):
+        fetch.download(server("/a.bin"), dest, sha256=_sha(body), retries=2, **FAST)
     assert not dest.exists()
     assert len(server.requests) == 3
 
@@ -254,14 +255,14 @@ def test_file_url(tmp_path):
     src = tmp_path / "src.bin"
     src.write_bytes(body)
     dest = tmp_path / "out" / "a.bin"
-    dl.download(src.as_uri(), dest, sha256=_sha(body), **FAST)
+    fetch.download(src.as_uri(), dest, sha256=_sha(body), **FAST)
     assert dest.read_bytes() == body
 
 
 def test_http_404_is_not_retried(server, tmp_path):
     dest = tmp_path / "missing.bin"
-    with pytest.raises(dl.DownloadError, match="HTTP 404"):
-        dl.download(server("/missing.bin"), dest, retries=3, **FAST)
+    with pytest.raises(fetch.DownloadError, match="HTTP 404"):
+        fetch.download(server("/missing.bin"), dest, retries=3, **FAST)
     assert len(server.requests) == 1 and not dest.exists()
 
 
@@ -273,8 +274,8 @@ def test_connection_refused_is_retried_then_fails(tmp_path):
     port = s.getsockname()[1]
     s.close()  # nothing listens there now
     dest = tmp_path / "a.bin"
-    with pytest.raises(dl.DownloadError, match="failed after 2 attempts"):
-        dl.download(f"http://127.0.0.1:{port}/a.bin", dest, retries=1, **FAST)
+    with pytest.raises(fetch.DownloadError, match="failed after 2 attempts"):
+        fetch.download(f"http://127.0.0.1:{port}/a.bin", dest, retries=1, **FAST)
     assert not dest.exists()
 
 
@@ -284,12 +285,12 @@ def test_checksum_mismatch_deletes_download(server, tmp_path):
     dest = tmp_path / "a.bin"
     wrong = "f" * 64
     with pytest.raises(ValueError) as exc:
-        dl.download(server("/a.bin"), dest, sha256=wrong, **FAST)
+        fetch.download(server("/a.bin"), dest, sha256=wrong, **FAST)
     msg = str(exc.value)
     assert "a.bin" in msg and wrong in msg and _sha(body) in msg
-    assert not dest.exists() and not dl.part_path(dest).exists()
+    assert not dest.exists() and not fetch.part_path(dest).exists()
     with pytest.raises(ValueError, match=_md5(body)):
-        dl.download(server("/a.bin"), dest, md5="0" * 32, **FAST)
+        fetch.download(server("/a.bin"), dest, md5="0" * 32, **FAST)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -299,7 +300,7 @@ def test_gdrive_confirmation(server, tmp_path, mode):
     server.gdrive["FILEID"] = body
     server.gdrive_mode = mode
     dest = tmp_path / "big.zip"
-    dl.download(server("/uc?export=download&id=FILEID"), dest, md5=_md5(body), gdrive=True, **FAST)
+    fetch.download(server("/uc?export=download&id=FILEID"), dest, md5=_md5(body), gdrive=True, **FAST)
     assert dest.read_bytes() == body
     assert len(server.requests) == 2  # warning page, then the file
 
@@ -308,8 +309,8 @@ def test_gdrive_resume_after_confirmation(server, tmp_path):
     body = _blob(20_000)
     server.gdrive["FILEID"] = body
     dest = tmp_path / "big.zip"
-    dl.part_path(dest).write_bytes(body[:7000])
-    dl.download(server("/uc?export=download&id=FILEID"), dest, md5=_md5(body), gdrive=True, **FAST)
+    fetch.part_path(dest).write_bytes(body[:7000])
+    fetch.download(server("/uc?export=download&id=FILEID"), dest, md5=_md5(body), gdrive=True, **FAST)
     assert dest.read_bytes() == body
     assert server.requests[-1][1] == "bytes=7000-"
 
@@ -318,9 +319,9 @@ def test_gdrive_quota_exceeded(server, tmp_path):
     server.gdrive["FILEID"] = b"x"
     server.gdrive_mode = "quota"
     dest = tmp_path / "big.zip"
-    with pytest.raises(dl.DownloadError, match="quota exceeded"):
-        dl.download(server("/uc?export=download&id=FILEID"), dest, gdrive=True, **FAST)
-    assert not dest.exists() and not dl.part_path(dest).exists()
+    with pytest.raises(fetch.DownloadError, match="quota exceeded"):
+        fetch.download(server("/uc?export=download&id=FILEID"), dest, gdrive=True, **FAST)
+    assert not dest.exists() and not fetch.part_path(dest).exists()
 
 
 def test_gdrive_confirm_url_unit():
@@ -329,12 +330,12 @@ def test_gdrive_confirm_url_unit():
         b'<input type="hidden" name="id" value="X"><input type="hidden" name="confirm" value="t"></form>'
     )
     assert (
-        dl.gdrive_confirm_url("https://drive.google.com/uc?id=X", page)
+        fetch.gdrive_confirm_url("https://drive.google.com/uc?id=X", page)
         == "https://drive.usercontent.google.com/download?id=X&confirm=t"
     )
-    assert dl.is_gdrive_url(dl.SOURCES["celeba"]["urls"][0])
-    with pytest.raises(dl.DownloadError, match="no download confirmation"):
-        dl.gdrive_confirm_url("https://drive.google.com/uc?id=X", b"<html>Sign in</html>")
+    assert fetch.is_gdrive_url(dl.SOURCES["celeba"]["urls"][0])
+    with pytest.raises(fetch.DownloadError, match="no download confirmation"):
+        fetch.gdrive_confirm_url("https://drive.google.com/uc?id=X", b"<html>Sign in</html>")
 
 
 # ---------------------------------------------------------------- safe_extract
@@ -537,12 +538,12 @@ def test_a_stale_part_without_validator_or_checksum_is_restarted(server, tmp_pat
     body = _blob()
     server.files["/a.bin"] = body
     dest = tmp_path / "a.bin"
-    dl.part_path(dest).write_bytes(b"foreign bytes" * 100)  # no .part.json: nothing vouches for it
-    dl.download(server("/a.bin"), dest, **FAST)
+    fetch.part_path(dest).write_bytes(b"foreign bytes" * 100)  # no .part.json: nothing vouches for it
+    fetch.download(server("/a.bin"), dest, **FAST)
     assert dest.read_bytes() == body
     assert server.requests == [("/a.bin", None)]
     assert "no validator and no checksum" in capsys.readouterr().err
-    assert not dl.part_meta_path(dl.part_path(dest)).exists()
+    assert not fetch.part_meta_path(fetch.part_path(dest)).exists()
 
 
 def test_a_part_resumes_with_if_range_and_restarts_when_the_file_changed(server, tmp_path):
@@ -550,18 +551,18 @@ def test_a_part_resumes_with_if_range_and_restarts_when_the_file_changed(server,
     server.files["/a.bin"] = old
     server.truncate["/a.bin"] = -1
     dest = tmp_path / "a.bin"
-    with pytest.raises(dl.DownloadError):  # leaves half of `old` in the .part, with its ETag beside it
-        dl.download(server("/a.bin"), dest, retries=0, **FAST)
-    part = dl.part_path(dest)
-    assert part.stat().st_size == 15_000 and dl.part_meta_path(part).exists()
+    with pytest.raises(fetch.DownloadError):  # leaves half of `old` in the .part, with its ETag beside it
+        fetch.download(server("/a.bin"), dest, retries=0, **FAST)
+    part = fetch.part_path(dest)
+    assert part.stat().st_size == 15_000 and fetch.part_meta_path(part).exists()
     server.truncate["/a.bin"] = 0
-    dl.download(server("/a.bin"), dest, **FAST)  # same file: resumed, no checksum needed
+    fetch.download(server("/a.bin"), dest, **FAST)  # same file: resumed, no checksum needed
     assert dest.read_bytes() == old and server.requests[-1][1] == "bytes=15000-"
 
     dest.unlink()
     server.truncate["/a.bin"] = -1
-    with pytest.raises(dl.DownloadError):
-        dl.download(server("/a.bin"), dest, retries=0, **FAST)
+    with pytest.raises(fetch.DownloadError):
+        fetch.download(server("/a.bin"), dest, retries=0, **FAST)
     server.files["/a.bin"], server.truncate["/a.bin"] = new, 0  # the file changes on the server
-    dl.download(server("/a.bin"), dest, **FAST)
+    fetch.download(server("/a.bin"), dest, **FAST)
     assert dest.read_bytes() == new  # If-Range did not match: the whole new file, not old + new's tail

@@ -223,8 +223,8 @@ STAGE_CODE = {
     "datasets": ["ambient.cli.data"],
     "models": ["ambient.cli.train", "ambient.pipeline.gpu_slots"],
     "samples": ["ambient.cli.sample", "ambient.pipeline.gpu_slots"],
-    "evaluation": ["ambient.cli.evaluate", "ambient.eval.metrics_hf", "ambient.pipeline.gpu_slots"],
-    "metrics": ["ambient.cli.metrics", "ambient.eval.summary", "ambient.eval.claims"],
+    "evaluation": ["ambient.cli.evaluate", "ambient.pipeline.gpu_slots"],
+    "metrics": ["ambient.cli.metrics"],
 }
 
 
@@ -372,7 +372,7 @@ def _calls(path: Path, source: str):
 
 
 def test_pulled_files_are_never_unpickled():
-    """Checkpoints from a remote are loaded with weights_only=True (ambient.training.load_checkpoint);
+    """Checkpoints from a remote are loaded with weights_only=True (ambient.checkpoints.load_checkpoint);
     nothing else in the package or the notebooks unpickles a file."""
     sources = [(p, p.read_text()) for p in (REPO / "ambient").rglob("*.py")]
     sources += [(p, p.read_text()) for p in (REPO / "paper_figures").glob("*.py")]
@@ -390,7 +390,7 @@ def test_pulled_files_are_never_unpickled():
             )
             if func in ("np.load", "numpy.load"):
                 assert kw.get("allow_pickle", "False") == "False", f"{path.name}: np.load(allow_pickle=True)"
-    assert sorted(torch_loads) == ["lora.py", "training.py"]  # both weights_only=True (checked above)
+    assert sorted(torch_loads) == ["checkpoints.py", "lora.py"]  # both weights_only=True (checked above)
 
 
 # ---------------------------------------------------------------- round trip (slow, smoke config)

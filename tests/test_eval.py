@@ -579,7 +579,7 @@ def tiny_runs(tmp_path_factory):
 
 
 def test_attack_cli_outputs_and_determinism(tiny_runs):
-    from ambient.training import load_checkpoint, model_from_checkpoint
+    from ambient.checkpoints import load_checkpoint, model_from_checkpoint
 
     root, ckpts = tiny_runs
     for name, kind in (("clean", "inpaint"), ("dust", "inpaint"), ("dust", "noise"), ("clean", "key"), ("dust", "key")):

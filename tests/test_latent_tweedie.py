@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ambient.latent_tweedie import LatentTweedieLoss, ddim_sample, ddpm_alphas_cumprod
+from ambient.latent.tweedie import LatentTweedieLoss, ddim_sample, ddpm_alphas_cumprod
 
 MU, S, T_N = 0.3, 0.8, 100
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from ambient.cli import main as cli_main
 from ambient.data import embedded_faces, write_image_zip
 from ambient.eval import metrics_hf as hf
 
@@ -54,8 +55,9 @@ def test_command_line(tmp_path):
     write_image_zip(tmp_path / "samples.zip", faces[:4], [f"s{i}" for i in range(4)])
     out = tmp_path / "hf.json"
     assert (
-        hf.main(
+        cli_main(
             [
+                "hf-energy",
                 "--samples",
                 str(tmp_path / "samples.zip"),
                 "--train",
@@ -71,8 +73,9 @@ def test_command_line(tmp_path):
     r = json.loads(out.read_text())
     assert r["run"] == "noise-s0.20-naive" and r["corruption"] == "noise-s0.20" and r["hf_train_noisy"] > 0
     assert (
-        hf.main(
+        cli_main(
             [
+                "hf-energy",
                 "--samples",
                 str(tmp_path / "samples.zip"),
                 "--train",

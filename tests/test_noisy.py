@@ -3,10 +3,11 @@ import pytest
 import torch
 from conftest import TINY_NET
 
+from ambient.checkpoints import TrainConfig, load_checkpoint
 from ambient.corruption import Corruption
-from ambient.noisy import TweedieLoss
+from ambient.losses import TweedieLoss
 from ambient.sampling import generate
-from ambient.training import TrainConfig, load_checkpoint, train
+from ambient.training import train
 from ambient.utils import generator
 
 MU, S, SIGMA_N = 0.2, 0.5, 0.3

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from test_claims import holding_runs, write_summary
 
-from ambient.eval import claims as C
+from ambient.cli import main as cli_main
 from ambient.pipeline import readme_tables as RT
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def project(tmp_path):
     metrics = tmp_path / "results" / "metrics"
     metrics.mkdir(parents=True)
     write_summary(metrics / "summary.csv", holding_runs())
-    assert C.main(["--summary", str(metrics / "summary.csv"), "--out", str(metrics / "claims.csv")]) == 0
+    assert cli_main(["claims", "--summary", str(metrics / "summary.csv"), "--out", str(metrics / "claims.csv")]) == 0
     for rel, s, rss in [
         ("faces24/clean/train.tsv", 843.2, 612.5),
         ("faces24/dust-p0.50/train.tsv", 402.1, 520),

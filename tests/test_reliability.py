@@ -13,7 +13,8 @@ from conftest import TINY_NET_ARGS, run_cli
 from test_training import _cfg, _Evil
 from test_training import _states_equal as _same
 
-from ambient.training import list_checkpoints, load_checkpoint, train
+from ambient.checkpoints import list_checkpoints, load_checkpoint
+from ambient.training import train
 from ambient.utils import atomic_path, run_dir_lock
 
 # ---------------------------------------------------------------- a shorter run never returns a longer one
@@ -328,7 +329,7 @@ def test_prepared_zips_are_checked_and_their_members_named(tmp_path):
 
 
 def test_a_checkpoint_that_does_not_fit_its_config_is_one_line(tiny_dataset, tmp_path):
-    from ambient.training import load_model
+    from ambient.checkpoints import load_model
 
     out = train(_cfg(tiny_dataset, steps=2), tmp_path / "run", progress=False)
     state = load_checkpoint(out)

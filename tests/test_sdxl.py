@@ -86,7 +86,7 @@ def test_tiny_models_load_with_the_same_code_as_real_ones(tiny, sdxl):
     assert describe_model(tiny[0])["tiny"]
     assert sdxl.vae_factor == 2 and sdxl.T == 1000
     assert sdxl.unet.config.addition_embed_type == "text_time"
-    from ambient.latent_tweedie import ddpm_alphas_cumprod
+    from ambient.latent.tweedie import ddpm_alphas_cumprod
 
     torch.testing.assert_close(sdxl.alphas_cumprod, ddpm_alphas_cumprod(), rtol=1e-5, atol=1e-6)
     from ambient.data import read_image_zip
@@ -158,7 +158,7 @@ def test_training_with_the_consistency_term_changes_only_lora_and_moves_the_loss
 
 def test_early_stopped_and_full_sampler_shapes(sdxl):
     from ambient.latent.generate import generate
-    from ambient.latent_tweedie import ddim_from
+    from ambient.latent.tweedie import ddim_from
 
     cond = sdxl.condition("a photo of a face", 64)
     early = generate(sdxl, cond, 3, 64, seed=0, num_steps=2, stop_t=100, batch_size=2)

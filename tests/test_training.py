@@ -5,7 +5,8 @@ import pytest
 import torch
 from conftest import TINY_NET, TINY_NET_ARGS, run_cli
 
-from ambient.training import TrainConfig, list_checkpoints, load_checkpoint, model_from_checkpoint, train
+from ambient.checkpoints import TrainConfig, list_checkpoints, load_checkpoint, model_from_checkpoint
+from ambient.training import train
 
 
 def _cfg(dataset, **kw):

@@ -149,8 +149,8 @@ def test_run_records_and_labels():
 
 
 def test_every_kind_has_its_loss():
+    from ambient.checkpoints import LOSSES
     from ambient.corruption import KINDS
-    from ambient.training import LOSSES
 
     assert set(layout.AUTO_LOSS) == set(layout.KIND_LOSSES) == set(KINDS)
     for kind, loss in layout.AUTO_LOSS.items():
@@ -470,7 +470,7 @@ def test_dry_run_noise_entry_and_folder_source(tmp_path):
     weights = {run: train_settings(out, run)["training"]["consistency_weight"] for run in ("noise-s0.20", "clean")}
     assert weights == {"noise-s0.20": 0.25, "clean": 0.0}
     assert train_settings(out, "noise-s0.20")["network"] == default_config()["network"]
-    assert "-m ambient.eval.metrics_hf" in out and "--corruption noise-s0.20-naive --corruption-seed 0" in out
+    assert "-m ambient hf-energy" in out and "--corruption noise-s0.20-naive --corruption-seed 0" in out
     assert "fig5_noise_generations" in out and "fig6_noise_histograms" in out
     assert "--device auto --threads 1" in out and "torch.distributed.run" not in out
     heldout = default_config()["dataset"]["heldout_images"]  # config.yaml's held-out split
@@ -505,7 +505,7 @@ def _fake_run(root, name: str, neighbors: dict) -> None:
 
 def test_summary_from_metric_files(tmp_path):
     """ambient.eval.summary: one row per model, FD/KD under the extractor actually used, attack columns."""
-    from ambient.eval.summary import main
+    from ambient.cli import main
 
     for i, name in enumerate(["clean", "dust-p0.50"]):
         _fake_run(
@@ -558,6 +558,7 @@ def test_summary_from_metric_files(tmp_path):
     assert (
         main(
             [
+                "summarize",
                 "--root",
                 str(tmp_path),
                 "--dataset",
@@ -593,12 +594,27 @@ def test_summary_from_metric_files(tmp_path):
     assert rows[1]["fd_filterbank"] == "2.5" and rows[0]["inception_fallback"] == "filterbank"
     assert "fid" not in rows[0] and rows[1]["inpaint_extracted"] == "0.25"
     assert [r["loss"] for r in rows] == ["edm", "ambient"] and "hf_samples" not in rows[0]
-    assert main(["--root", str(tmp_path), "--dataset", "faces", "--corruptions", "box-p0.40", "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "summarize",
+                "--root",
+                str(tmp_path),
+                "--dataset",
+                "faces",
+                "--corruptions",
+                "box-p0.40",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
 
 
 def test_summary_noise_runs_and_hf_energy(tmp_path):
     """The naive baseline's run name maps to its corruption; hf_energy.json adds the hf_* columns."""
-    from ambient.eval.summary import main
+    from ambient.cli import main
 
     for i, name in enumerate(["noise-s0.20", "noise-s0.20-naive"]):
         _fake_run(
@@ -622,6 +638,7 @@ def test_summary_noise_runs_and_hf_energy(tmp_path):
     assert (
         main(
             [
+                "summarize",
                 "--root",
                 str(tmp_path),
                 "--dataset",
@@ -640,7 +657,22 @@ def test_summary_noise_runs_and_hf_energy(tmp_path):
         rows = list(csv.DictReader(f))
     assert [(r["kind"], r["level"], r["loss"]) for r in rows] == [("noise", "0.2", "tweedie"), ("noise", "0.2", "edm")]
     assert [r["hf_noise_index"] for r in rows] == ["0", "1"] and rows[1]["hf_train_noisy"] == "0.12"
-    assert main(["--root", str(tmp_path), "--dataset", "faces", "--corruptions", "clean-naive", "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "summarize",
+                "--root",
+                str(tmp_path),
+                "--dataset",
+                "faces",
+                "--corruptions",
+                "clean-naive",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
 
 
 # ---------------------------------------------------------------- end to end (smoke config)

@@ -50,11 +50,3 @@ def main(argv: list[str] | None = None, prog: str = "ambient", names=None) -> in
     allowed = command_names() if names is None else list(names)
     args = build_parser([first] if first in allowed else allowed, prog).parse_args(argv)
     return run_command(args, args.command)
-
-
-def standalone(name: str, argv: list[str] | None = None, prog: str | None = None, doc: str | None = None) -> int:
-    """`python -m ambient.<module>` entry points: command `name`'s arguments at the top level."""
-    command = next(m.COMMANDS[name] for m in PHASES if name in m.COMMANDS)
-    parser = argparse.ArgumentParser(prog=prog, description=doc or command.help, formatter_class=HelpFormatter)
-    command.add_arguments(parser)
-    return run_command(parser.parse_args(argv), name)

@@ -275,9 +275,9 @@ def _attacked_indices(a, train, info):
 
 
 def cmd_attack(a) -> None:
+    from ..checkpoints import load_model
     from ..data import load_images
     from ..eval.attacks import run_attack
-    from ..training import load_model
     from ..utils import sha256_file, write_csv, write_json, write_npz
 
     dev = setup_device(a.device, a.threads)

@@ -10,42 +10,9 @@ from .common import register as _register
 
 
 def _readme_tables(p: argparse.ArgumentParser) -> None:
-    from ..pipeline.readme_tables import BLOCKS, cmd_readme_tables
+    from ..pipeline.readme_tables import add_arguments
 
-    p.add_argument("--readme", default="README.md", help="the Markdown file with the marker comments")
-    p.add_argument(
-        "--check",
-        action="store_true",
-        help="rewrite nothing; exit 1 naming each block that differs from what the files generate",
-    )
-    p.add_argument(
-        "--blocks",
-        nargs="+",
-        choices=BLOCKS,
-        default=None,
-        help="only these blocks (None: every block the README has markers for)",
-    )
-    from ..layout import CLAIMS_CSV, SUMMARY_CSV
-
-    p.add_argument("--summary", default=SUMMARY_CSV, help="source of the results block")
-    p.add_argument("--claims", default=CLAIMS_CSV, help="source of the claims block")
-    p.add_argument("--benchmarks", default="benchmarks", help="Snakemake's benchmark folder (timings block)")
-    p.add_argument(
-        "--record-wall",
-        type=float,
-        default=None,
-        metavar="START",
-        help="instead: write BENCHMARKS/reproduce.json, the wall time since START (epoch seconds) of a "
-        "workflow run (`make reproduce` does)",
-    )
-    p.add_argument(
-        "--record-setup",
-        type=float,
-        default=None,
-        metavar="START",
-        help="instead: write BENCHMARKS/setup.json, the seconds since START that the set-up took",
-    )
-    p.set_defaults(func=cmd_readme_tables)
+    add_arguments(p)
 
 
 def cmd_schema(a) -> int:

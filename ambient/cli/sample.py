@@ -26,9 +26,9 @@ def _stop_sigma(a, cfg):
 
 
 def cmd_sample(a) -> None:
+    from ..checkpoints import load_model
     from ..data import write_image_zip
     from ..sampling import generate
-    from ..training import load_model
     from ..utils import sha256_file
 
     dev = setup_device(a.device, a.threads)

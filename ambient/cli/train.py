@@ -16,9 +16,9 @@ _SECTIONS = ("training", "network")
 
 def read_settings(text: str | None) -> dict[str, dict]:
     """--settings: JSON {"training": {...}, "network": {...}}; an unknown section or key is refused by name."""
+    from ..checkpoints import TrainConfig
     from ..networks import UNetConfig
     from ..settings import settings_of
-    from ..training import TrainConfig
 
     out = {name: {} for name in _SECTIONS}
     if not text:
@@ -97,11 +97,11 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _train(p: argparse.ArgumentParser) -> None:
+    from ..checkpoints import TrainConfig
     from ..networks import UNetConfig
-    from ..training import TrainConfig
 
     _data_arguments(p)
-    add_settings(p, TrainConfig, "training settings (ambient.training.TrainConfig)")
+    add_settings(p, TrainConfig, "training settings (ambient.checkpoints.TrainConfig)")
     add_settings(p, UNetConfig, "network settings (ambient.networks.UNetConfig)")
     p.add_argument("--run-dir", required=True, help="checkpoints and train_log.jsonl; resumes from here")
     p.add_argument("--out", default=None, help="final checkpoint (None: RUN_DIR/model.pt)")

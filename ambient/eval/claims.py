@@ -1,4 +1,4 @@
-"""`python -m ambient.eval.claims`: does this run reproduce what the papers claim? One row per claim.
+"""`ambient claims` (ambient.cli.metrics): does this run reproduce what the papers claim? One row per claim.
 
 Reads results/metrics/summary.csv (one row per model, ambient.eval.summary) and writes
 results/metrics/claims.csv with the columns
@@ -33,7 +33,6 @@ import csv
 import math
 import os
 import re
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -295,9 +294,7 @@ def read_summary(path: str | Path) -> tuple[list[str], list[Run]]:
     """(columns, runs) of a summary.csv; kind/level/loss from their columns, else from the run name."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: not found (make it with `snakemake {path}` or `python -m ambient.eval.summary`)"
-        )
+        raise FileNotFoundError(f"{path}: not found (make it with `snakemake {path}` or `ambient summarize`)")
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         columns = list(reader.fieldnames or [])
@@ -784,14 +781,3 @@ def cmd_claims(a) -> int:
         extra = f" [{r['note']}]" if r["note"] else ""
         print(f"  {r['holds']:>3}  {r['claim']}: {r['measured'] or '-'} (threshold {r['threshold']}){extra}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m ambient.eval.claims`: `ambient claims`'s arguments (ambient.cli) at the top level."""
-    from ..cli import standalone
-
-    return standalone("claims", argv, "python -m ambient.eval.claims", __doc__)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

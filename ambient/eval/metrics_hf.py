@@ -17,15 +17,14 @@ samples). hf_noise_index = (hf_samples - hf_train_clean) / (hf_train_noisy - hf_
 0 when the samples are as smooth as the clean data, 1 when they are as noisy as the training data
 (the naive baseline), in between for partly noisy samples.
 
-Command line: `python -m ambient.eval.metrics_hf --samples S.zip --train T.zip --corruption noise-s0.20
---corruption-seed 0 --out hf_energy.json` (the workflow's hf_energy rule), or `ambient hf-energy`
-(its arguments: ambient.cli.evaluate).
+Command line: `python -m ambient hf-energy --samples S.zip --train T.zip --corruption noise-s0.20
+--corruption-seed 0 --out hf_energy.json` (the workflow's hf_energy rule; its arguments:
+ambient.cli.evaluate).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 
@@ -182,14 +181,3 @@ def cmd_hf_energy(a) -> None:
     write_json(a.out, report)
     keys = ("run", "hf_samples", "hf_train_clean", "hf_train_noisy", "hf_noise_index")
     print(json.dumps({k: report[k] for k in keys}))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m ambient.eval.metrics_hf`: `ambient hf-energy`'s arguments (ambient.cli) at the top level."""
-    from ..cli import standalone
-
-    return standalone("hf-energy", argv, "python -m ambient.eval.metrics_hf", __doc__)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

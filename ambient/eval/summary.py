@@ -26,15 +26,14 @@ then per attack <K>_sim_mean, <K>_other_sim_mean, <K>_extracted (its primary met
 <K>_<method>_extracted for every method (inpaint_u1, inpaint_u5, ...), then with --hf-energy
 hf_samples, hf_train_clean, hf_train_noisy (noise runs), hf_noise_index (see ambient.eval.metrics_hf).
 
-Run as `python -m ambient.eval.summary ...` (the workflow does), or `ambient summarize` (its
-arguments: ambient.cli.metrics).
+Run as `python -m ambient summarize ...` (the workflow's summary rule does; its arguments:
+ambient.cli.metrics).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 from ..layout import AUTO_LOSS, COPY_THRESHOLD, SIMILARITY_THRESHOLDS, run_file, share_column
@@ -78,7 +77,7 @@ def _sample_manifest(path: Path) -> dict:
 
 
 def _train_config(path: Path) -> dict:
-    from ..training import load_checkpoint
+    from ..checkpoints import load_checkpoint
 
     state = load_checkpoint(path, map_location="cpu")
     return {**state["config"], "step": state["step"]}
@@ -257,14 +256,3 @@ def cmd_summarize(a) -> None:
     print(f"wrote {a.out}: {len(rows)} models, {len(columns)} columns")
     for r in rows:
         print(f"  {r['corruption']:>18}: {SHARE}={r[SHARE]}, sim_mean={r['sim_mean']}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m ambient.eval.summary`: `ambient summarize`'s arguments (ambient.cli) at the top level."""
-    from ..cli import standalone
-
-    return standalone("summarize", argv, "python -m ambient.eval.summary", __doc__)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,7 +2,7 @@
 
 `fetch_weights("inception")` downloads clean-fid's TorchScript Inception
 (`inception-2015-12-05.pt`, the StyleGAN2-ADA translation of the TF 2015-12-05 graph) from its
-official URL with `ambient.pipeline.download.download` (streamed to a `.part` file beside the
+official URL with `ambient.fetch.download` (streamed to a `.part` file beside the
 destination, retried, resumed) and renames it into place only when its sha256 matches. A
 mismatch leaves nothing behind.
 
@@ -95,7 +95,7 @@ def fetch_weights(
     expected = (sha256 or entry["sha256"] or "").lower() or None
     if expected is None:
         raise ValueError(f"no sha256 is recorded for {name}: pass --sha256")
-    from ..pipeline.download import download  # streamed to a .part file beside dest, retried, verified, renamed
+    from ..fetch import download  # streamed to a .part file beside dest, retried, verified, renamed
 
     if not dest.exists():
         return download(url or entry["url"], dest, sha256=expected, timeout=timeout, progress=progress)

@@ -22,9 +22,9 @@ import math
 import numpy as np
 import torch
 
-from ..latent_tweedie import ddim_from
 from ..utils import generator
 from .models import check_timestep
+from .tweedie import ddim_from
 
 _STREAM_ATTACK = 31
 

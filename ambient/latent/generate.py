@@ -6,11 +6,11 @@ samples from t = T - 1 down to t_n and returns the model's x0 estimate there (on
 full-length sampler goes down to t = 0 (right below t_n only with the consistency term, which the
 shipped config leaves off: Figs. 5-6 compare both).
 
-Our own loop instead of the diffusers pipeline: `ambient.latent_tweedie.ddim_sample` (deterministic
+Our own loop instead of the diffusers pipeline: `ambient.latent.tweedie.ddim_sample` (deterministic
 DDIM, eta = 0, float64 state), the sampler whose early stop the latent Tweedie tests check; the
 official code patches the pipeline's timestep loop to stop early. The diffusers pipeline has no
 early stop, and one sampler for the pixel-identity tests, the generations and the noise attack
-keeps them the same maths (`latent_tweedie.ddim_from` starts it at any t: the noise attack starts at
+keeps them the same maths (`tweedie.ddim_from` starts it at any t: the noise attack starts at
 t_attack). Initial noise of sample i comes from a generator
 seeded by (seed, i): samples do not depend on the batch size.
 """
@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..latent_tweedie import ddim_sample
 from ..utils import generator
+from .tweedie import ddim_sample
 
 _STREAM_XT = 21
 

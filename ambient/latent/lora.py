@@ -7,9 +7,9 @@ Reproduces ambient-tweedie `train_text_to_image_lora_sdxl.py` run with `configs/
 - every training image is encoded once by the frozen VAE (posterior mean times scaling_factor) and
   noised once to t_n with noise fixed per image (seeded by (noise_seed, image index)):
   x_n = sqrt(abar_n) z0 + sqrt(1 - abar_n) eps. The trainer holds x_n only, never z0.
-- each step draws a batch (epoch permutations seeded by (seed, epoch), ambient.training.BatchSampler),
+- each step draws a batch (epoch permutations seeded by (seed, epoch), ambient.utils.BatchSampler),
   t uniform in [t_n, T) and eta from a generator seeded by (seed, step), and minimises
-  ambient.latent_tweedie.LatentTweedieLoss: the UNet's epsilon turned into x0, mapped to the
+  ambient.latent.tweedie.LatentTweedieLoss: the UNet's epsilon turned into x0, mapped to the
   prediction of x_n, plain MSE.
 - peft `LoraConfig(r, lora_alpha=r, init_lora_weights="gaussian", target_modules=[to_k, to_q, to_v,
   to_out.0])` added with `unet.add_adapter`, as diffusers' SDXL LoRA script; LoRA parameters in fp32.
@@ -21,7 +21,7 @@ step is the whole RNG state); written atomically, loaded with torch.load(weights
 killed at any point resumes from its last checkpoint and ends bit for bit where an uninterrupted one
 ends. Differences from the official script: the VAE posterior mean instead of a sample per step, the
 no EMA, no gradient accumulation. The optional consistency term (`consistency_weight`, the official
-`consistency_coeff`, 0 in the shipped config) is ambient.latent_tweedie's, from the Tweedie term's
+`consistency_coeff`, 0 in the shipped config) is ambient.latent.tweedie's, from the Tweedie term's
 (x_t, t) (`consistency_everywhere`, the official `run_consistency_everywhere`) or from (x_n, t_n); it
 costs a no-grad UNet pass and two passes with gradients per image.
 """
@@ -37,8 +37,8 @@ from pathlib import Path
 
 import torch
 
-from ..latent_tweedie import LatentTweedieLoss
-from ..utils import atomic_path, generator, run_dir_lock, sha256_file
+from ..utils import BatchSampler, atomic_path, generator, run_dir_lock, sha256_file
+from .tweedie import LatentTweedieLoss
 
 FORMAT = "ambient-sdxl-lora-v1"
 TARGET_MODULES = ["to_k", "to_q", "to_v", "to_out.0"]
@@ -150,8 +150,6 @@ def train_lora(
     device: str | torch.device = "cpu",
     progress: bool = False,
 ) -> Path:
-    from ..training import BatchSampler
-
     run_dir, out = Path(run_dir), Path(out)
     with run_dir_lock(run_dir):
         for stale in run_dir.glob(".checkpoint-*.tmp"):

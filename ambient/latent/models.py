@@ -173,7 +173,7 @@ class SDXL:
         return out
 
     def eps_model(self, cond: dict, guidance_scale: float = 1.0):
-        """`eps_model(x_t, t)` as ambient.latent_tweedie expects it."""
+        """`eps_model(x_t, t)` as ambient.latent.tweedie expects it."""
         return lambda x, t: self.eps(x, t, cond, guidance_scale)
 
     # ------------------------------------------------------------ VAE

@@ -8,7 +8,7 @@ source, in whichever file holds its markers (each block in exactly one file):
     <!-- END results -->
 
     results   a table from results/metrics/summary.csv (one row per model)
-    claims    a table from results/metrics/claims.csv (`python -m ambient.eval.claims`)
+    claims    a table from results/metrics/claims.csv (`ambient claims`)
     timings   wall time and peak RSS per job and per rule from Snakemake's benchmark files
               (benchmarks/**/*.tsv, columns `s` and `max_rss` in MB), the whole run's wall time
               (benchmarks/reproduce.json), its bounds (benchmarks/critical_path.json, `python -m
@@ -28,6 +28,7 @@ missing source file is a one-line error naming the file and the command that mak
 
 from __future__ import annotations
 
+import argparse
 import csv
 import difflib
 import hashlib
@@ -768,11 +769,47 @@ def _claims_log(path: Path, check: bool) -> bool:
     return True
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m ambient.pipeline.readme_tables`: `ambient readme-tables` (ambient.cli) at the top level."""
-    from ..cli import standalone
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """`ambient readme-tables`' arguments (and `python -m ambient.pipeline.readme_tables`')."""
+    p.add_argument("--readme", default="README.md", help="the Markdown file with the marker comments")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="rewrite nothing; exit 1 naming each block that differs from what the files generate",
+    )
+    p.add_argument(
+        "--blocks",
+        nargs="+",
+        choices=BLOCKS,
+        default=None,
+        help="only these blocks (None: every block the README has markers for)",
+    )
+    p.add_argument("--summary", default=SUMMARY_CSV, help="source of the results block")
+    p.add_argument("--claims", default=CLAIMS_CSV, help="source of the claims block")
+    p.add_argument("--benchmarks", default="benchmarks", help="Snakemake's benchmark folder (timings block)")
+    p.add_argument(
+        "--record-wall",
+        type=float,
+        default=None,
+        metavar="START",
+        help="instead: write BENCHMARKS/reproduce.json, the wall time since START (epoch seconds) of a "
+        "workflow run (`make reproduce` does)",
+    )
+    p.add_argument(
+        "--record-setup",
+        type=float,
+        default=None,
+        metavar="START",
+        help="instead: write BENCHMARKS/setup.json, the seconds since START that the set-up took",
+    )
+    p.set_defaults(func=cmd_readme_tables)
 
-    return standalone("readme-tables", argv, PROG, __doc__)
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m ambient.pipeline.readme_tables`: the same as `ambient readme-tables`."""
+    from ..entry import standalone_main
+
+    return standalone_main(PROG, __doc__, add_arguments, "readme-tables", argv)
 
 
 if __name__ == "__main__":

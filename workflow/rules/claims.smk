@@ -27,5 +27,5 @@ rule claims:
     conda:
         "../../environment.yml"
     shell:
-        '"$AMBIENT_PYTHON" -m ambient.eval.claims --summary {input.summary} --ruler-check {input.ruler_check} '
+        '"$AMBIENT_PYTHON" -m ambient claims --summary {input.summary} --ruler-check {input.ruler_check} '
         "--ruler {params.ruler} --out {output} > {log} 2>&1"

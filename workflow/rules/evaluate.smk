@@ -205,7 +205,7 @@ rule hf_energy:
     conda:
         "../../environment.yml"
     shell:
-        '"$AMBIENT_PYTHON" -m ambient.eval.metrics_hf --samples {input.samples} --train {input.train} '
+        '"$AMBIENT_PYTHON" -m ambient hf-energy --samples {input.samples} --train {input.train} '
         "--corruption {wildcards.corruption} --corruption-seed {params.corruption_seed} --out {output} > {log} 2>&1"
 
 
@@ -240,6 +240,6 @@ rule summary:
     conda:
         "../../environment.yml"
     shell:
-        '"$AMBIENT_PYTHON" -m ambient.eval.summary --dataset {params.dataset} --corruptions {params.corruptions} '
+        '"$AMBIENT_PYTHON" -m ambient summarize --dataset {params.dataset} --corruptions {params.corruptions} '
         "--similarity-extractor {params.sim_extractor} --extractors {params.extractors} {params.attacks} "
         "--hf-energy --out {output.csv} --metrics-json {output.metrics} > {log} 2>&1"

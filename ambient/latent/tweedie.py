@@ -19,7 +19,7 @@ linear in x0, hence E[x_n | x_t] = c0 E[x0 | x_t] + r x_t, and the residual
 || c0 h(x_t, t) + r x_t - x_n ||^2 is minimised by h = E[x0 | x_t]: the clean denoiser, from noisy
 latents only (the official `--x0_pred` path: the x0 estimate mapped to the prediction of x_n,
 plain MSE). In the VE limit (abar -> 1 with sigma^2 = (1 - abar)/abar) r -> sigma_n^2 / sigma^2 and
-c0 -> 1 - r, the pixel loss of ambient.noisy.TweedieLoss. The UNet predicts epsilon; x0 comes
+c0 -> 1 - r, the pixel loss of ambient.losses.TweedieLoss. The UNet predicts epsilon; x0 comes
 from it by the usual DDPM identity (`x0_from_eps`).
 
 Sampling (`ddim_sample`): deterministic DDIM from t = T - 1 down to a last timestep. The
@@ -31,7 +31,7 @@ The LoRA training loop, generation and the attacks on SDXL are in ambient/latent
 
 The consistency term (optional; `consistency_coeff` 0 in the shipped config), as the official loop:
 from a start (x_u, u), either the Tweedie term's own (x_t, t) (`run_consistency_everywhere`, True in
-the shipped config) or the data (x_n, t_n) (the boundary, as the pixel `ambient.noisy.TweedieLoss`),
+the shipped config) or the data (x_n, t_n) (the boundary, as the pixel `ambient.losses.TweedieLoss`),
 go down to s = max(0, u - d), d uniform in {1, ..., max_steps_diff} (100), taking the model's own
 stop-gradient x0 estimate at u as the target and drawing x_s twice from the DDPM posterior
 q(x_s | x_u, x0 = target) (one stochastic DDPM step, the official `move_one_step`),
