@@ -1,5 +1,6 @@
 """Names and places, defined once: run names and labels, the loss of each corruption kind, where
-each result file lies, and the figures.
+each result file lies, the branches of the workflow (BRANCHES: the pixel models, the SDXL
+fine-tuning) and the figures of every branch (FIGURES).
 
 Read by the workflow (workflow/rules/*.smk), the figure notebooks (paper_figures/figlib.py), the
 library and the tests. Torch-free and config-driven (a config is the dict Snakemake validated),
