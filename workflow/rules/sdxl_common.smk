@@ -18,8 +18,8 @@ def sdxl_file(key, **fields):
 
 
 def sdxl_log(name):
-    """logs/sdxl/<sdxl.name>/<name>.log (`name` may hold wildcards)."""
-    return f"logs/sdxl/{sdxl_cfg()['name']}/{name}.log"
+    """logs/sdxl/<sdxl.name>/<name>.log (ambient.layout.SDXL's log folder; `name` may hold wildcards)."""
+    return f"{layout.SDXL.log_dir(config)}/{name}.log"
 
 
 def sdxl_benchmark(name):
