@@ -291,7 +291,7 @@ def _no_params(config: dict) -> dict:
     return {}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # one object per branch (compared and hashed by identity)
 class Branch:
     """A branch of the workflow: the pixel-space models trained from scratch, the SDXL fine-tuning.
 
