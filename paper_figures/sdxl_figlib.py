@@ -1,7 +1,8 @@
 """Figures of the SDXL branch (issue 13), drawn by the sdxl_*.ipynb notebooks (papermill, rules in
 workflow/rules/sdxl.smk). Reuses figlib's readers and drawing helpers. Every figure prints on its face
 which models made it (random-weight tiny models in the smoke config) and which feature extractor
-scored it (DINOv2 only when its weights were present; otherwise the fallback, named)."""
+scored it (DINOv2 only when its weights were present; otherwise the fallback, named). Its files' paths
+come from ambient.layout.SDXL_FILES, the shares' thresholds from ambient.latent.scoring, which wrote them."""
 
 from __future__ import annotations
 
@@ -11,7 +12,26 @@ import figlib
 import matplotlib.pyplot as plt
 import numpy as np
 
-THRESHOLDS = ("0.90", "0.95", "0.99")
+from ambient.latent.scoring import SHARE_KEYS as THRESHOLDS  # the keys of a summary's shares_above
+
+layout = figlib.layout
+
+
+def default_dirs(root: Path, sdxl_dir: str | None, out_dir: str | None, configfile: str = "config/sdxl-smoke.yaml"):
+    """The SDXL results and figures folders: those given, else ambient.layout.SDXL's for the sdxl.name
+    of `configfile` (relative to root)."""
+    if sdxl_dir is None or out_dir is None:
+        import yaml
+
+        cfg = yaml.safe_load((Path(root) / configfile).read_text())
+        sdxl_dir, out_dir = sdxl_dir or layout.SDXL.dir(cfg), out_dir or layout.SDXL.fig_dir(cfg)
+    return sdxl_dir, out_dir
+
+
+def _file(d: Path, key: str, **fields) -> Path:
+    """A result file (ambient.layout.SDXL_FILES key) of the SDXL results folder `d`."""
+    relative = layout.SDXL_FILES[key].removeprefix(layout.SDXL_DIR + "/")
+    return d / relative.format(**fields)
 
 
 def header(fig, title: str, model_note: str, extractors: set[str] | None = None, tiny: bool = False) -> None:
@@ -61,20 +81,18 @@ def attacks(
 ):
     """Figs. 1 and 4: inpainting and noise attacks, with each output's similarity to its original."""
     d = figlib.resolve(root, sdxl_dir)
-    read = lambda name: figlib.read_images(d / name)  # noqa: E731
-    orig = read("data/attack.zip")
+    zip_of = lambda output: figlib.read_images(_file(d, "attack_zip", output=output))  # noqa: E731
+    sims = lambda kind: _sims(_file(d, "attack_csv", kind=kind))  # noqa: E731
+    orig = figlib.read_images(_file(d, "attack_images"))
     n = min(n_show, len(orig))
-    summaries = {
-        k: figlib.read_json(d / f"attack/similarity_{k}.json")
-        for k in ("inpaint_inpainted", "noise_one_step", "noise_full")
-    }
+    summaries = {k: figlib.read_json(_file(d, "attack_json", kind=k)) for k in layout.SDXL_ATTACK_SCORES}
     rows = [
         ("original", orig, None),
-        (f"masked ({mask_fraction:.0%} box)", read("attack/inpaint_masked.zip"), None),
-        ("inpainted", read("attack/inpaint_inpainted.zip"), _sims(d / "attack/similarity_inpaint_inpainted.csv")),
-        (f"noised to t={t_attack}", read("attack/noise_noised.zip"), None),
-        ("one-step x0", read("attack/noise_one_step.zip"), _sims(d / "attack/similarity_noise_one_step.csv")),
-        ("full denoising", read("attack/noise_full.zip"), _sims(d / "attack/similarity_noise_full.csv")),
+        (f"masked ({mask_fraction:.0%} box)", zip_of("inpaint_masked"), None),
+        ("inpainted", zip_of("inpaint_inpainted"), sims("inpaint_inpainted")),
+        (f"noised to t={t_attack}", zip_of("noise_noised"), None),
+        ("one-step x0", zip_of("noise_one_step"), sims("noise_one_step")),
+        ("full denoising", zip_of("noise_full"), sims("noise_full")),
     ]
     fig = plt.figure(figsize=(max(0.9 * n + 2, 7), 0.95 * len(rows) + 2.4))
     gs = fig.add_gridspec(2, 1, height_ratios=[0.95 * len(rows), 2.0], hspace=0.25)
@@ -111,12 +129,12 @@ def generations(
 ):
     """Figs. 5-7: samples of the models fine-tuned at each t_n, early-stopped vs full-length."""
     d = figlib.resolve(root, sdxl_dir)
-    train = figlib.read_images(d / "data/data.zip")
+    train = figlib.read_images(_file(d, "train_images"))
     rows = [("training images\n(clean; the models saw\nlatents noised to t_n)", train)]
     for tn in noise_levels:
         for s in samplers:
             what = "early-stopped at t_n + x0 step" if s == "early" else "full-length to t=0"
-            rows.append((f"t_n={tn}\n{what}", figlib.read_images(d / f"tn{tn}/samples_{s}.zip")))
+            rows.append((f"t_n={tn}\n{what}", figlib.read_images(_file(d, "samples", tn=tn, sampler=s))))
     n = min([n_show] + [len(r[1]) for r in rows])
     fig = plt.figure(figsize=(max(0.9 * n + 2.5, 7), 0.95 * len(rows) + 0.8))
     gs = fig.add_gridspec(len(rows), n, hspace=0.3, wspace=0.05)
@@ -145,7 +163,7 @@ def histograms(
     for k, s in enumerate(samplers):
         ax = axes[0, k]
         for tn in noise_levels:
-            summ = figlib.read_json(d / f"tn{tn}/similarity_{s}.json")
+            summ = figlib.read_json(_file(d, "similarity_json", tn=tn, sampler=s))
             extractors.add(summ["extractor"])
             _hist(ax, summ, f"t_n={tn}")
             records.append(

@@ -192,7 +192,7 @@ PHASE_OF_RULE = {
     "summary": "metrics",
     "claims": "metrics",
     **{r: "evaluation" for r in ("neighbors", "ref_stats", "fid", "attack", "hf_energy", "ruler_check")},
-    **{f.rule: "figures" for f in layout.FIGURES},
+    **{f.rule: "figures" for f in layout.PIXEL.figures},
 }
 
 
@@ -480,7 +480,7 @@ def test_consumer_renders_the_figures_again_and_nothing_else(consumer):
     since = time.time()
     py(cons, "-m", "ambient.pipeline.pull", "--render")
     ran = set(executed_rules(cons, since))
-    assert ran and ran <= {f.rule for f in layout.FIGURES} | {"figures"}, ran
+    assert ran and ran <= {f.rule for f in layout.PIXEL.figures} | {"figures"}, ran
     assert "Data and pipelines are up to date" in dvc(cons, "status").stdout
 
 

@@ -2,8 +2,8 @@
 
 The settings' defaults, bounds and help live on their dataclass fields (ambient.settings); the
 config schema's training and network sections are generated from them, and the names below
-(attack kinds, precisions, masked kinds, similarity thresholds, result paths, run labels and the
-run-name parser) are each written in one module only.
+(attack kinds, precisions, masked kinds, similarity thresholds, result paths, run labels, the
+run-name parser, the SDXL branch's folders and attack scores) are each written in one module only.
 """
 
 from __future__ import annotations
@@ -50,6 +50,13 @@ ONE_PLACE = [
     ("the summary path", r"[\"'][^\"'\n]*metrics/summary\.csv[^\"'\n]*[\"']", "ambient/layout.py"),
     ("the claims path", r"[\"'][^\"'\n]*metrics/claims\.csv[^\"'\n]*[\"']", "ambient/layout.py"),
     ("the run label", r"def run_label\b", "ambient/layout.py"),
+    # the SDXL branch (issue 24): its folders and the names of its scored attack outputs
+    ("the SDXL folders", r"[\"'][^\"'\n]*(results|figures|FIGURES_DIR\})/sdxl/[^\"'\n]*[\"']", "ambient/layout.py"),
+    (
+        "the SDXL attack scores",
+        r"[\"']inpaint_inpainted[\"'],\s*[\"']noise_one_step[\"']|[\"']noise_one_step[\"'],\s*[\"']noise_full[\"']",
+        "ambient/layout.py",
+    ),
     ("the run-name parser", r"def parse_run_name\b", "ambient/layout.py"),
 ]
 
@@ -69,6 +76,8 @@ def test_the_guard_sees_a_copy():
         "similarity thresholds": "THRESHOLDS = (0.90, 0.95, 0.99)",
         "dust's default delta": 'entry.get("delta", 0.1)',
         "the summary path": 'default="results/metrics/summary.csv"',
+        "the SDXL folders": "return f\"{FIGURES_DIR}/sdxl/{sdxl_cfg()['name']}\"",
+        "the SDXL attack scores": 'SDXL_ATTACK_SCORES = ("noise_one_step", "noise_full", "inpaint_inpainted")',
     }
     patterns = {w: p for w, p, _ in ONE_PLACE}
     for what, line in old.items():

@@ -112,8 +112,13 @@ def test_paper_celeba_dry_run(wd):
         training, network = settings["training"], settings["network"]
         assert training["precision"] == "bf16"
         assert (training["steps"], training["batch_size"], training["lr"]) == (781250, 256, 0.0002)
-        assert network == {**network, "base_channels": 128, "channel_mult": [1, 2, 2, 2], "num_blocks": 4,
-                           "attn_resolutions": [16]}
+        assert network == {
+            **network,
+            "base_channels": 128,
+            "channel_mult": [1, 2, 2, 2],
+            "num_blocks": 4,
+            "attn_resolutions": [16],
+        }
         assert ("--delta 0.1" in j["shell"]) == (name != "clean")
     dl = next(j for j in jobs if j["rule"] == "download_dataset")
     assert (

@@ -27,6 +27,7 @@ from conftest import run_cli  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_ID = "stabilityai/stable-diffusion-xl-base-1.0"
+SDXL_FIGURES = ("sdxl_fig1_4_attacks", "sdxl_fig5_7_generations", "sdxl_fig8_similarity_histograms")
 
 
 @pytest.fixture(scope="module")
@@ -367,13 +368,29 @@ def test_sdxl_env_mirrors_the_sdxl_extra():
 
 
 def test_sdxl_notebooks_have_a_parameters_cell():
+    """The SDXL figures of the figure table; their folders come from the rule (None by hand: the layout's)."""
     import nbformat
 
-    for name in ("sdxl_fig1_4_attacks", "sdxl_fig5_7_generations", "sdxl_fig8_similarity_histograms"):
+    from ambient import layout
+
+    assert [f.stem for f in layout.SDXL.figures] == list(SDXL_FIGURES)
+    for name in SDXL_FIGURES:
         nb = nbformat.read(REPO / "paper_figures" / f"{name}.ipynb", as_version=4)
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1 and "root = None" in tagged[0].source and "model_note" in tagged[0].source
+        assert "sdxl_dir = None" in tagged[0].source and "out_dir = None" in tagged[0].source
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+
+
+def test_sdxl_figlib_defaults_to_the_layouts_folders():
+    sys.path.insert(0, str(REPO / "paper_figures"))
+    try:
+        import sdxl_figlib
+    finally:
+        sys.path.remove(str(REPO / "paper_figures"))
+    assert sdxl_figlib.default_dirs(REPO, None, None) == ("results/sdxl/smoke", "results/figures/sdxl/smoke")
+    assert sdxl_figlib.default_dirs(REPO, "a", "b") == ("a", "b")
+    assert sdxl_figlib.THRESHOLDS == ("0.90", "0.95", "0.99")
 
 
 @pytest.mark.slow
@@ -394,7 +411,7 @@ def test_sdxl_smoke_runs_end_to_end_and_renders_its_figures(tmp_path):
     wall = time.perf_counter() - t0
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     figs = wd / "results/figures/sdxl/smoke"
-    for stem in ("sdxl_fig1_4_attacks", "sdxl_fig5_7_generations", "sdxl_fig8_similarity_histograms"):
+    for stem in SDXL_FIGURES:
         for ext in ("png", "pdf"):
             assert (figs / f"{stem}.{ext}").stat().st_size > 0
         nb = (figs / "notebooks" / f"{stem}.ipynb").read_text()
@@ -403,3 +420,12 @@ def test_sdxl_smoke_runs_end_to_end_and_renders_its_figures(tmp_path):
     assert s["extractor_requested"] == "dinov2_vitg14" and s["extractor"] == "pixel" and not s["is_dinov2"]
     assert not (wd / "results/metrics").exists()  # pixel: false: no pixel job ran
     print(f"sdxl smoke wall time: {wall:.0f} s")
+    # the report shows each SDXL figure with its caption: the notebook's first markdown cell (figure.rst)
+    r = _snakemake("--configfile", "config/sdxl-smoke.yaml", "--report", "results/report.html", cwd=wd)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    results = json.loads(
+        re.search(r"var results = (\{.*?\});\s*</script>", (wd / "results/report.html").read_text(), re.S)[1]
+    )
+    for stem in SDXL_FIGURES:
+        entry = results[f"results/figures/sdxl/smoke/{stem}.png"]
+        assert "<strong>SDXL Fig" in entry["caption"] and len(entry["caption"]) > 200, entry["caption"]

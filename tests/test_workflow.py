@@ -26,8 +26,8 @@ from ambient import layout
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_FILES = ("Snakefile", "workflow", "config", "paper_figures", "profiles", "environment.yml")
-NOTEBOOKS = tuple(f.stem for f in layout.FIGURES)
-FIGURES = tuple(f.stem for f in layout.FIGURES if not f.per_run)  # one PNG/PDF each; samples: one per model
+NOTEBOOKS = tuple(f.stem for f in layout.PIXEL.figures)  # the pixel branch's (the SDXL ones: tests/test_sdxl.py)
+FIGURES = tuple(f.stem for f in layout.PIXEL.figures if not f.per_run)  # one PNG/PDF each; samples: one per model
 
 
 def copy_workflow(dest: Path) -> Path:
@@ -158,11 +158,13 @@ def test_every_kind_has_its_loss():
 
 
 def test_figure_table_matches_notebooks_and_captions():
-    """Each figure: its notebook, its caption, and a rule of its name in the workflow."""
+    """Each figure: its notebook, its caption (its own file, else the generic one), its branch's files,
+    and a rule of its name in the workflow."""
     for fig in layout.FIGURES:
         assert (REPO / fig.notebook_path).is_file(), fig.notebook_path
-        assert (REPO / "workflow" / "report" / fig.caption).is_file(), fig.caption
-        assert set(fig.files) <= set(layout.RUN_FILES), fig.rule
+        assert (REPO / "workflow" / "report" / (fig.caption or "figure.rst")).is_file(), fig.caption
+        assert set(fig.files) <= set(fig.of.files), fig.rule
+    assert set(layout.PIXEL.figures) | set(layout.SDXL.figures) == set(layout.FIGURES)
     assert len({f.rule for f in layout.FIGURES}) == len(layout.FIGURES)
     cfg = default_config()
     outs = layout.figure_outputs(cfg)
@@ -428,9 +430,12 @@ def test_protect_models_write_protects_the_model(tmp_path):
 
 
 def train_settings(dry_run_output: str, run: str) -> dict:
-    """The `--settings` JSON of run `run`'s train job in a `snakemake -n -p` output."""
+    """The `--settings` JSON of run `run`'s train job in a `snakemake -n -p` output (a naive baseline's:
+    its corruption with --loss edm; any other run's: its corruption without), whatever the jobs' order."""
+    loss = " --loss edm" if layout.parse_run_name(run)[2] else ""
     m = re.search(
-        rf"--corruption {re.escape(run)} --delta [0-9.]+(?: --loss edm)? --settings '(\{{.*?\}})' ", dry_run_output
+        rf"--corruption {re.escape(layout.base_name(run))} --delta [0-9.]+{loss} --settings '(\{{.*?\}})' ",
+        dry_run_output,
     )
     assert m, f"no train job of {run} with --settings"
     return json.loads(m[1])

@@ -19,6 +19,7 @@ import csv
 import json
 from pathlib import Path
 
+from ..layout import SDXL_ATTACK_PARTS
 from ..settings import LATENT_PRECISIONS
 from .common import Command, add_device, add_field, add_quiet, default_of, fields_of, parameter_defaults, setup_device
 from .common import register as _register
@@ -305,9 +306,8 @@ def cmd_attack_noise(a) -> None:
         m, images, m.condition(a.prompt, images.shape[-1]), a.t_attack, a.steps, a.seed, a.guidance_scale, a.batch_size
     )
     info = {"attack": "noise", "t_attack": a.t_attack, "steps": a.steps, "seed": a.seed, "model": str(m.model_dir)}
-    out_dir = Path(a.out_dir)
-    for k in ("noised", "one_step", "full"):
-        _write_zip(out_dir / f"noise_{k}.zip", out[k], k, info)
+    for part in SDXL_ATTACK_PARTS["noise"]:  # attack/noise_<part>.zip (ambient.layout.SDXL_FILES)
+        _write_zip(Path(a.out_dir) / f"noise_{part}.zip", out[part], part, info)
 
 
 def _attack_arguments(p: argparse.ArgumentParser, d: dict) -> None:
@@ -346,9 +346,8 @@ def cmd_attack_inpaint(a) -> None:
         "seed": a.seed,
         "model": str(m.model_dir),
     }
-    out_dir = Path(a.out_dir)
-    _write_zip(out_dir / "inpaint_masked.zip", out["masked"], "masked", info)
-    _write_zip(out_dir / "inpaint_inpainted.zip", out["inpainted"], "inpainted", info)
+    for part in SDXL_ATTACK_PARTS["inpaint"]:
+        _write_zip(Path(a.out_dir) / f"inpaint_{part}.zip", out[part], part, info)
 
 
 def _attack_inpaint(p: argparse.ArgumentParser) -> None:

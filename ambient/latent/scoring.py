@@ -17,6 +17,15 @@ import numpy as np
 from ..layout import SIMILARITY_THRESHOLDS as THRESHOLDS
 
 
+def share_key(threshold: float) -> str:
+    """The key of the share above `threshold` in a summary's shares_above: 0.95 -> "0.95"."""
+    return f"{threshold:.2f}"
+
+
+# the keys of shares_above, in the order of the thresholds (the SDXL figures read them)
+SHARE_KEYS = tuple(share_key(t) for t in THRESHOLDS)
+
+
 def _features(extractor, images: np.ndarray) -> np.ndarray:
     f = np.asarray(extractor(images), dtype=np.float64)
     return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
@@ -42,6 +51,6 @@ def summarise(sims: np.ndarray, bins: int = 50) -> dict:
         "n": int(len(sims)),
         "mean": float(sims.mean()),
         "median": float(np.median(sims)),
-        "shares_above": {f"{t:.2f}": float((sims > t).mean()) for t in THRESHOLDS},
+        "shares_above": {share_key(t): float((sims > t).mean()) for t in THRESHOLDS},
         "histogram": {"edges": edges.tolist(), "counts": counts.tolist()},
     }

@@ -2,6 +2,7 @@
 # Every function of the workflow lives here (snakemake --lint: no functions beside rules).
 # Run names, result paths and the figure table come from ambient/layout.py.
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -11,7 +12,6 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from ambient import layout
-from ambient.layout import FIGURES, FIGURES_DIR
 
 # Sources downloaded by the download_dataset rule (ambient.pipeline.download); never part of the CPU/CI configs.
 PAPER_SOURCES = ("celeba", "ffhq", "celeba_hq")
@@ -401,7 +401,7 @@ def phase_targets(phase):
 # ---------------------------------------------------------------- figures (the table: ambient.layout.FIGURES)
 
 def figure_runs(fig):
-    """The models as figure `fig` takes them (layout.run_record) with the paths of its files; a
+    """The models as pixel figure `fig` takes them (layout.run_record) with the paths of its files; a
     noise-only figure gets the clean and noise models, with samples_full for the Tweedie models
     sampled full-length too."""
     runs = []
@@ -416,7 +416,10 @@ def figure_runs(fig):
 
 
 def figure_files(fig):
-    """The result files a figure reads: per file kind, every model; noise-only figures per model."""
+    """The result files a figure reads. Pixel: per file kind, every model (noise-only figures: per
+    model); another branch: each of its files over the values of its wildcards (Branch.expand)."""
+    if fig.of is not layout.PIXEL:
+        return [path for key in fig.files for path in fig.of.expand(key, config)]
     runs = figure_runs(fig)
     if fig.noise_only:
         return [r[k] for r in runs for k in (*fig.files, "samples_full") if k in r]
@@ -424,8 +427,8 @@ def figure_files(fig):
 
 
 def figure_named_inputs(fig):
-    """The notebook, figlib, and the dataset or summary.csv where the figure reads them."""
-    named = {"notebook": fig.notebook_path, "lib": "paper_figures/figlib.py"}
+    """The notebook, its branch's figlib, and the dataset or summary.csv where the figure reads them."""
+    named = {"notebook": fig.notebook_path, "lib": fig.of.figlib}
     if fig.dataset:
         named["dataset"] = layout.DATASET_ZIP.format(dataset=dataset_name())
     if fig.summary:
@@ -440,23 +443,41 @@ def figure_outputs():
 def figure_params(fig, input):
     """papermill -y string. The kernel runs in paper_figures/ (figlib imports from there): root is
     the workflow directory relative to it; every other path is relative to root."""
-    params = {"root": "..", "out_dir": FIGURES_DIR, "stem": fig.stem}
+    params = {"root": "..", "out_dir": fig.of.fig_dir(config), "stem": fig.stem}
     if fig.dataset:
         params["dataset_zip"] = input.dataset
     if fig.summary:
         params["summary_csv"] = input.summary
-    if fig.runs:
+    if fig.runs and fig.of is layout.PIXEL:
         params["runs"] = figure_runs(fig)
-    return papermill_params(**params, **fig.params(config))
+    return papermill_params(**params, **fig.of.figure_params(config), **fig.params(config))
 
 
 def figure_report(fig):
-    """The figure's PNG files, as `report()` outputs for `snakemake --report`."""
-    caption = f"../report/{fig.caption}"
+    """The figure's PNG files, as `report()` outputs for `snakemake --report`: its caption file, else
+    workflow/report/figure.rst (the rule's params.caption: figure_caption)."""
+    caption = f"../report/{fig.caption or 'figure.rst'}"
+    png = fig.outputs(config, "png")
     if fig.per_run:
-        return [report(f"{FIGURES_DIR}/{fig.stem}_{name}.png", caption=caption, category=fig.label,
-                       labels={"model": name}) for name in corruption_names()]
-    return report(f"{FIGURES_DIR}/{fig.stem}.png", caption=caption, category="Figures", labels={"figure": fig.label})
+        return [report(path, caption=caption, category=fig.label, labels={"model": name})
+                for path, name in zip(png, corruption_names())]
+    return report(png[0], caption=caption, category=fig.of.report_category, labels={"figure": fig.label})
+
+
+def figure_caption(fig, notebook):
+    """A figure's caption in the report without a file of its own: its label in bold, then what its
+    notebook's first markdown cell says (markdown's `code` as reStructuredText's ``code``)."""
+    text = re.sub(r"(?<!`)`([^`]+)`(?!`)", r"``\1``", layout.notebook_description(notebook))
+    return f"**{fig.label}.** {text}"
+
+
+def figure_resources(fig):
+    return fig.of.figure_resources(config)
+
+
+def figure_log(fig):
+    """<branch's log folder>/<stem>.log, less the stem's branch prefix (logs/sdxl/<name>/fig8_...log)."""
+    return f"{fig.of.log_dir(config)}/{fig.stem.removeprefix(f'{fig.of.name}_')}.log"
 
 
 # GPU jobs (train, sample, attack, neighbors, ref_stats, fid) start through
@@ -475,5 +496,5 @@ PAPERMILL = (
     '"$AMBIENT_PYTHON" -m papermill {input.notebook} {output.notebook} -k python3 --no-progress-bar '
     "-y {params.parameters} > {log} 2>&1"
 )
-# The figure notebooks' kernel runs in paper_figures/, next to figlib (SDXL notebooks: not yet).
+# The figure notebooks' kernel runs in paper_figures/, next to figlib.
 FIGURE_PAPERMILL = PAPERMILL.replace("--no-progress-bar ", "--no-progress-bar --cwd paper_figures ")

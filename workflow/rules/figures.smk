@@ -1,9 +1,10 @@
 # One parameterized notebook per figure (paper_figures/*.ipynb, a cell tagged `parameters`),
 # executed by papermill; the executed notebook and PNG + PDF figures are the outputs.
-# The figures are the table ambient.layout.FIGURES: one rule per entry, named by it.
+# The figures are the table ambient.layout.FIGURES: one rule per entry, named by it, for every
+# branch the config defines (ambient.layout.BRANCHES: its folders, helpers, environment).
 
 
-for fig in FIGURES:
+for fig in layout.defined_figures(config):
 
     rule:
         name:
@@ -12,19 +13,21 @@ for fig in FIGURES:
             figure_files(fig),
             **figure_named_inputs(fig),
         output:
-            notebook=fig.executed_notebook,
+            notebook=fig.executed_notebook(config),
             png=figure_report(fig),
-            pdf=[f"{FIGURES_DIR}/{stem}.pdf" for stem in fig.stems(config)],
+            pdf=fig.outputs(config, "pdf"),
         log:
-            f"logs/figures/{fig.stem}.log",
+            figure_log(fig),
         params:
             parameters=lambda w, input, fig=fig: figure_params(fig, input),
+            # the report's caption where the figure has no caption file (workflow/report/figure.rst)
+            caption=lambda w, input, fig=fig: figure_caption(fig, input.notebook),
         threads: 1
         resources:
-            mem_mb=mem("figures"),
-            runtime=runtime("figures"),
+            mem_mb=figure_resources(fig)["mem_mb"],
+            runtime=figure_resources(fig)["runtime"],
         localrule: True
         conda:
-            "../../environment.yml"
+            f"../../{fig.of.conda}"
         shell:
             FIGURE_PAPERMILL

@@ -3,7 +3,7 @@
 # and record.
 
 
-for _phase in ("datasets", "models", "samples", "evaluation", "metrics", "figures"):
+for _phase in layout.PHASES:
 
     rule:
         name:

@@ -32,11 +32,9 @@ rule sample:
         "--device {params.device} --threads {threads} --out {output.samples} --quiet > {log} 2>&1"
 
 
-rule sample_full:
+use rule sample as sample_full with:
     # Tweedie models trained with the consistency loss: the full-length sampler, down to sigma_min
     # through the range below sigma_n that only the consistency loss trains (Tweedie paper, Figs. 5-6).
-    input:
-        model=layout.run_file("model"),
     output:
         samples=layout.run_file("samples_full"),
     log:
@@ -44,21 +42,6 @@ rule sample_full:
     benchmark:
         "benchmarks/{dataset}/{corruption}/sample_full.tsv"
     params:
-        num=config["sampling"]["num_samples"],
-        steps=config["sampling"]["steps"],
-        seed=config["sampling"]["seed"],
-        batch_size=config["sampling"]["batch_size"],
-        precision=config["sampling"]["precision"],
-        device=config["device"],
-    threads: config["threads_per_job"]
-    resources:
-        mem_mb=mem("sample"),
-        runtime=runtime("sample"),
-        gpu=gpus(),
-    conda:
-        "../../environment.yml"
-    shell:
-        '"$AMBIENT_PYTHON" -m ambient.pipeline.gpu_slots --gpus {resources.gpu} -- '
-        '"$AMBIENT_PYTHON" -m ambient sample --checkpoint {input.model} --num {params.num} --sampler full '
-        "--steps {params.steps} --seed {params.seed} --batch-size {params.batch_size} --precision {params.precision} "
-        "--device {params.device} --threads {threads} --out {output.samples} --quiet > {log} 2>&1"
+        # `ambient sample --sampler full`: the option follows --num's value in sample's command, which
+        # stays as it was (Snakemake's code trigger would resample every model otherwise)
+        num=f"{config['sampling']['num_samples']} --sampler full",

@@ -1,24 +1,23 @@
 # The SDXL branch (issue 13): ambient/latent/, `python -m ambient sdxl-*`. Off unless the config has `sdxl:`.
 # base model (tiny build or local lookup) -> LoRA per noise level t_n -> samples (early / full) ->
 # nearest-training-image similarity; base model -> noise + inpainting attacks on an image folder ->
-# pairwise similarity; -> papermill figures (results/figures/sdxl/<name>/).
+# pairwise similarity; -> papermill figures (results/figures/sdxl/<name>/): the entries of branch sdxl
+# in the figure table ambient.layout.FIGURES, rendered by workflow/rules/figures.smk. Paths: ambient.layout.SDXL.
 # Training checkpoints live in the run's train/ folder (not outputs): a killed job resumes from them.
 
 if sdxl_enabled():
     sdxl_check_config()
-    SDXL = sdxl_dir()
-    SDXL_FIG = sdxl_fig_dir()
 
     if sdxl_cfg()["model"]["tiny"]:
 
         rule sdxl_tiny_models:
             output:
-                ref=f"{SDXL}/model.json",
-                folder=directory(f"{SDXL}/tiny_model"),
+                ref=sdxl_file("model"),
+                folder=directory(sdxl_file("tiny_model")),
             log:
-                f"logs/sdxl/{sdxl_cfg()['name']}/tiny_models.log",
+                sdxl_log("tiny_models"),
             benchmark:
-                f"benchmarks/sdxl/{sdxl_cfg()['name']}/tiny_models.tsv"
+                sdxl_benchmark("tiny_models")
             params:
                 seed=sdxl_cfg()["model"]["tiny_seed"],
                 size=sdxl_cfg()["model"]["tiny_sample_size"],
@@ -37,11 +36,11 @@ if sdxl_enabled():
         rule sdxl_locate_model:
             # resolves the model in model.path or the local Hugging Face cache; never downloads
             output:
-                ref=f"{SDXL}/model.json",
+                ref=sdxl_file("model"),
             log:
-                f"logs/sdxl/{sdxl_cfg()['name']}/locate_model.log",
+                sdxl_log("locate_model"),
             benchmark:
-                f"benchmarks/sdxl/{sdxl_cfg()['name']}/locate_model.tsv"
+                sdxl_benchmark("locate_model")
             params:
                 opts=lambda w: " ".join(
                     f"--{k.replace('_', '-')} {shlex.quote(str(v))}"
@@ -59,11 +58,11 @@ if sdxl_enabled():
 
     rule sdxl_prepare:
         output:
-            f"{SDXL}/data/{{part}}.zip",
+            sdxl_file("images"),
         log:
-            f"logs/sdxl/{sdxl_cfg()['name']}/prepare_{{part}}.log",
+            sdxl_log("prepare_{part}"),
         benchmark:
-            f"benchmarks/sdxl/{sdxl_cfg()['name']}/prepare_{{part}}.tsv"
+            sdxl_benchmark("prepare_{part}")
         wildcard_constraints:
             part="data|attack",
         params:
@@ -80,14 +79,14 @@ if sdxl_enabled():
 
     rule sdxl_train:
         input:
-            model=f"{SDXL}/model.json",
-            data=f"{SDXL}/data/data.zip",
+            model=sdxl_file("model"),
+            data=sdxl_file("train_images"),
         output:
-            f"{SDXL}/tn{{tn}}/lora.pt",
+            sdxl_file("lora"),
         log:
-            f"logs/sdxl/{sdxl_cfg()['name']}/tn{{tn}}/train.log",
+            sdxl_log("tn{tn}/train"),
         benchmark:
-            f"benchmarks/sdxl/{sdxl_cfg()['name']}/tn{{tn}}/train.tsv"
+            sdxl_benchmark("tn{tn}/train")
         wildcard_constraints:
             tn=r"[0-9]+",
         params:
@@ -109,14 +108,14 @@ if sdxl_enabled():
 
     rule sdxl_generate:
         input:
-            model=f"{SDXL}/model.json",
-            adapter=f"{SDXL}/tn{{tn}}/lora.pt",
+            model=sdxl_file("model"),
+            adapter=sdxl_file("lora"),
         output:
-            f"{SDXL}/tn{{tn}}/samples_{{sampler}}.zip",
+            sdxl_file("samples"),
         log:
-            f"logs/sdxl/{sdxl_cfg()['name']}/tn{{tn}}/generate_{{sampler}}.log",
+            sdxl_log("tn{tn}/generate_{sampler}"),
         benchmark:
-            f"benchmarks/sdxl/{sdxl_cfg()['name']}/tn{{tn}}/generate_{{sampler}}.tsv"
+            sdxl_benchmark("tn{tn}/generate_{sampler}")
         wildcard_constraints:
             tn=r"[0-9]+",
             sampler="early|full",
@@ -137,15 +136,15 @@ if sdxl_enabled():
     rule sdxl_score_generations:
         # Fig. 8: each sample against its most similar training image
         input:
-            samples=f"{SDXL}/tn{{tn}}/samples_{{sampler}}.zip",
-            reference=f"{SDXL}/data/data.zip",
+            samples=sdxl_file("samples"),
+            reference=sdxl_file("train_images"),
         output:
-            json=f"{SDXL}/tn{{tn}}/similarity_{{sampler}}.json",
-            csv=f"{SDXL}/tn{{tn}}/similarity_{{sampler}}.csv",
+            json=sdxl_file("similarity_json"),
+            csv=sdxl_file("similarity_csv"),
         log:
-            f"logs/sdxl/{sdxl_cfg()['name']}/tn{{tn}}/score_{{sampler}}.log",
+            sdxl_log("tn{tn}/score_{sampler}"),
         benchmark:
-            f"benchmarks/sdxl/{sdxl_cfg()['name']}/tn{{tn}}/score_{{sampler}}.tsv"
+            sdxl_benchmark("tn{tn}/score_{sampler}")
         wildcard_constraints:
             tn=r"[0-9]+",
             sampler="early|full",
@@ -165,18 +164,18 @@ if sdxl_enabled():
             "--out-json {output.json} --out-csv {output.csv} > {log} 2>&1"
 
     rule sdxl_attack_noise:
+        # the noise attack; the inpainting attack below is this rule with its own command and outputs
         input:
-            model=f"{SDXL}/model.json",
-            images=f"{SDXL}/data/attack.zip",
+            model=sdxl_file("model"),
+            images=sdxl_file("attack_images"),
         output:
-            noised=f"{SDXL}/attack/noise_noised.zip",
-            one_step=f"{SDXL}/attack/noise_one_step.zip",
-            full=f"{SDXL}/attack/noise_full.zip",
+            **{part: sdxl_file("attack_zip", output=f"noise_{part}") for part in layout.SDXL_ATTACK_PARTS["noise"]},
         log:
-            f"logs/sdxl/{sdxl_cfg()['name']}/attack_noise.log",
+            sdxl_log("attack_noise"),
         benchmark:
-            f"benchmarks/sdxl/{sdxl_cfg()['name']}/attack_noise.tsv"
+            sdxl_benchmark("attack_noise")
         params:
+            attack="noise",
             opts=sdxl_attack_opts("noise"),
             device=sdxl_python_opts(),
             out=lambda w, output: str(Path(output[0]).parent),
@@ -189,50 +188,34 @@ if sdxl_enabled():
             "../envs/sdxl.yml"
         shell:
             '"$AMBIENT_PYTHON" -m ambient.pipeline.gpu_slots --gpus {resources.gpu} -- "$AMBIENT_PYTHON" -m ambient '
-            "sdxl-attack-noise --model {input.model} --images {input.images} {params.opts} {params.device} "
+            "sdxl-attack-{params.attack} --model {input.model} --images {input.images} {params.opts} {params.device} "
             "--out-dir {params.out} > {log} 2>&1"
 
-    rule sdxl_attack_inpaint:
-        input:
-            model=f"{SDXL}/model.json",
-            images=f"{SDXL}/data/attack.zip",
+    use rule sdxl_attack_noise as sdxl_attack_inpaint with:
         output:
-            masked=f"{SDXL}/attack/inpaint_masked.zip",
-            inpainted=f"{SDXL}/attack/inpaint_inpainted.zip",
+            **{part: sdxl_file("attack_zip", output=f"inpaint_{part}") for part in layout.SDXL_ATTACK_PARTS["inpaint"]},
         log:
-            f"logs/sdxl/{sdxl_cfg()['name']}/attack_inpaint.log",
+            sdxl_log("attack_inpaint"),
         benchmark:
-            f"benchmarks/sdxl/{sdxl_cfg()['name']}/attack_inpaint.tsv"
+            sdxl_benchmark("attack_inpaint")
         params:
+            attack="inpaint",
             opts=sdxl_attack_opts("inpaint"),
-            device=sdxl_python_opts(),
-            out=lambda w, output: str(Path(output[0]).parent),
-        threads: sdxl_cfg()["threads"]
-        resources:
-            mem_mb=sdxl_mem(),
-            runtime=sdxl_runtime("attack"),
-            gpu=sdxl_gpus(),
-        conda:
-            "../envs/sdxl.yml"
-        shell:
-            '"$AMBIENT_PYTHON" -m ambient.pipeline.gpu_slots --gpus {resources.gpu} -- "$AMBIENT_PYTHON" -m ambient '
-            "sdxl-attack-inpaint --model {input.model} --images {input.images} {params.opts} {params.device} "
-            "--out-dir {params.out} > {log} 2>&1"
 
     rule sdxl_score_attack:
         # Figs. 1 and 4: each attack output against the image attacked
         input:
-            images=f"{SDXL}/attack/{{kind}}.zip",
-            reference=f"{SDXL}/data/attack.zip",
+            images=sdxl_file("attack_zip", output="{kind}"),
+            reference=sdxl_file("attack_images"),
         output:
-            json=f"{SDXL}/attack/similarity_{{kind}}.json",
-            csv=f"{SDXL}/attack/similarity_{{kind}}.csv",
+            json=sdxl_file("attack_json"),
+            csv=sdxl_file("attack_csv"),
         log:
-            f"logs/sdxl/{sdxl_cfg()['name']}/score_{{kind}}.log",
+            sdxl_log("score_{kind}"),
         benchmark:
-            f"benchmarks/sdxl/{sdxl_cfg()['name']}/score_{{kind}}.tsv"
+            sdxl_benchmark("score_{kind}")
         wildcard_constraints:
-            kind="|".join(SDXL_ATTACK_SCORES),
+            kind="|".join(layout.SDXL_ATTACK_SCORES),
         params:
             opts=sdxl_score_opts(),
             device=f"--device {sdxl_cfg()['device']} --threads {sdxl_cfg()['threads']}",
@@ -247,91 +230,3 @@ if sdxl_enabled():
             '"$AMBIENT_PYTHON" -m ambient sdxl-score --images {input.images} --reference {input.reference} '
             "--mode pairs --label {wildcards.kind} {params.opts} {params.device} "
             "--out-json {output.json} --out-csv {output.csv} > {log} 2>&1"
-
-    rule sdxl_fig1_4_attacks:
-        input:
-            sdxl_attack_scores(),
-            notebook="paper_figures/sdxl_fig1_4_attacks.ipynb",
-            lib="paper_figures/sdxl_figlib.py",
-            original=f"{SDXL}/data/attack.zip",
-            noised=f"{SDXL}/attack/noise_noised.zip",
-            one_step=f"{SDXL}/attack/noise_one_step.zip",
-            full=f"{SDXL}/attack/noise_full.zip",
-            masked=f"{SDXL}/attack/inpaint_masked.zip",
-            inpainted=f"{SDXL}/attack/inpaint_inpainted.zip",
-        output:
-            notebook=f"{SDXL_FIG}/notebooks/sdxl_fig1_4_attacks.ipynb",
-            png=f"{SDXL_FIG}/sdxl_fig1_4_attacks.png",
-            pdf=f"{SDXL_FIG}/sdxl_fig1_4_attacks.pdf",
-        log:
-            f"logs/sdxl/{sdxl_cfg()['name']}/fig1_4_attacks.log",
-        benchmark:
-            f"benchmarks/sdxl/{sdxl_cfg()['name']}/fig1_4_attacks.tsv"
-        params:
-            parameters=lambda w, input: sdxl_figure_params(
-                "sdxl_fig1_4_attacks", sdxl_dir=SDXL, n_show=8,
-                t_attack=sdxl_cfg()["attack"]["t_attack"], mask_fraction=sdxl_cfg()["attack"]["mask_fraction"]),
-        localrule: True  # cheap: stays on the submitting host on cluster profiles
-        threads: 1
-        resources:
-            mem_mb=1500,
-            runtime=sdxl_runtime("figures"),
-        conda:
-            "../envs/sdxl.yml"
-        shell:
-            FIGURE_PAPERMILL
-
-    rule sdxl_fig5_7_generations:
-        input:
-            expand(f"{SDXL}/tn{{tn}}/samples_{{sampler}}.zip", tn=sdxl_tns(), sampler=sdxl_samplers()),
-            notebook="paper_figures/sdxl_fig5_7_generations.ipynb",
-            lib="paper_figures/sdxl_figlib.py",
-            data=f"{SDXL}/data/data.zip",
-        output:
-            notebook=f"{SDXL_FIG}/notebooks/sdxl_fig5_7_generations.ipynb",
-            png=f"{SDXL_FIG}/sdxl_fig5_7_generations.png",
-            pdf=f"{SDXL_FIG}/sdxl_fig5_7_generations.pdf",
-        log:
-            f"logs/sdxl/{sdxl_cfg()['name']}/fig5_7_generations.log",
-        benchmark:
-            f"benchmarks/sdxl/{sdxl_cfg()['name']}/fig5_7_generations.tsv"
-        params:
-            parameters=lambda w: sdxl_figure_params(
-                "sdxl_fig5_7_generations", sdxl_dir=SDXL, noise_levels=sdxl_cfg()["noise_levels"],
-                samplers=sdxl_samplers(), noise_seed=sdxl_cfg()["training"]["noise_seed"], n_show=8),
-        localrule: True  # cheap: stays on the submitting host on cluster profiles
-        threads: 1
-        resources:
-            mem_mb=1500,
-            runtime=sdxl_runtime("figures"),
-        conda:
-            "../envs/sdxl.yml"
-        shell:
-            FIGURE_PAPERMILL
-
-    rule sdxl_fig8_similarity_histograms:
-        input:
-            sdxl_generation_scores(),
-            notebook="paper_figures/sdxl_fig8_similarity_histograms.ipynb",
-            lib="paper_figures/sdxl_figlib.py",
-        output:
-            notebook=f"{SDXL_FIG}/notebooks/sdxl_fig8_similarity_histograms.ipynb",
-            png=f"{SDXL_FIG}/sdxl_fig8_similarity_histograms.png",
-            pdf=f"{SDXL_FIG}/sdxl_fig8_similarity_histograms.pdf",
-        log:
-            f"logs/sdxl/{sdxl_cfg()['name']}/fig8_similarity_histograms.log",
-        benchmark:
-            f"benchmarks/sdxl/{sdxl_cfg()['name']}/fig8_similarity_histograms.tsv"
-        params:
-            parameters=lambda w: sdxl_figure_params(
-                "sdxl_fig8_similarity_histograms", sdxl_dir=SDXL, noise_levels=sdxl_cfg()["noise_levels"],
-                samplers=sdxl_samplers()),
-        localrule: True  # cheap: stays on the submitting host on cluster profiles
-        threads: 1
-        resources:
-            mem_mb=1500,
-            runtime=sdxl_runtime("figures"),
-        conda:
-            "../envs/sdxl.yml"
-        shell:
-            FIGURE_PAPERMILL

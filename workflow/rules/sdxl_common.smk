@@ -1,23 +1,29 @@
-# Helpers of the SDXL branch (workflow/rules/sdxl.smk): config access, paths, targets.
+# Helpers of the SDXL branch (workflow/rules/sdxl.smk): config access, options, targets. Its paths
+# and figures are ambient.layout.SDXL's (a branch of ambient.layout.BRANCHES).
 # Functions only (snakemake --lint: no functions beside rules). Absent `sdxl:` config = branch off.
-
-SDXL_ATTACK_SCORES = ("noise_one_step", "noise_full", "inpaint_inpainted")
 
 
 def sdxl_enabled():
-    return bool(config.get("sdxl"))
+    return layout.SDXL.defined(config)
 
 
 def sdxl_cfg():
     return config["sdxl"]
 
 
-def sdxl_dir():
-    return f"results/sdxl/{sdxl_cfg()['name']}"
+def sdxl_file(key, **fields):
+    """A result file of the SDXL branch (ambient.layout.SDXL_FILES key): results/sdxl/<sdxl.name>/...;
+    the wildcards not given in `fields` stay wildcards."""
+    return layout.SDXL.path(key, config, **fields)
 
 
-def sdxl_fig_dir():
-    return f"{FIGURES_DIR}/sdxl/{sdxl_cfg()['name']}"
+def sdxl_log(name):
+    """logs/sdxl/<sdxl.name>/<name>.log (ambient.layout.SDXL's log folder; `name` may hold wildcards)."""
+    return f"{layout.SDXL.log_dir(config)}/{name}.log"
+
+
+def sdxl_benchmark(name):
+    return f"benchmarks/sdxl/{sdxl_cfg()['name']}/{name}.tsv"
 
 
 def sdxl_check_config():
@@ -102,50 +108,9 @@ def sdxl_score_opts():
     return f"--extractor {sc['extractor']} --fallback {sc['fallback']} --bins {sc['bins']}"
 
 
-def sdxl_tns():
-    return [str(t) for t in sdxl_cfg()["noise_levels"]]
-
-
-def sdxl_samplers():
-    return sdxl_cfg()["generation"]["samplers"]
-
-
-def sdxl_generation_scores():
-    return expand(f"{sdxl_dir()}/tn{{tn}}/similarity_{{sampler}}.json", tn=sdxl_tns(), sampler=sdxl_samplers())
-
-
-def sdxl_attack_scores():
-    if not sdxl_cfg()["attack"]["enabled"]:
-        return []
-    return [f"{sdxl_dir()}/attack/similarity_{k}.json" for k in SDXL_ATTACK_SCORES]
-
-
-def sdxl_figure_stems():
-    stems = ["sdxl_fig5_7_generations", "sdxl_fig8_similarity_histograms"]
-    if sdxl_cfg()["attack"]["enabled"]:
-        stems = ["sdxl_fig1_4_attacks"] + stems
-    return stems
-
-
 def sdxl_outputs():
-    if not sdxl_enabled():
-        return []
-    return [f"{sdxl_fig_dir()}/{s}.{ext}" for s in sdxl_figure_stems() for ext in ("png", "pdf")] + \
-        [f"{sdxl_fig_dir()}/notebooks/{s}.ipynb" for s in sdxl_figure_stems()]
-
-
-def sdxl_model_note():
-    """What the figures print on their face about the models."""
-    m = sdxl_cfg()["model"]
-    if m["tiny"]:
-        return "RANDOM-WEIGHT TINY MODELS (ambient.latent.tiny): a pipeline check, the images mean nothing"
-    return f"base model {m.get('id') or m.get('path')}"
-
-
-def sdxl_figure_params(stem, **params):
-    s = sdxl_cfg()
-    return papermill_params(root="..", out_dir=sdxl_fig_dir(), stem=stem, model_note=sdxl_model_note(),
-                            tiny=s["model"]["tiny"], **params)
+    """The SDXL branch's final files: its figures (none without `sdxl:`)."""
+    return layout.SDXL.figure_outputs(config) if layout.SDXL.enabled(config) else []
 
 
 def pixel_targets():
