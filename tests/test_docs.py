@@ -19,7 +19,7 @@ MAX_README_LINES = 200
 
 
 def _texts() -> dict[Path, str]:
-    return {p: p.read_text(encoding="utf-8") for p in (README, *DOCS)}
+    return {p: p.read_text(encoding="utf-8") for p in (README, REPO / "CONTRIBUTING.md", *DOCS)}
 
 
 def _subcommands() -> list[str]:

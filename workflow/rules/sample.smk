@@ -17,6 +17,7 @@ rule sample:
         seed=config["sampling"]["seed"],
         batch_size=config["sampling"]["batch_size"],
         precision=config["sampling"]["precision"],
+        sampler="auto",  # Tweedie models: early (stop at sigma_n); sample_full: full
         device=config["device"],
     threads: config["threads_per_job"]
     resources:
@@ -29,7 +30,8 @@ rule sample:
         '"$AMBIENT_PYTHON" -m ambient.pipeline.gpu_slots --gpus {resources.gpu} -- '
         '"$AMBIENT_PYTHON" -m ambient sample --checkpoint {input.model} --num {params.num} '
         "--steps {params.steps} --seed {params.seed} --batch-size {params.batch_size} --precision {params.precision} "
-        "--device {params.device} --threads {threads} --out {output.samples} --quiet > {log} 2>&1"
+        "--sampler {params.sampler} --device {params.device} --threads {threads} --out {output.samples} "
+        "--quiet > {log} 2>&1"
 
 
 use rule sample as sample_full with:
@@ -42,6 +44,4 @@ use rule sample as sample_full with:
     benchmark:
         "benchmarks/{dataset}/{corruption}/sample_full.tsv"
     params:
-        # `ambient sample --sampler full`: the option follows --num's value in sample's command, which
-        # stays as it was (Snakemake's code trigger would resample every model otherwise)
-        num=f"{config['sampling']['num_samples']} --sampler full",
+        sampler="full",
