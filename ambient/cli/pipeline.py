@@ -1,5 +1,5 @@
 """Pipeline commands: `ambient pull` (DVC pull / repro around the Snakemake workflow) and `ambient
-readme-tables` (the README's generated blocks)."""
+readme-tables` (the generated blocks of README.md and docs/)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,9 @@ COMMANDS = {
     "schema": Command(
         "rewrite (or --check) the config schema's training and network sections from their dataclasses", _schema
     ),
-    "readme-tables": Command("rewrite (or --check) the README's blocks generated from the run's files", _readme_tables),
+    "readme-tables": Command(
+        "rewrite (or --check) the blocks of README.md and docs/ generated from the run's files", _readme_tables
+    ),
 }
 
 
