@@ -480,6 +480,12 @@ def figure_log(fig):
     return f"{fig.of.log_dir(config)}/{fig.stem.removeprefix(f'{fig.of.name}_')}.log"
 
 
+def figure_benchmark(fig):
+    """Its log's path under benchmarks/ instead of logs/, as .tsv (benchmarks/figures/fig3_....tsv)."""
+    log = figure_log(fig).removeprefix("logs/").removesuffix(".log")
+    return f"benchmarks/{log}.tsv"
+
+
 # GPU jobs (train, sample, attack, neighbors, ref_stats, fid) start through
 # `python -m ambient.pipeline.gpu_slots --gpus {resources.gpu} -- CMD`: on a machine shared by several jobs it
 # locks free devices and sets CUDA_VISIBLE_DEVICES (Snakemake caps the count, not the devices); with

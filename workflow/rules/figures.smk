@@ -18,6 +18,8 @@ for fig in layout.defined_figures(config):
             pdf=fig.outputs(config, "pdf"),
         log:
             figure_log(fig),
+        benchmark:
+            figure_benchmark(fig)
         params:
             parameters=lambda w, input, fig=fig: figure_params(fig, input),
             # the report's caption where the figure has no caption file (workflow/report/figure.rst)
