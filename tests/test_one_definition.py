@@ -95,6 +95,17 @@ def test_the_schema_sections_are_the_dataclasses():
             assert props[name] == prop, f"{section}.{name}"
 
 
+def test_the_hand_written_corruption_seed_is_the_corruptions():
+    """training.corruption_seed is Corruption.seed (not a TrainConfig field, so written by hand)."""
+    from dataclasses import fields
+
+    from ambient.corruption import Corruption
+
+    prop = yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))["properties"]["training"]["properties"]["corruption_seed"]
+    seed = next(f for f in fields(Corruption) if f.name == "seed")
+    assert (prop["type"], prop["default"]) == ("integer", seed.default)
+
+
 def test_schema_check_command_fails_on_an_edited_default(tmp_path):
     edited = tmp_path / "schema.yaml"
     edited.write_text(SCHEMA.read_text(encoding="utf-8").replace('"default": 200,', '"default": 201,', 1))
