@@ -91,7 +91,7 @@ CLAIMS: tuple[Claim, ...] = (
         "key_peak",
         "A finding of this pipeline, not a claim of the papers: the share of training images an attacker "
         "recovers when handed each image's own training mask, by p (where it peaks).",
-        "this pipeline's mask-key attack (README, the mask is a key)",
+        "this pipeline's mask-key attack (docs/design.md, The mask is a key)",
         {"tolerance": 0.02},
         "none: a finding is reported, not tested",
     ),
