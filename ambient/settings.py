@@ -121,6 +121,33 @@ def schema_properties(cls, exclude: tuple[str, ...] = ()) -> dict[str, dict]:
     return out
 
 
+def non_finite_values(tree, where: str = "") -> list[tuple[str, float]]:
+    """(key path, value) of every NaN or infinite float in a config tree: `training.lr`,
+    `corruptions[1].sigma_n`. The JSON schema cannot refuse them (NaN passes every bound)."""
+    if isinstance(tree, float):
+        return [] if math.isfinite(tree) else [(where, tree)]
+    if isinstance(tree, dict):
+        items = ((f"{where}.{k}" if where else str(k), v) for k, v in tree.items())
+    elif isinstance(tree, (list, tuple)):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(tree))
+    else:
+        return []
+    return [bad for path, v in items for bad in non_finite_values(v, path)]
+
+
+def finite_float(text: str) -> float:
+    """argparse type of every float option: a number, and finite (inf and nan pass every bound)."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
 # ---------------------------------------------------------------- the schema file's generated sections
 
 _BLOCK = re.compile(

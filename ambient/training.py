@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import signal
 import time
@@ -180,10 +181,14 @@ def _train(
         batch = batch_at(cfg, setup.sampler, step, setup.positions, observations)
         loss = train_step(cfg, net, model, ema, optimizer, setup.loss_fn, batch, step, setup.positions, setup.autocast)
 
-        # Log and save a snapshot.
+        # Stop at a non-finite loss; log; save a snapshot of finite weights only.
         done = step + 1
-        log.add(loss, done, optimizer, bar)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise Diverged(run_dir, done, f"the loss is {value}")
+        log.add(value, done, optimizer, bar)
         if rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+            _check_finite_weights(run_dir, done, model, ema)
             _save_snapshot(run_dir, model, ema, optimizer, done, cfg, info)
         if done == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -191,6 +196,7 @@ def _train(
 
     # Done.
     if rank == 0:
+        _check_finite_weights(run_dir, cfg.steps, model, ema)
         save_checkpoint(out, model, ema, None, cfg.steps, cfg, info)
     if world > 1:
         import torch.distributed as dist
@@ -294,6 +300,27 @@ def _distributed(model: EDMPrecond, dev: torch.device, world: int) -> torch.nn.M
     return DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None, broadcast_buffers=False)
 
 
+class Diverged(ValueError):
+    """Training produced a non-finite loss or weights: it stops there and saves nothing more, so the
+    run directory's checkpoints are all from before (a rerun resumes from the last of them)."""
+
+    def __init__(self, run_dir: Path, step: int, what: str):
+        ckpts = [p for p in list_checkpoints(run_dir) if checkpoint_step(p) < step]
+        last = f"the last good checkpoint is {ckpts[-1]}" if ckpts else f"no checkpoint was saved in {run_dir}"
+        super().__init__(
+            f"training diverged at step {step}: {what}; nothing was saved from it ({last}). Lower "
+            "training.lr or raise warmup_steps, or check the data, then delete the run directory to retrain"
+        )
+
+
+def _check_finite_weights(run_dir: Path, step: int, model: EDMPrecond, ema: EDMPrecond) -> None:
+    """Raise Diverged if any weight of the model or its EMA is NaN or infinite (before saving them)."""
+    for prefix, net in (("model", model), ("ema", ema)):
+        for name, param in net.named_parameters():
+            if not torch.isfinite(param).all():
+                raise Diverged(run_dir, step, f"{prefix} weight {name} is not finite")
+
+
 def _log_line(text: str) -> None:
     print(text, flush=True)
 
@@ -306,8 +333,8 @@ class _TrainLog:
         self.cfg, self.path, self.dev, self.world, self.rank = cfg, path, dev, world, rank
         self.running, self.t0, self.seen = 0.0, time.perf_counter(), 0
 
-    def add(self, loss: torch.Tensor, done: int, optimizer, bar) -> None:
-        self.running += loss.item()
+    def add(self, loss: float, done: int, optimizer, bar) -> None:
+        self.running += loss
         self.seen += 1
         if not (done % self.cfg.log_every == 0 or done == self.cfg.steps):
             return

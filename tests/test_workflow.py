@@ -299,6 +299,12 @@ BAD_CONFIGS = {
     ),
     "gpu_on_cpu_device": (lambda c: c.update(resources={"gpu": 1}), ["device", "cpu"]),
     "attention_nowhere": (lambda c: c["network"].update(attn_resolutions=[99]), ["network.attn_resolutions", "99"]),
+    # issue 28: NaN and inf pass a JSON schema's bounds; refused before any job, by key
+    "lr_inf": (lambda c: c["training"].update(lr=float("inf")), ["training.lr", "inf", "finite"]),
+    "lr_nan": (lambda c: c["training"].update(lr=float("nan")), ["training.lr", "nan", "finite"]),
+    "sigma_n_inf": (lambda c: c["corruptions"][3].update(sigma_n=float("inf")), ["corruptions[3].sigma_n", "finite"]),
+    "delta_nan": (lambda c: c["corruptions"][1].update(delta=float("nan")), ["corruptions[1].delta", "finite"]),
+    "dropout_nan": (lambda c: c["network"].update(dropout=float("nan")), ["network.dropout", "finite"]),
 }
 
 

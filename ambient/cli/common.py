@@ -12,6 +12,8 @@ import inspect
 from collections.abc import Callable
 from typing import NamedTuple
 
+from ..settings import finite_float
+
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Keeps a description's line breaks and shows every option's default after its help."""
@@ -79,7 +81,7 @@ def default_of(cls, name: str):
     return field_default(fields_of(cls)[name])
 
 
-_NUMBER_TYPES = {"int": int, "float": float}
+_NUMBER_TYPES = {"int": int, "float": finite_float}
 
 
 def add_field(
@@ -121,7 +123,7 @@ def add_settings(p: argparse.ArgumentParser, cls, title: str, exclude: tuple[str
         elif meta["choices"]:
             kw["choices"] = meta["choices"]
         else:
-            kw["type"] = type(value)
+            kw["type"] = finite_float if isinstance(value, float) else type(value)
         g.add_argument("--" + f.name.replace("_", "-"), **kw)
 
 

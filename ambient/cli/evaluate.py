@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from ..settings import PRECISIONS
-from .common import Command, add_device, add_field, add_quiet, fields_of, parameter_defaults, setup_device
+from .common import Command, add_device, add_field, add_quiet, fields_of, finite_float, parameter_defaults, setup_device
 from .common import register as _register
 
 
@@ -78,7 +78,7 @@ def _fetch_weights(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default=None, help="download from this address instead of the official one (a mirror)")
     p.add_argument("--sha256", default=None, help="expected sha256 (None: the recorded one)")
     p.add_argument("--force", action="store_true", help="download even if a file with the right hash is present")
-    p.add_argument("--timeout", type=float, default=d["timeout"], help="network timeout in seconds")
+    p.add_argument("--timeout", type=finite_float, default=d["timeout"], help="network timeout in seconds")
     add_quiet(p)
     p.set_defaults(func=cmd_fetch_weights)
 
@@ -335,7 +335,7 @@ def _attack_method_arguments(p: argparse.ArgumentParser) -> None:
         "--kind",
         choices=ATTACK_KINDS,
         required=True,
-        help="the attack (sample from noise with the image's own training mask: README)",
+        help="the attack (key: sample from noise with the image's own training mask; docs/design.md, The mask is a key)",
     )
     add_field(p, "--erase", f, "inpaint: what to erase", choices=ERASE)
     add_field(p, "--fraction", f, "inpaint: share of pixels erased")
@@ -388,7 +388,7 @@ def _hf_energy(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--corruption-seed", type=int, default=0, help="seed of the per-image noise (training.corruption_seed)"
     )
-    p.add_argument("--cutoff", type=float, default=DEFAULT_CUTOFF, help="cutoff as a fraction of Nyquist")
+    p.add_argument("--cutoff", type=finite_float, default=DEFAULT_CUTOFF, help="cutoff as a fraction of Nyquist")
     p.add_argument("--out", required=True, help="output JSON")
     p.set_defaults(func=cmd_hf_energy)
 

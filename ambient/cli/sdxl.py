@@ -21,7 +21,17 @@ from pathlib import Path
 
 from ..layout import SDXL_ATTACK_PARTS
 from ..settings import LATENT_PRECISIONS
-from .common import Command, add_device, add_field, add_quiet, default_of, fields_of, parameter_defaults, setup_device
+from .common import (
+    Command,
+    add_device,
+    add_field,
+    add_quiet,
+    default_of,
+    fields_of,
+    finite_float,
+    parameter_defaults,
+    setup_device,
+)
 from .common import register as _register
 
 
@@ -271,7 +281,7 @@ def _generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=d["num_steps"], help="DDIM steps")
     p.add_argument("--seed", type=int, default=d["seed"], help="seed of the initial noise")
     p.add_argument("--batch-size", type=int, default=d["batch_size"], help="samples per batch")
-    p.add_argument("--guidance-scale", type=float, default=d["guidance_scale"], help="classifier-free guidance")
+    p.add_argument("--guidance-scale", type=finite_float, default=d["guidance_scale"], help="classifier-free guidance")
     p.add_argument(
         "--resolution",
         type=int,
@@ -317,7 +327,7 @@ def _attack_arguments(p: argparse.ArgumentParser, d: dict) -> None:
     p.add_argument("--num-images", type=int, default=None, help="attack the first N images (None: all)")
     p.add_argument("--steps", type=int, default=d["num_steps"], help="DDIM steps")
     p.add_argument("--seed", type=int, default=d["seed"], help="seed of the attack's noise")
-    p.add_argument("--guidance-scale", type=float, default=d["guidance_scale"], help="classifier-free guidance")
+    p.add_argument("--guidance-scale", type=finite_float, default=d["guidance_scale"], help="classifier-free guidance")
     p.add_argument("--prompt", default="", help="text prompt")
     p.add_argument("--out-dir", required=True, help="folder of the attack's image zips")
 
@@ -355,7 +365,9 @@ def _attack_inpaint(p: argparse.ArgumentParser) -> None:
 
     d = parameter_defaults(inpaint_attack)
     _attack_arguments(p, d)
-    p.add_argument("--fraction", type=float, default=d["fraction"], help="share of the image area masked, in (0, 1)")
+    p.add_argument(
+        "--fraction", type=finite_float, default=d["fraction"], help="share of the image area masked, in (0, 1)"
+    )
     p.set_defaults(func=cmd_attack_inpaint)
 
 

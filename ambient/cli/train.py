@@ -7,7 +7,7 @@ import argparse
 import json
 import os
 
-from .common import Command, add_device, add_quiet, add_settings, default_of
+from .common import Command, add_device, add_quiet, add_settings, default_of, finite_float
 from .common import register as _register
 
 # The sections `--settings` takes: the workflow config's `training` and `network`, whole.
@@ -76,7 +76,7 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--delta",
-        type=float,
+        type=finite_float,
         default=None,
         help="further corruption probability of dust under the ambient loss (None: ambient.layout.default_delta; "
         "0 with --loss edm); box takes none (a second box)",

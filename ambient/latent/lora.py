@@ -29,6 +29,7 @@ costs a no-grad UNet pass and two passes with gradients per image.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import time
@@ -78,6 +79,11 @@ class LoraTrainConfig:
                 raise ValueError(f"{key}={getattr(self, key)} must be >= 1")
         if not self.lr > 0:
             raise ValueError(f"lr={self.lr} must be > 0")
+        for key, value in asdict(self).items():  # NaN passes every comparison above: refuse it by name
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{key}={value} must be a finite number")
+        if self.grad_clip < 0 or self.weight_decay < 0:
+            raise ValueError(f"grad_clip={self.grad_clip} and weight_decay={self.weight_decay} must be >= 0")
 
 
 def add_lora(unet, rank: int, seed: int) -> list[torch.nn.Parameter]:
@@ -182,8 +188,13 @@ def train_lora(
             x = x_n[sampler.indices(step)].to(m.device)
             loss = lora_step(cfg, eps_model, loss_fn, x, step, params, opt, autocast)
 
-            # Log and save a snapshot.
+            # Stop at a non-finite loss (nothing more is saved); log; save a snapshot.
             done = step + 1
+            if not math.isfinite(loss.item()):
+                raise ValueError(
+                    f"sdxl-train diverged at step {done}: the loss is {loss.item()}; nothing was saved from it "
+                    f"(the checkpoints in {run_dir} are from before). Lower --lr, then delete {run_dir} to retrain"
+                )
             if done % cfg.log_every == 0 or done == cfg.steps:
                 _log_step(cfg, log_path, done, loss, t0, progress)
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:

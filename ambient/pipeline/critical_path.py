@@ -27,6 +27,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..settings import finite_float
+
 RUN_GAP_S = 60.0  # a pause this long with no job running separates two runs
 
 
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cores", type=int, default=os.cpu_count() or 1, help="cores the run had (default: this machine's)"
     )
-    parser.add_argument("--gap", type=float, default=RUN_GAP_S, help="idle seconds that separate two runs")
+    parser.add_argument("--gap", type=finite_float, default=RUN_GAP_S, help="idle seconds that separate two runs")
     parser.add_argument("--json", help="also write the report to this JSON file")
     args = parser.parse_args(argv)
     try:

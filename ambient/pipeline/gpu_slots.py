@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..settings import finite_float
+
 
 def device_count() -> int:
     env = os.environ.get("AMBIENT_NUM_GPUS")
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--gpus", type=int, required=True)
-    parser.add_argument("--timeout", type=float, default=None, help="give up after S seconds (default: wait)")
+    parser.add_argument("--timeout", type=finite_float, default=None, help="give up after S seconds (default: wait)")
     a = parser.parse_args(argv[:k])
     cmd = argv[k + 1 :]
     if not cmd:

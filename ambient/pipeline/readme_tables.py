@@ -43,6 +43,7 @@ from ..eval.c2st import REPEATS
 from ..eval.claims import fmt3, kd_columns, ruler_columns
 from ..layout import AUTO_LOSS, CLAIMS_CSV, COPY_THRESHOLD, RUN_NAME_PATTERN, SUMMARY_CSV, share_column
 from ..layout import run_label as layout_run_label
+from ..settings import finite_float
 
 BLOCKS = ("results", "claims", "timings", "speed")
 # Written whole from ambient.eval.claims.CLAIMS_LOG (never holds a block), relative to the README's folder.
@@ -789,7 +790,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--benchmarks", default="benchmarks", help="Snakemake's benchmark folder (timings block)")
     p.add_argument(
         "--record-wall",
-        type=float,
+        type=finite_float,
         default=None,
         metavar="START",
         help="instead: write BENCHMARKS/reproduce.json, the wall time since START (epoch seconds) of a "
@@ -797,7 +798,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--record-setup",
-        type=float,
+        type=finite_float,
         default=None,
         metavar="START",
         help="instead: write BENCHMARKS/setup.json, the seconds since START that the set-up took",

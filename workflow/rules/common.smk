@@ -12,6 +12,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from ambient import layout
+from ambient.settings import non_finite_values
 
 # Sources downloaded by the download_dataset rule (ambient.pipeline.download); never part of the CPU/CI configs.
 PAPER_SOURCES = ("celeba", "ffhq", "celeba_hq")
@@ -27,6 +28,9 @@ def _config_path(path):
 
 def validate_config(cfg, schema):
     """Validate against the schema (filling defaults); stop with a message that names the key."""
+    for where, value in non_finite_values(cfg):
+        raise WorkflowError(f"invalid config at {where}: {value} is not a finite number "
+                            "(.inf and .nan pass the schema's bounds; give a number)")
     try:
         validate(cfg, schema)
     except WorkflowError as e:
