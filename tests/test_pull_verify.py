@@ -207,3 +207,11 @@ def test_targets_verify_only_their_outs(world):
     P.pull(["metrics"], cwd=cons, log=lambda *_: None)  # the corrupt dataset is not asked for
     assert (cons / SUMMARY_CSV).is_file() and not (cons / DATASET_ZIP).exists()
     assert DATASET_ZIP in pull_error(cons, "datasets")
+
+
+def test_an_empty_remote_is_blamed_as_a_remote(world):
+    """Nothing of dvc.lock in the remote (the wrong folder): the remote's line, not a list of objects."""
+    _, remote, cons = world
+    shutil.rmtree(remote / "files")
+    message = pull_error(cons)
+    assert "could not pull from DVC remote 'local'" in message and "do not match dvc.lock" not in message, message

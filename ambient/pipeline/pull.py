@@ -145,8 +145,11 @@ def _dvc_pull(cwd: Path, name: str, url: str, jobs: int | None, targets: list[st
         dvc("pull", "-r", name, *(["-j", str(jobs)] if jobs else []), *targets, cwd=cwd)
     except PullError as e:  # DVC's own error is above; the lines that say what to do come last
         bad = integrity.verify_outputs(cwd, targets, url)
-        seen = [b.remote_state.startswith(("corrupt", "missing")) or b.cache_state.startswith("corrupt") for b in bad]
-        if any(seen) or (bad and "://" in url and "Checkout failed" in str(e)):
+        corrupt = [b for b in bad if b.remote_state.startswith("corrupt") or b.cache_state.startswith("corrupt")]
+        lacking = [b for b in bad if b.remote_state == "missing"]
+        # every out lacking (one Bad each: a file, or a .dir manifest): the wrong remote, not a bad object
+        some_lacking = lacking and len(lacking) < len(integrity.lock_outs(cwd, targets))
+        if corrupt or some_lacking or (bad and "://" in url and "Checkout failed" in str(e)):
             raise PullError(f"{e}\n{integrity.corruption_message(bad, name, url, dvc_failed=True)}") from None
         raise PullError(f"{e}\ncould not pull from DVC remote '{name}' ({url}): {_remote_hint(name)}") from None
 
