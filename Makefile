@@ -69,12 +69,13 @@ readme-check: $(STAMP)
 	$(BIN)/python -m ambient.pipeline.readme_tables --check
 
 # DVC (docs/dvc.md): the consumer path (dvc pull, mtimes in phase order, dvc status clean), and
-# recording the run `make reproduce` made into dvc.lock without running anything again
+# recording the run `make reproduce` made into dvc.lock without running anything again (the temporary
+# files of killed writes removed first)
 pull: $(STAMP)
 	$(BIN)/python -m ambient.pipeline.pull
 
 record: $(STAMP)
-	$(BIN)/dvc commit --force --no-relink && $(BIN)/dvc status
+	$(BIN)/python -m ambient.pipeline.integrity --clean-temp && $(BIN)/dvc commit --force --no-relink && $(BIN)/dvc status
 
 clean-results:
 	rm -rf results logs benchmarks .snakemake

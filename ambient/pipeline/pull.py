@@ -4,13 +4,21 @@ dvc.yaml (hand-written, docs/dvc.md) has one stage per phase, each recording the
 (ambient.layout): datasets, models, samples, evaluation, metrics, figures. Plain `dvc pull` and
 `dvc repro` work. This command adds what a Snakemake user also needs after a pull:
 
-1. The remote is checked first: a missing or unreachable one stops with one line naming it, its
+1. The targets are checked first: one that is neither a stage of dvc.yaml nor a path of (or
+   in, or above) one of its outs stops with the stages and their outs, before any remote.
+2. The temporary files of killed writes (`*.tmp`, `.*.extracting/`, also in .dvcignore) are removed
+   from the phase directories.
+3. The remote is checked: a missing or unreachable one stops with one line naming it, its
    URL and the command that points it elsewhere.
-2. `dvc pull [TARGETS]`.
-3. Modification times in phase order (every file of a phase gets one time, later than the
+4. `dvc pull [TARGETS]` (the remotes of .dvc/config set `verify = true`: DVC drops a corrupt download).
+5. Every pulled file is hashed again against dvc.lock (directories: DVC's .dir manifest): DVC
+   checks out a corrupted cache object and `dvc status` stays clean. A mismatch stops the pull,
+   naming the file, its cache object and the remote's object, and the commands that recover
+   (ambient.pipeline.integrity).
+6. Modification times in phase order (every file of a phase gets one time, later than the
    phase before): DVC writes files with fresh mtimes in any order, after which a plain
    `snakemake` would retrain whatever happened to be older than its inputs.
-4. `dvc status` must be clean (code, config and files are those of dvc.lock), else it stops
+7. `dvc status` must be clean (code, config and files are those of dvc.lock), else it stops
    and names what differs, before anything recomputes.
 
 `--render` then re-renders the figures from the pulled files (`dvc repro --force --single-item
@@ -30,6 +38,7 @@ from pathlib import Path
 
 from ..entry import UserError
 from ..layout import PHASE_DIRS
+from . import integrity
 
 
 class PullError(UserError):
@@ -129,6 +138,22 @@ def format_changes(changes: dict) -> str:
     return "\n".join(lines)
 
 
+def _dvc_pull(cwd: Path, name: str, url: str, jobs: int | None, targets: list[str]) -> None:
+    """`dvc pull`; when it fails, files that are missing or corrupt (the remote's `verify = true`
+    drops a corrupt download) are named with the way to recover, else the remote is blamed."""
+    try:
+        dvc("pull", "-r", name, *(["-j", str(jobs)] if jobs else []), *targets, cwd=cwd)
+    except PullError as e:  # DVC's own error is above; the lines that say what to do come last
+        bad = integrity.verify_outputs(cwd, targets, url)
+        corrupt = [b for b in bad if b.remote_state.startswith("corrupt") or b.cache_state.startswith("corrupt")]
+        lacking = [b for b in bad if b.remote_state == "missing"]
+        # every out lacking (one Bad each: a file, or a .dir manifest): the wrong remote, not a bad object
+        some_lacking = lacking and len(lacking) < len(integrity.lock_outs(cwd, targets))
+        if corrupt or some_lacking or (bad and "://" in url and "Checkout failed" in str(e)):
+            raise PullError(f"{e}\n{integrity.corruption_message(bad, name, url, dvc_failed=True)}") from None
+        raise PullError(f"{e}\ncould not pull from DVC remote '{name}' ({url}): {_remote_hint(name)}") from None
+
+
 def pull(
     targets: list[str],
     *,
@@ -143,14 +168,20 @@ def pull(
     cwd = Path(cwd)
     if not (cwd / "dvc.yaml").is_file():
         raise PullError(f"{cwd / 'dvc.yaml'}: not found (run in the repository root)")
+    unknown = integrity.check_targets(targets, cwd)
+    if unknown:
+        raise PullError(integrity.unknown_targets_message(unknown, cwd))
+    integrity.clean_temp(cwd, log=log)
     name, url = check_remote(cwd, remote)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
-    try:
-        dvc("pull", "-r", name, *(["-j", str(jobs)] if jobs else []), *targets, cwd=cwd)
-    except PullError as e:  # DVC's own error is above; the one line that says what to do comes last
-        raise PullError(f"{e}\ncould not pull from DVC remote '{name}' ({url}): {_remote_hint(name)}") from None
+    _dvc_pull(cwd, name, url, jobs, targets)
     times["dvc pull"] = time.perf_counter() - t0
+    t = time.perf_counter()
+    bad = integrity.verify_outputs(cwd, targets, url)
+    if bad:
+        raise PullError(integrity.corruption_message(bad, name, url))
+    times["verify"] = time.perf_counter() - t
     touched = order_mtimes(cwd)
     t = time.perf_counter()
     changes = {} if targets else dvc_changes(cwd)
