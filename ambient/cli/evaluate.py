@@ -335,7 +335,7 @@ def _attack_method_arguments(p: argparse.ArgumentParser) -> None:
         "--kind",
         choices=ATTACK_KINDS,
         required=True,
-        help="the attack (key: sample from noise with the image's own training mask; docs/design.md, The mask is a key)",
+        help="the attack (key: sample from noise with the image's own training mask; docs/design.md)",
     )
     add_field(p, "--erase", f, "inpaint: what to erase", choices=ERASE)
     add_field(p, "--fraction", f, "inpaint: share of pixels erased")
