@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .layout import AUTO_LOSS, LEVELLESS_KINDS, MASKED_KINDS, NAIVE_SUFFIX, corruption_name, parse_run_name
+from .layout import AUTO_LOSS, LEVELLESS_KINDS, MASKED_KINDS, NAIVE_SUFFIX, NOISY_KINDS, corruption_name, parse_run_name
 from .utils import generator
 
 KINDS = tuple(AUTO_LOSS)
@@ -90,10 +90,13 @@ class Corruption:
             naive = True
         if naive:  # a run name, but a naive baseline's: its corruption is the name without the suffix
             raise ValueError(f"corruption name {name!r} is not one of clean, gauss, dust-pP, box-pP, noise-sS")
+        if delta and kind not in MASKED_KINDS:  # else dropped without a word
+            masked = ", ".join(MASKED_KINDS)
+            raise ValueError(f"delta={delta}: {name} takes no further corruption (delta is for {masked})")
         if kind in LEVELLESS_KINDS:
             return cls(kind, seed=seed)
-        if kind == "noise":
-            return cls("noise", sigma_n=level, seed=seed)
+        if kind in NOISY_KINDS:
+            return cls(kind, sigma_n=level, seed=seed)
         return cls(kind, p=level, delta=delta, seed=seed)
 
     @classmethod

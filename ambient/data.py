@@ -198,12 +198,27 @@ def write_image_zip(
     return manifest
 
 
+def _manifest(zf: zipfile.ZipFile, path: Path) -> dict:
+    """The zip's manifest, refused by name when it is not JSON or lists no images."""
+    import json
+
+    try:
+        manifest = json.loads(zf.read(MANIFEST))
+        if not isinstance(manifest, dict) or not all(isinstance(e, dict) and "file" in e for e in manifest["images"]):
+            raise TypeError("expected {'images': [{'file': ...}, ...]}")
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise ValueError(
+            f"{path}: its {MANIFEST} is not a dataset manifest ({type(e).__name__}: {e}); re-create the zip "
+            "(python -m ambient prepare)"
+        ) from None
+    return manifest
+
+
 def read_image_zip(path: str | Path, verify: bool = True, allow_plain: bool = False) -> Dataset:
     """Read a prepared dataset or sample zip; checks every image against its sha256 and its size.
 
     A zip without the manifest (dataset.json) has nothing to check its images against and is
     refused unless `allow_plain` (then its images, sorted by name, are read as they are)."""
-    import json
 
     path = Path(path)
     if not path.is_file():
@@ -211,7 +226,7 @@ def read_image_zip(path: str | Path, verify: bool = True, allow_plain: bool = Fa
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
-            manifest = json.loads(zf.read(MANIFEST)) if MANIFEST in names else None
+            manifest = _manifest(zf, path) if MANIFEST in names else None
             if manifest is not None:
                 entries = manifest["images"]
             elif allow_plain:
@@ -263,7 +278,6 @@ def read_image_zip(path: str | Path, verify: bool = True, allow_plain: bool = Fa
 def image_files(path: str | os.PathLike) -> tuple[list[str], str | None]:
     """Image file names of a zip (with the zip as clean-fid's `fdir`) or full paths in a folder, in the
     order `load_images` returns them (a zip's manifest order, else sorted)."""
-    import json
 
     path = Path(path)
     if path.is_file() and path.suffix.lower() == ".zip":
@@ -271,7 +285,7 @@ def image_files(path: str | os.PathLike) -> tuple[list[str], str | None]:
             with zipfile.ZipFile(path) as zf:
                 listed = zf.namelist()
                 if MANIFEST in listed:
-                    names = [e["file"] for e in json.loads(zf.read(MANIFEST))["images"]]
+                    names = [e["file"] for e in _manifest(zf, path)["images"]]
                 else:
                     names = sorted(n for n in listed if Path(n).suffix.lower() in IMAGE_SUFFIXES)
         except zipfile.BadZipFile as e:

@@ -42,12 +42,15 @@ AT_LEAST_ONE = (
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    """The checks every command shares, before any work: counts >= 1, and --out writable."""
+    """The checks every command shares, before any work: counts >= 1, seeds >= 0, and --out writable."""
     for key in AT_LEAST_ONE:
         value = getattr(args, key, None)
         for v in value if isinstance(value, list) else [value]:
             if isinstance(v, int) and not isinstance(v, bool) and v < 1:
                 raise ValueError(f"--{key.replace('_', '-')} {v} must be >= 1")
+    for key, v in vars(args).items():  # every seed: numpy and torch refuse a negative one without naming it
+        if (key == "seed" or key.endswith("_seed")) and isinstance(v, int) and not isinstance(v, bool) and v < 0:
+            raise ValueError(f"--{key.replace('_', '-')} {v} must be >= 0")
     out = getattr(args, "out", None)
     if isinstance(out, str) and out and not os.path.isdir(out):
         check_writable(out)

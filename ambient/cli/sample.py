@@ -4,6 +4,7 @@ those of ambient.sampling.generate."""
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..settings import PRECISIONS
 from .common import Command, add_device, add_quiet, parameter_defaults, setup_device
@@ -25,6 +26,20 @@ def _stop_sigma(a, cfg):
     return stop_sigma
 
 
+def _check_memory(num: int, values_per_image: int) -> None:
+    """The samples are held in memory (uint8) until the zip is written: refuse a --num they would not fit in."""
+    need = num * values_per_image
+    try:
+        available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not on every platform: then trust the user
+        return
+    if need > available:
+        raise ValueError(
+            f"--num {num}: the samples need {need / 2**30:.3g} GiB of memory until the zip is written, and "
+            f"this machine has {available / 2**30:.3g} GiB; sample in several runs with different --seed"
+        )
+
+
 def cmd_sample(a) -> None:
     from ..checkpoints import load_model
     from ..data import write_image_zip
@@ -34,6 +49,7 @@ def cmd_sample(a) -> None:
     dev = setup_device(a.device, a.threads)
     model, cfg, info = load_model(a.checkpoint, device=dev)
     stop_sigma = _stop_sigma(a, cfg)
+    _check_memory(a.num, info["channels"] * info["resolution"] ** 2)
     images = generate(
         model,
         cfg.corruption_spec,
