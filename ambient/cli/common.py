@@ -12,6 +12,8 @@ import inspect
 from collections.abc import Callable
 from typing import NamedTuple
 
+from ..paths import declare_paths as declare_paths  # each command's path options (entry checks them)
+
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Keeps a description's line breaks and shows every option's default after its help."""
