@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from .paths import check_writable
+from .paths import PathRoles, check_paths
 
 
 class UserError(RuntimeError):
@@ -42,7 +42,8 @@ AT_LEAST_ONE = (
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    """The checks every command shares, before any work: counts >= 1, seeds >= 0, and --out writable."""
+    """The checks every command shares, before any work: counts >= 1, seeds >= 0, and the paths it
+    declared: no output over an input or another output, every output writable (ambient.paths.check_paths)."""
     for key in AT_LEAST_ONE:
         value = getattr(args, key, None)
         for v in value if isinstance(value, list) else [value]:
@@ -51,9 +52,9 @@ def check_arguments(args: argparse.Namespace) -> None:
     for key, v in vars(args).items():  # every seed: numpy and torch refuse a negative one without naming it
         if (key == "seed" or key.endswith("_seed")) and isinstance(v, int) and not isinstance(v, bool) and v < 0:
             raise ValueError(f"--{key.replace('_', '-')} {v} must be >= 0")
-    out = getattr(args, "out", None)
-    if isinstance(out, str) and out and not os.path.isdir(out):
-        check_writable(out)
+    # every path option the command declared (ambient.paths.declare_paths); an undeclared --out is an output
+    roles = getattr(args, "path_roles", None) or PathRoles(outputs=("out",) if hasattr(args, "out") else ())
+    check_paths(args, roles)
 
 
 def run_command(args: argparse.Namespace, name: str) -> int:

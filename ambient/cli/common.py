@@ -12,6 +12,7 @@ import inspect
 from collections.abc import Callable
 from typing import NamedTuple
 
+from ..paths import declare_paths as declare_paths  # each command's path options (entry checks them)
 from ..settings import finite_float
 
 

@@ -19,7 +19,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import Command, add_quiet
+from .common import Command, add_quiet, declare_paths
 from .common import register as _register
 
 # ---------------------------------------------------------------- prepare
@@ -103,6 +103,7 @@ def _prepare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heldout-out", default=None, help="zip of the held-out images")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the held-out choice")
     p.add_argument("--out", required=True, help="prepared dataset zip")
+    declare_paths(p, inputs=["folder"], outputs=["out", "heldout_out"])
     p.set_defaults(func=cmd_prepare)
 
 
@@ -179,6 +180,7 @@ def _download_dataset(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="prepared dataset zip")
     p.add_argument("--list", action="store_true", help="list the known sources and exit")
     add_quiet(p)
+    declare_paths(p, outputs=["out", "heldout_out"], out_dirs=["raw_dir"])
     p.set_defaults(func=cmd_download_dataset)
 
 

@@ -12,7 +12,17 @@ import json
 from pathlib import Path
 
 from ..settings import PRECISIONS
-from .common import Command, add_device, add_field, add_quiet, fields_of, finite_float, parameter_defaults, setup_device
+from .common import (
+    Command,
+    add_device,
+    add_field,
+    add_quiet,
+    declare_paths,
+    fields_of,
+    finite_float,
+    parameter_defaults,
+    setup_device,
+)
 from .common import register as _register
 
 
@@ -57,6 +67,15 @@ def _gallery_paths(a) -> tuple[Path, Path]:
     return Path(a.csv or paths["csv"]), Path(a.gallery or paths["gallery"])
 
 
+def _default_outputs(a) -> dict:
+    """The gallery files not given: OUT's stem + .csv, _gallery.npz (and neighbors' _gallery.png)."""
+    from ..eval import neighbors as nb
+
+    paths = nb.default_paths(a.out)
+    names = ["csv", "gallery", *([] if getattr(a, "no_png", True) else ["png"])]
+    return {f"--{n} (default)": paths[n] for n in names if not getattr(a, n)}
+
+
 # ---------------------------------------------------------------- fetch-weights
 
 
@@ -80,6 +99,7 @@ def _fetch_weights(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="download even if a file with the right hash is present")
     p.add_argument("--timeout", type=finite_float, default=d["timeout"], help="network timeout in seconds")
     add_quiet(p)
+    declare_paths(p, out_dirs=["dest"])
     p.set_defaults(func=cmd_fetch_weights)
 
 
@@ -98,6 +118,7 @@ def _ref_stats(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", required=True, help="dataset zip or image folder")
     p.add_argument("--out", required=True, help="output .npz")
     _extractor_args(p, "inception", "filterbank")
+    declare_paths(p, inputs=["images", "weights_dir"], outputs=["out"])
     p.set_defaults(func=cmd_ref_stats)
 
 
@@ -140,6 +161,7 @@ def _fid(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kid-subsets", type=int, default=d["kid_subsets"], help="KID's random subsets")
     p.add_argument("--kid-subset-size", type=int, default=d["kid_subset_size"], help="images per KID subset")
     _extractor_args(p, "inception", "filterbank")
+    declare_paths(p, inputs=["samples", "ref", "weights_dir"], outputs=["out"])
     p.set_defaults(func=cmd_fid)
 
 
@@ -182,6 +204,7 @@ def _extractor_check(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=d["seed"], help="seed of the disturbances and of KD's subsets")
     p.add_argument("--kid-subsets", type=int, default=d["kid_subsets"], help="KD's random subsets")
     _extractor_args(p, "inception", "filterbank")
+    declare_paths(p, inputs=["images", "ref", "weights_dir"], outputs=["out"])
     p.set_defaults(func=cmd_extractor_check)
 
 
@@ -240,6 +263,8 @@ def _neighbors(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gallery-size", type=int, default=d["gallery_size"], help="most similar pairs in the gallery")
     p.add_argument("--bins", type=int, default=d["bins"], help="histogram bins over [-1, 1]")
     _extractor_args(p, "pixel", "pixel")
+    outputs = ["out", "csv", "gallery", "png"]
+    declare_paths(p, inputs=["samples", "train", "weights_dir"], outputs=outputs, derived=_default_outputs)
     p.set_defaults(func=cmd_neighbors)
 
 
@@ -369,6 +394,7 @@ def _attack(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gallery-size", type=int, default=d["gallery_size"], help="image pairs in the gallery")
     add_quiet(p)
     add_device(p)
+    declare_paths(p, inputs=["checkpoint", "train"], outputs=["out", "csv", "gallery"], derived=_default_outputs)
     p.set_defaults(func=cmd_attack)
 
 
@@ -390,6 +416,7 @@ def _hf_energy(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--cutoff", type=finite_float, default=DEFAULT_CUTOFF, help="cutoff as a fraction of Nyquist")
     p.add_argument("--out", required=True, help="output JSON")
+    declare_paths(p, inputs=["samples", "train"], outputs=["out"])
     p.set_defaults(func=cmd_hf_energy)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..layout import ATTACK_KINDS, CLAIMS_CSV, SUMMARY_CSV
-from .common import Command
+from .common import Command, declare_paths
 from .common import register as _register
 
 
@@ -26,6 +26,7 @@ def _summarize(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hf-energy", action="store_true", help="add the hf_* columns from hf_energy.json")
     p.add_argument("--out", required=True, help="output CSV")
     p.add_argument("--metrics-json", default=None, help="also the numeric columns as JSON, {run: {column: value}}")
+    declare_paths(p, inputs=["root"], outputs=["out", "metrics_json"])
     p.set_defaults(func=cmd_summarize)
 
 
@@ -48,6 +49,7 @@ def _claims(p: argparse.ArgumentParser) -> None:
         metavar="CLAIM.PARAM=VALUE",
         help=f"override a threshold or tolerance (repeatable). Thresholds: {defaults}",
     )
+    declare_paths(p, inputs=["summary", "ruler_check"], outputs=["out"])
     p.set_defaults(func=cmd_claims)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import Command
+from .common import Command, declare_paths
 from .common import register as _register
 
 
@@ -41,6 +41,7 @@ def _schema(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--file", default=SCHEMA, help="the workflow's config schema")
     p.add_argument("--check", action="store_true", help="rewrite nothing; exit 1 when the file differs")
+    declare_paths(p, in_place=["file"])
     p.set_defaults(func=cmd_schema)
 
 

@@ -7,7 +7,7 @@ import argparse
 import os
 
 from ..settings import PRECISIONS
-from .common import Command, add_device, add_quiet, parameter_defaults, setup_device
+from .common import Command, add_device, add_quiet, declare_paths, parameter_defaults, setup_device
 from .common import register as _register
 
 
@@ -108,6 +108,7 @@ def _sample(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="zip of PNG samples")
     add_quiet(p)
     add_device(p)
+    declare_paths(p, inputs=["checkpoint"], outputs=["out"])
     p.set_defaults(func=cmd_sample)
 
 

@@ -26,6 +26,7 @@ from .common import (
     add_device,
     add_field,
     add_quiet,
+    declare_paths,
     default_of,
     fields_of,
     finite_float,
@@ -102,6 +103,7 @@ def _tiny(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ref", required=True, help="model reference JSON to write")
     p.add_argument("--seed", type=int, default=d["seed"], help="seed of the random weights")
     p.add_argument("--sample-size", type=int, default=d["sample_size"], help="latent size of the UNet config")
+    declare_paths(p, outputs=["ref"], out_dirs=["out_dir"])
     p.set_defaults(func=cmd_tiny)
 
 
@@ -118,6 +120,7 @@ def _locate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-id", default=None, help="Hugging Face model id, looked up in the local HF cache")
     p.add_argument("--model-path", default=None, help="local diffusers folder")
     p.add_argument("--ref", required=True, help="model reference JSON to write")
+    declare_paths(p, inputs=["model_path"], outputs=["ref"])
     p.set_defaults(func=cmd_locate)
 
 
@@ -155,6 +158,7 @@ def _prepare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resolution", type=int, required=True, help="image size in pixels (the model's)")
     p.add_argument("--num-images", type=int, default=None, help="number of images (None: embedded 100, folder all)")
     p.add_argument("--out", required=True, help="dataset zip")
+    declare_paths(p, inputs=["folder"], outputs=["out"])
     p.set_defaults(func=cmd_prepare)
 
 
@@ -218,6 +222,7 @@ def _train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", required=True, help="checkpoints and the training log; resumes from here")
     p.add_argument("--out", required=True, help="the final LoRA adapter")
     add_quiet(p)
+    declare_paths(p, inputs=["model", "dataset"], outputs=["out"], out_dirs=["run_dir"])
     p.set_defaults(func=cmd_train)
 
 
@@ -290,6 +295,7 @@ def _generate(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--prompt", default=None, help="text prompt (None: the adapter's training prompt)")
     p.add_argument("--out", required=True, help="zip of the samples")
+    declare_paths(p, inputs=["model", "adapter"], outputs=["out"])
     p.set_defaults(func=cmd_generate)
 
 
@@ -305,6 +311,20 @@ def _images(path):
     return ds.images
 
 
+def _attack_zips(out_dir, attack: str) -> dict[str, Path]:
+    """OUT_DIR/<attack>_<part>.zip of each part of an attack (ambient.layout.SDXL_ATTACK_PARTS)."""
+    return {part: Path(out_dir) / f"{attack}_{part}.zip" for part in SDXL_ATTACK_PARTS[attack]}
+
+
+def _declare_attack_paths(p: argparse.ArgumentParser, attack: str) -> None:
+    """--model and --images are read, OUT_DIR/<attack>_<part>.zip written (so none may be an input)."""
+
+    def zips(a) -> dict:
+        return {f"--out-dir's {path.name}": path for path in _attack_zips(a.out_dir, attack).values()}
+
+    declare_paths(p, inputs=["model", "images"], out_dirs=["out_dir"], derived=zips)
+
+
 def cmd_attack_noise(a) -> None:
     from ..latent.attacks import noise_attack
     from ..latent.models import check_timestep
@@ -316,8 +336,8 @@ def cmd_attack_noise(a) -> None:
         m, images, m.condition(a.prompt, images.shape[-1]), a.t_attack, a.steps, a.seed, a.guidance_scale, a.batch_size
     )
     info = {"attack": "noise", "t_attack": a.t_attack, "steps": a.steps, "seed": a.seed, "model": str(m.model_dir)}
-    for part in SDXL_ATTACK_PARTS["noise"]:  # attack/noise_<part>.zip (ambient.layout.SDXL_FILES)
-        _write_zip(Path(a.out_dir) / f"noise_{part}.zip", out[part], part, info)
+    for part, path in _attack_zips(a.out_dir, "noise").items():  # ambient.layout.SDXL_FILES
+        _write_zip(path, out[part], part, info)
 
 
 def _attack_arguments(p: argparse.ArgumentParser, d: dict) -> None:
@@ -339,6 +359,7 @@ def _attack_noise(p: argparse.ArgumentParser) -> None:
     _attack_arguments(p, d)
     p.add_argument("--t-attack", type=int, default=d["t_attack"], help="timestep the latents are noised to")
     p.add_argument("--batch-size", type=int, default=d["batch_size"], help="images per batch")
+    _declare_attack_paths(p, "noise")
     p.set_defaults(func=cmd_attack_noise)
 
 
@@ -356,8 +377,8 @@ def cmd_attack_inpaint(a) -> None:
         "seed": a.seed,
         "model": str(m.model_dir),
     }
-    for part in SDXL_ATTACK_PARTS["inpaint"]:
-        _write_zip(Path(a.out_dir) / f"inpaint_{part}.zip", out[part], part, info)
+    for part, path in _attack_zips(a.out_dir, "inpaint").items():
+        _write_zip(path, out[part], part, info)
 
 
 def _attack_inpaint(p: argparse.ArgumentParser) -> None:
@@ -368,6 +389,7 @@ def _attack_inpaint(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--fraction", type=finite_float, default=d["fraction"], help="share of the image area masked, in (0, 1)"
     )
+    _declare_attack_paths(p, "inpaint")
     p.set_defaults(func=cmd_attack_inpaint)
 
 
@@ -419,6 +441,7 @@ def _score(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bins", type=int, default=parameter_defaults(summarise)["bins"], help="histogram bins")
     p.add_argument("--out-json", required=True, help="summary JSON")
     p.add_argument("--out-csv", required=True, help="per-image CSV")
+    declare_paths(p, inputs=["images", "reference"], outputs=["out_json", "out_csv"])
     p.set_defaults(func=cmd_score)
 
 

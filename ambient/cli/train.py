@@ -7,7 +7,7 @@ import argparse
 import json
 import os
 
-from .common import Command, add_device, add_quiet, add_settings, default_of, finite_float
+from .common import Command, add_device, add_quiet, add_settings, declare_paths, default_of, finite_float
 from .common import register as _register
 
 # The sections `--settings` takes: the workflow config's `training` and `network`, whole.
@@ -96,6 +96,11 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _default_out(a) -> dict:
+    """--out's default, RUN_DIR/model.pt (ambient.training.train): a written file like --out."""
+    return {} if a.out else {"--out (default)": os.path.join(a.run_dir, "model.pt")}
+
+
 def _train(p: argparse.ArgumentParser) -> None:
     from ..checkpoints import TrainConfig
     from ..networks import UNetConfig
@@ -107,6 +112,7 @@ def _train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="final checkpoint (None: RUN_DIR/model.pt)")
     add_quiet(p)
     add_device(p)
+    declare_paths(p, inputs=["dataset"], outputs=["out"], out_dirs=["run_dir"], derived=_default_out)
     p.set_defaults(func=cmd_train)
 
 

@@ -803,6 +803,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="START",
         help="instead: write BENCHMARKS/setup.json, the seconds since START that the set-up took",
     )
+    from ..paths import declare_paths
+
+    declare_paths(p, inputs=["summary", "claims", "benchmarks"], in_place=["readme"])
     p.set_defaults(func=cmd_readme_tables)
 
 
