@@ -39,16 +39,22 @@ AT_LEAST_ONE = (
     "checkpoint_every",
     "resolution",
 )
+# Counts that size an array up front: a typo (1e12) would die in a memory traceback, not a message.
+AT_MOST = {"bins": 10**6, "kid_subsets": 10**5, "k": 10**4, "gallery_size": 10**4}
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    """The checks every command shares, before any work: counts >= 1, seeds >= 0, and the paths it
+    """The checks every command shares, before any work: counts >= 1 (some bounded above), seeds >= 0, and the paths it
     declared: no output over an input or another output, every output writable (ambient.paths.check_paths)."""
     for key in AT_LEAST_ONE:
         value = getattr(args, key, None)
         for v in value if isinstance(value, list) else [value]:
             if isinstance(v, int) and not isinstance(v, bool) and v < 1:
                 raise ValueError(f"--{key.replace('_', '-')} {v} must be >= 1")
+    for key, most in AT_MOST.items():
+        v = getattr(args, key, None)
+        if isinstance(v, int) and v > most:
+            raise ValueError(f"--{key.replace('_', '-')} {v} must be <= {most}")
     for key, v in vars(args).items():  # every seed: numpy and torch refuse a negative one without naming it
         if (key == "seed" or key.endswith("_seed")) and isinstance(v, int) and not isinstance(v, bool) and v < 0:
             raise ValueError(f"--{key.replace('_', '-')} {v} must be >= 0")
