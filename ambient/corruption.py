@@ -103,10 +103,11 @@ class Corruption:
     def of_run(cls, run: str, delta: float = 0.0, seed: int = 0) -> tuple[Corruption, str]:
         """(corruption, loss) a run name was trained with; loss is the `ambient train --loss` value
         (auto | edm). A naive baseline (dust-p0.50-naive, noise-s0.20-naive) is its corruption with
-        loss edm, and no further corruption whatever `delta` says (the plain EDM loss draws none)."""
+        loss edm, and no further corruption whatever `delta` says (the plain EDM loss draws none), as
+        is an unmasked kind."""
         kind, _, naive = parse_run_name(run)
         if not naive:
-            return cls.from_name(run, delta=delta, seed=seed), "auto"
+            return cls.from_name(run, delta=delta if kind in MASKED_KINDS else 0.0, seed=seed), "auto"
         return cls.from_name(run.removesuffix(NAIVE_SUFFIX), seed=seed), "edm"
 
     # ------------------------------------------------------------ per-image draws
