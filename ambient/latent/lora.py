@@ -190,9 +190,10 @@ def train_lora(
 
             # Stop at a non-finite loss (nothing more is saved); log; save a snapshot.
             done = step + 1
-            if not math.isfinite(loss.item()):
+            value = loss.item()
+            if not math.isfinite(value):
                 raise ValueError(
-                    f"sdxl-train diverged at step {done}: the loss is {loss.item()}; nothing was saved from it "
+                    f"sdxl-train diverged at step {done}: the loss is {value}; nothing was saved from it "
                     f"(the checkpoints in {run_dir} are from before). Lower --lr, then delete {run_dir} to retrain"
                 )
             if done % cfg.log_every == 0 or done == cfg.steps:

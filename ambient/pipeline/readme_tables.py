@@ -44,6 +44,7 @@ from ..eval.claims import fmt3, kd_columns, ruler_columns
 from ..layout import AUTO_LOSS, CLAIMS_CSV, COPY_THRESHOLD, RUN_NAME_PATTERN, SUMMARY_CSV, share_column
 from ..layout import run_label as layout_run_label
 from ..settings import finite_float
+from .integrity import md5_file
 
 BLOCKS = ("results", "claims", "timings", "speed")
 # Written whole from ambient.eval.claims.CLAIMS_LOG (never holds a block), relative to the README's folder.
@@ -64,14 +65,6 @@ def end_marker(name: str) -> str:
 
 
 # ---------------------------------------------------------------- small helpers
-
-
-def md5_file(path: str | Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _int(v) -> str:
